@@ -64,7 +64,8 @@ SENSORS: tuple[Sensor, ...] = (
     Sensor("GF2", ("gaofen-2", "gaofen2"), (), GENERIC_PAN_GAIN, 10, _VNIR4),
     Sensor("Landsat7", ("landsat-7", "l7", "etm+"), (), GENERIC_PAN_GAIN, 8,
            ("blue", "green", "red", "nir", "swir1", "swir2"), default_ratio=2),
-    Sensor("Landsat8", ("landsat-8", "l8", "oli"), (), GENERIC_PAN_GAIN, 12,
+    # OLI quantises to 12 bits, but Level-1 products store the samples rescaled to 16 bits.
+    Sensor("Landsat8", ("landsat-8", "l8", "oli"), (), GENERIC_PAN_GAIN, 16,
            ("coastal", "blue", "green", "red", "nir", "swir1", "swir2"), default_ratio=2),
 )
 
