@@ -1,0 +1,141 @@
+"""The public model API: load a checkpoint, sharpen PAN + MS arrays given in digital numbers (DN).
+
+    sharpener = Pansharpener.from_checkpoint("ssdiff-8band-r4")
+    hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)            # (B, H, W) float32 DN
+
+``sharpen_tiles`` is the batch entry point of the tiling and Ray code: it takes a stack of equally sized
+tiles and the starting noise of each (the caller derives it from global pixel positions, so overlapping
+tiles see the same noise).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssdiff_model.checkpoint import Checkpoint, load_checkpoint
+from ssdiff_model.diffusion import GaussianDiffusion
+from ssdiff_model.lora import add_lora, merge_lora
+from ssdiff_model.network import SSDiffNet
+from ssdiff_model.resample import upsample_ms
+
+# The network's U-shape has three scales, so its PAN-size input must halve twice.
+NETWORK_SIZE_MULTIPLE = 4
+
+
+def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
+    """Rebuild the network (EMA weights by default); LoRA adapters, if the run used them, are merged."""
+    weights = ckpt.ema_weights if ema and ckpt.ema_weights is not None else ckpt.weights
+    net = SSDiffNet(**ckpt.config)
+    lora = ckpt.training.get("lora")
+    if lora:
+        add_lora(net, lora["rank"], lora["alpha"])
+    net.load_state_dict(weights)  # copies into float32 parameters, so fp16-stored weights are upcast
+    if lora:
+        merge_lora(net)
+    return net
+
+
+class Pansharpener:
+    def __init__(self, net: nn.Module, *, full_scale: float, ratio: int, sensor: str, band_names: list[str],
+                 checkpoint_hash: str = "", source: str = "<in memory>",
+                 device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.net = net.to(self.device).eval()
+        self.diffusion = GaussianDiffusion()
+        self.full_scale = float(full_scale)
+        self.ratio = int(ratio)
+        self.sensor = sensor
+        self.band_names = list(band_names)
+        self.checkpoint_hash = checkpoint_hash
+        self.source = source  # where the weights came from, for error messages
+        if len(self.band_names) != self.bands:
+            raise ValueError(f"{len(self.band_names)} band names given for a {self.bands}-band network")
+
+    @classmethod
+    def from_checkpoint(cls, path_or_name: str | Path, device: torch.device | str | None = None,
+                        ema: bool = True) -> "Pansharpener":
+        ckpt = load_checkpoint(path_or_name)
+        return cls(network_from_checkpoint(ckpt, ema), full_scale=ckpt.full_scale, ratio=ckpt.ratio,
+                   sensor=ckpt.sensor, band_names=ckpt.band_names, checkpoint_hash=ckpt.content_hash,
+                   source=str(path_or_name), device=device)
+
+    @property
+    def _upsampling(self) -> str:
+        """The toolbox's 23-tap interpolator, which exists for powers of 2 only; bicubic otherwise."""
+        return "interp23tap" if self.ratio & (self.ratio - 1) == 0 else "bicubic"
+
+    @property
+    def bands(self) -> int:
+        return int(self.net.config["bands"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.net.config)
+
+    # ---- public entry points -----------------------------------------------------------------------
+
+    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0) -> np.ndarray:
+        """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale]."""
+        pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
+        if pan.ndim != 2 or ms_lr.ndim != 3:
+            raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
+                             f"and ms_lr {ms_lr.shape}")
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
+        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps)[0]
+
+    def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10) -> np.ndarray:
+        """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN."""
+        pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
+        self._check(pan, ms_lr, noise)
+        lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
+        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
+                   (pan[:, None] / self.full_scale, lms / self.full_scale, ms_lr / self.full_scale, noise)]
+        pan_t, lms_t, ms_t, noise_t = self._pad(*tensors)
+        with torch.inference_mode():
+            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t)
+        height, width = pan.shape[-2:]
+        hrms = image[..., :height, :width].float().cpu().numpy() * self.full_scale
+        return np.clip(hrms, 0, self.full_scale).astype(np.float32)
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _check(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray) -> None:
+        if pan.ndim != 3 or ms_lr.ndim != 4 or noise.ndim != 4:
+            raise ValueError(f"sharpen_tiles expects pan (N, H, W), ms_lr (N, B, h, w), noise (N, B, H, W); "
+                             f"got {pan.shape}, {ms_lr.shape}, {noise.shape}")
+        if ms_lr.shape[1] != self.bands:
+            raise ValueError(f"MS has {ms_lr.shape[1]} bands but checkpoint {self.source} expects {self.bands} "
+                             f"({', '.join(self.band_names)})")
+        if pan.shape[0] != ms_lr.shape[0]:
+            raise ValueError(f"{pan.shape[0]} PAN tiles but {ms_lr.shape[0]} MS tiles")
+        height, width = pan.shape[-2:]
+        ms_h, ms_w = ms_lr.shape[2:]
+        if (height, width) != (ms_h * self.ratio, ms_w * self.ratio):
+            raise ValueError(f"PAN is {height}x{width} and MS {ms_h}x{ms_w}, but checkpoint {self.source} expects "
+                             f"ratio {self.ratio}: PAN {ms_h * self.ratio}x{ms_w * self.ratio} for this MS")
+        if noise.shape != (pan.shape[0], self.bands, height, width):
+            raise ValueError(f"noise has shape {noise.shape}, expected {(pan.shape[0], self.bands, height, width)}")
+        for name, array in (("pan", pan), ("ms_lr", ms_lr), ("noise", noise)):
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name} contains NaN or infinite values: mask or fill nodata before sharpening")
+
+    def _pad(self, pan, lms, ms, noise):
+        """Reflect-pad bottom/right so the PAN size is a multiple the network and the ratio both divide."""
+        multiple = math.lcm(NETWORK_SIZE_MULTIPLE, self.ratio)
+        pad_h, pad_w = (-pan.shape[-2]) % multiple, (-pan.shape[-1]) % multiple
+        if pad_h == 0 and pad_w == 0:
+            return pan, lms, ms, noise
+
+        def reflect(x, ph, pw):
+            return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+
+        r = self.ratio
+        return (reflect(pan, pad_h, pad_w), reflect(lms, pad_h, pad_w), reflect(ms, pad_h // r, pad_w // r),
+                reflect(noise, pad_h, pad_w))

@@ -1,0 +1,249 @@
+"""Single-process SSDiff training: AdamW, EMA, gradient clipping, checkpoints, resume, L-BAF and LoRA.
+
+The pieces are small and separate so a distributed job (Ray Train) can reuse them around its own model
+wrapper and data loader: ``train_step`` (one optimiser step), ``EMA``, ``LBAFSchedule`` with
+``apply_lbaf_phase``, ``evaluation_loss``. ``Trainer`` strings them together for one process.
+
+Batches are dicts of tensors in [0, 1]: pan (N, 1, H, W), ms (N, B, H/r, W/r), lms and hrms (N, B, H, W).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ssdiff_model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ssdiff_model.diffusion import GaussianDiffusion
+from ssdiff_model.lora import add_lora, has_lora
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Tensor]
+Branch = Literal["spatial", "spectral"]
+BRANCHES = ("spatial", "spectral", "shared")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---- reusable pieces --------------------------------------------------------------------------------
+
+def train_step(model: nn.Module, diffusion: GaussianDiffusion, optimizer: torch.optim.Optimizer, batch: Batch,
+               generator: torch.Generator | None = None, grad_clip: float | None = 1.0) -> float:
+    """One optimiser step on the residual L1 loss; returns the loss. Frozen parameters get no gradient."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips frozen parameters entirely
+    loss = diffusion.training_loss(model, batch["hrms"], batch["pan"], batch["lms"], batch["ms"], generator)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def evaluation_loss(model: nn.Module, diffusion: GaussianDiffusion, batches: Iterable[Batch],
+                    seed: int = 0) -> float:
+    """Mean residual L1 over `batches` with timesteps and noise drawn from a fixed seed (comparable runs)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    losses = [diffusion.training_loss(model, b["hrms"], b["pan"], b["lms"], b["ms"], generator).item()
+              for b in batches]
+    return sum(losses) / len(losses)
+
+
+class EMA:
+    """Exponential moving average of a network's floating-point weights (sampling uses these)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, value in model.state_dict().items():
+            if name in self.shadow:
+                # lerp leaves a weight that did not move (a frozen branch) exactly unchanged
+                self.shadow[name].lerp_(value, 1.0 - self.decay)
+
+    def weights(self, model: nn.Module) -> dict[str, Tensor]:
+        """A full state dict for `model` with the averaged values (non-float buffers taken as they are)."""
+        return {k: self.shadow[k].clone() if k in self.shadow else v.detach().clone()
+                for k, v in model.state_dict().items()}
+
+    def load(self, weights: dict[str, Tensor]) -> None:
+        for name in self.shadow:
+            self.shadow[name].copy_(weights[name])
+
+
+@dataclass(frozen=True)
+class LBAFSchedule:
+    """Branch-wise alternative fine-tuning: from iteration `start` on, train one branch for `every`
+    iterations while the other (and the shared layers) are frozen, then swap."""
+    start: int
+    every: int
+    first: Branch = "spatial"
+
+    def __post_init__(self):
+        if self.start < 0 or self.every < 1:
+            raise ValueError(f"L-BAF needs start >= 0 and every >= 1, got start={self.start}, every={self.every}")
+        if self.first not in ("spatial", "spectral"):
+            raise ValueError(f"L-BAF first branch must be 'spatial' or 'spectral', got {self.first!r}")
+
+    def phase(self, step: int) -> Branch | None:
+        """The branch trained at 0-based iteration `step`, or None before L-BAF starts (all train)."""
+        if step < self.start:
+            return None
+        second: Branch = "spectral" if self.first == "spatial" else "spatial"
+        return self.first if ((step - self.start) // self.every) % 2 == 0 else second
+
+
+def apply_lbaf_phase(net: nn.Module, phase: Branch | None) -> None:
+    """Make exactly the `phase` branch trainable (None: every parameter trainable)."""
+    for name in BRANCHES:
+        for p in net.branch_parameters(name):
+            p.requires_grad_(phase is None or name == phase)
+
+
+# ---- the single-process loop ------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    iterations: int
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    grad_clip: float | None = 1.0
+    seed: int = 0                              # timesteps and diffusion noise
+    checkpoint_path: str | None = None         # written every `checkpoint_every` steps and at the end
+    checkpoint_every: int = 0                  # 0: only at the end
+    log_every: int = 100
+    lbaf_start: int | None = None              # None: no L-BAF
+    lbaf_every: int = 1000
+    lbaf_lr: float = 1e-4
+    lbaf_first: Branch = "spatial"
+    lora_rank: int | None = None               # LoRA adapters on the APFM projections instead of L-BAF
+    lora_alpha: float = 4.0
+    # what the checkpoint must tell its users
+    full_scale: float = 2047.0
+    sensor: str = "unknown"
+    band_names: list[str] = field(default_factory=list)  # empty: B1..Bn
+    data_sources: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.lbaf_start is not None and self.lora_rank is not None:
+            raise ValueError("TrainConfig: choose L-BAF (lbaf_start) or LoRA (lora_rank), not both")
+
+
+class Trainer:
+    """AdamW + EMA + optional L-BAF or LoRA on one device, with checkpoints that resume bit-exactly."""
+
+    def __init__(self, net: nn.Module, config: TrainConfig, device: torch.device | str | None = None):
+        self.config = config
+        self.device = torch.device(device) if device is not None else default_device()
+        self.net = net.to(self.device)
+        if config.lora_rank is not None and not has_lora(net):
+            add_lora(net, config.lora_rank, config.lora_alpha)
+        self.diffusion = GaussianDiffusion()
+        self.optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = EMA(net, config.ema_decay)
+        self.lbaf = (LBAFSchedule(config.lbaf_start, config.lbaf_every, config.lbaf_first)
+                     if config.lbaf_start is not None else None)
+        self.generator = torch.Generator().manual_seed(config.seed)  # CPU: same draws on any device
+        self.step = 0  # iterations done
+
+    def phase(self) -> Branch | None:
+        return self.lbaf.phase(self.step) if self.lbaf else None
+
+    def fit(self, batches: Iterable[Batch], on_step: Callable[[int, float], None] | None = None) -> "Trainer":
+        """Train until `config.iterations`. After a resume, `batches` must continue where the interrupted
+        run stopped (``patch_batches(..., start_step=trainer.step)`` does)."""
+        batch_iter = iter(batches)
+        while self.step < self.config.iterations:
+            phase = self.phase()
+            if self.lbaf:
+                apply_lbaf_phase(self.net, phase)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.config.lbaf_lr if phase else self.config.lr
+            try:
+                batch = next(batch_iter)
+            except StopIteration:
+                raise ValueError(f"the batch iterable ran out at iteration {self.step} of "
+                                 f"{self.config.iterations}") from None
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            loss = train_step(self.net, self.diffusion, self.optimizer, batch, self.generator, self.config.grad_clip)
+            self.ema.update(self.net)
+            self.step += 1
+            if on_step:
+                on_step(self.step, loss)
+            if self.config.log_every and self.step % self.config.log_every == 0:
+                log.info("step %d loss %.5f phase %s", self.step, loss, phase or "all")
+            every = self.config.checkpoint_every
+            if self.config.checkpoint_path and every and self.step % every == 0:
+                self.save(self.config.checkpoint_path)
+        if self.config.checkpoint_path:
+            self.save(self.config.checkpoint_path)
+        return self
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint(self, resumable: bool = True) -> Checkpoint:
+        cfg = self.config
+        bands = self.net.config["bands"]
+        return Checkpoint(
+            config=dict(self.net.config),
+            weights={k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            ema_weights=self.ema.weights(self.net),
+            full_scale=float(cfg.full_scale), sensor=cfg.sensor,
+            band_names=list(cfg.band_names) or [f"B{i + 1}" for i in range(bands)],
+            ratio=int(self.net.config["ratio"]),
+            training={
+                "data_sources": list(cfg.data_sources), "iterations": self.step,
+                "lbaf_phase": self.lbaf.phase(max(self.step - 1, 0)) if self.lbaf else None,
+                "lbaf": ({"start": cfg.lbaf_start, "every": cfg.lbaf_every, "lr": cfg.lbaf_lr}
+                         if self.lbaf else None),
+                "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None,
+                "ema_decay": cfg.ema_decay,
+            },
+            train_state={"step": self.step, "optimizer": self.optimizer.state_dict(),
+                         "rng_state": self.generator.get_state(), "config": asdict(cfg)} if resumable else None,
+        )
+
+    def save(self, path: str | Path, half: bool = False, resumable: bool = True) -> str:
+        return save_checkpoint(self.checkpoint(resumable), path, half=half)
+
+    @classmethod
+    def resume(cls, path: str | Path, device: torch.device | str | None = None, **overrides) -> "Trainer":
+        """Rebuild the trainer of a resumable checkpoint (overrides: TrainConfig fields, e.g. iterations)."""
+        from ssdiff_model.network import SSDiffNet  # the heavy module only when needed
+
+        ckpt = load_checkpoint(path)
+        if ckpt.train_state is None:
+            raise ValueError(f"{path}: checkpoint holds no training state (saved with resumable=False)")
+        state = ckpt.train_state
+        trainer = cls(SSDiffNet(**ckpt.config), TrainConfig(**{**state["config"], **overrides}), device)
+        trainer.net.load_state_dict(ckpt.weights)
+        trainer.ema.load(ckpt.ema_weights)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.generator.set_state(state["rng_state"])
+        trainer.step = state["step"]
+        return trainer
+
+
+def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0) -> Iterator[Batch]:
+    """Endless random batches from stacked patches; batch k depends only on (seed, k), so a resumed run
+    gets exactly the batches the interrupted one would have had."""
+    n = len(data["pan"])
+    step = start_step
+    while True:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        index = torch.randperm(n, generator=generator)[:batch_size]
+        yield {k: v[index] for k, v in data.items()}
+        step += 1

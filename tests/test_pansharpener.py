@@ -1,0 +1,99 @@
+"""The public API end to end on a real Landsat-8 crop (PAN 15 m, MS bands 2-5 at 30 m, ratio 2)."""
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
+from ssdiff_model.network import SSDiffNet
+from ssdiff_model.pansharpener import Pansharpener
+
+FULL_SCALE = 65535.0  # Landsat-8 Level-1 stores the 12-bit samples rescaled to 16 bits
+BAND_NAMES = ["blue", "green", "red", "nir"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory):
+    """A small untrained 4-band ratio-2 model; EMA weights deliberately differ from the raw ones."""
+    torch.manual_seed(0)
+    net = SSDiffNet(bands=4, ratio=2, width=16, time_embed_dim=32, time_hidden_dim=64)
+    weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    path = tmp_path_factory.mktemp("ckpt") / "landsat-small.pt"
+    digest = save_checkpoint(Checkpoint(
+        config=net.config, weights=weights, ema_weights={k: 0.9 * v for k, v in weights.items()},
+        full_scale=FULL_SCALE, sensor="Landsat8", band_names=BAND_NAMES, ratio=2,
+        training={"data_sources": [], "iterations": 0, "lbaf_phase": None, "lora": None}), path, half=True)
+    return path, digest
+
+
+@pytest.fixture(scope="module")
+def sharpener(checkpoint_path):
+    return Pansharpener.from_checkpoint(checkpoint_path[0], device="cpu")
+
+
+def read_crop(scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """PAN (size, size) and MS bands 2-5 (4, size/2, size/2) over the same area, uint16 DN."""
+    with rasterio.open(scene["B8"]) as src:
+        pan = src.read(1, window=Window(2 * col, 2 * row, size, size))
+    ms = []
+    for band in ("B2", "B3", "B4", "B5"):
+        with rasterio.open(scene[band]) as src:
+            ms.append(src.read(1, window=Window(col, row, size // 2, size // 2)))
+    return pan, np.stack(ms)
+
+
+def test_sharpen_a_real_crop(sharpener, checkpoint_path, landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=250, col=300, size=64)
+    assert pan.dtype == np.uint16 and pan.max() > 0
+    hrms = sharpener.sharpen(pan, ms, steps=3, seed=0)
+    assert hrms.shape == (4, 64, 64) and hrms.dtype == np.float32
+    assert np.isfinite(hrms).all() and hrms.min() >= 0 and hrms.max() <= FULL_SCALE
+    assert hrms.std() > 0
+    assert np.array_equal(hrms, sharpener.sharpen(pan, ms, steps=3, seed=0))  # same seed, same image
+    assert not np.array_equal(hrms, sharpener.sharpen(pan, ms, steps=3, seed=1))
+    assert (sharpener.bands, sharpener.ratio, sharpener.full_scale) == (4, 2, FULL_SCALE)
+    assert sharpener.sensor == "Landsat8" and sharpener.band_names == BAND_NAMES
+    assert sharpener.checkpoint_hash == checkpoint_path[1] and sharpener.config["width"] == 16
+
+
+def test_sizes_the_network_cannot_take_are_padded(sharpener, landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=100, col=100, size=66)  # 66 is not a multiple of 4
+    hrms = sharpener.sharpen(pan, ms, steps=1)
+    assert hrms.shape == (4, 66, 66) and np.isfinite(hrms).all()
+
+
+def test_tiles_are_sharpened_independently(sharpener, landsat_scene):
+    crops = [read_crop(landsat_scene, row=r, col=c, size=32) for r, c in ((50, 60), (400, 200))]
+    pan, ms = np.stack([p for p, _ in crops]), np.stack([m for _, m in crops])
+    noise = torch.randn((2, 4, 32, 32), generator=torch.Generator().manual_seed(3)).numpy()
+    together = sharpener.sharpen_tiles(pan, ms, noise, steps=2)
+    assert together.shape == (2, 4, 32, 32) and together.dtype == np.float32
+    alone = sharpener.sharpen_tiles(pan[1:], ms[1:], noise[1:], steps=2)
+    np.testing.assert_allclose(together[1:], alone, rtol=1e-4, atol=0.5)  # DN; batching changes nothing real
+
+
+def test_ema_weights_are_the_default(checkpoint_path, sharpener, landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=10, col=10, size=32)
+    raw = Pansharpener.from_checkpoint(checkpoint_path[0], device="cpu", ema=False)
+    assert not np.array_equal(raw.sharpen(pan, ms, steps=1), sharpener.sharpen(pan, ms, steps=1))
+
+
+def test_bad_inputs_get_clear_errors(sharpener, landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=10, col=10, size=32)
+    expects = r"MS has 3 bands but checkpoint .*landsat-small.pt expects 4 \(blue, green, red, nir\)"
+    with pytest.raises(ValueError, match=expects):
+        sharpener.sharpen(pan, ms[:3])
+    with pytest.raises(ValueError, match="PAN is 32x32 and MS 8x8, but checkpoint .* expects ratio 2"):
+        sharpener.sharpen(pan, ms[:, :8, :8])
+    with pytest.raises(ValueError, match="pan contains NaN"):
+        sharpener.sharpen(np.where(np.arange(32) == 5, np.nan, pan.astype(np.float64)), ms)
+    with pytest.raises(ValueError, match="noise has shape"):
+        sharpener.sharpen_tiles(pan[None], ms[None], np.zeros((1, 4, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="pan \\(H, W\\)"):
+        sharpener.sharpen(pan[None], ms)
+
+
+def test_unknown_checkpoint_name_lists_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="no-such-model.*shipped"):
+        Pansharpener.from_checkpoint("no-such-model")

@@ -1,0 +1,215 @@
+"""Training: learning on real WV3 patches, bit-exact resume, L-BAF branch alternation, LoRA adapters and merging."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ssdiff_model.checkpoint import load_checkpoint
+from ssdiff_model.diffusion import GaussianDiffusion
+from ssdiff_model.lora import add_lora, has_lora, merge_lora
+from ssdiff_model.network import SSDiffNet
+from ssdiff_model.pansharpener import network_from_checkpoint
+from ssdiff_model.readers import read_pancollection
+from ssdiff_model.training import (EMA, LBAFSchedule, Trainer, TrainConfig, evaluation_loss, patch_batches,
+                                   train_step)
+
+BANDS = 4
+
+
+def small_net(bands: int = BANDS, seed: int = 0) -> SSDiffNet:
+    torch.manual_seed(seed)
+    return SSDiffNet(bands=bands, ratio=4, width=16, time_embed_dim=32, time_hidden_dim=64)
+
+
+def synthetic_patches(n: int = 8, size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random but well-formed patches in [0, 1] (enough for the mechanics tested here)."""
+    g = torch.Generator().manual_seed(seed)
+    ms = torch.rand(n, BANDS, size // 4, size // 4, generator=g)
+    lms = torch.nn.functional.interpolate(ms, scale_factor=4, mode="bicubic").clamp(0, 1)
+    hrms = (lms + 0.05 * torch.randn(lms.shape, generator=g)).clamp(0, 1)
+    return {"pan": hrms.mean(1, keepdim=True), "ms": ms, "lms": lms, "hrms": hrms}
+
+
+def wv3_quadrants(path) -> tuple[dict[str, torch.Tensor], int]:
+    """The 64x64 WV3 patches cut into four 32x32 quadrants each (4x cheaper steps); also returns the count of
+    source patches, so validation can hold out whole source patches."""
+    batch = read_pancollection(path)
+    scale = batch.full_scale
+    arrays = {"pan": batch.pan[:, None], "ms": batch.ms_lr, "lms": batch.lms, "hrms": batch.gt}
+    quads = {k: [] for k in arrays}
+    for k, a in arrays.items():
+        half = a.shape[-1] // 2
+        quads[k] = np.stack([a[..., i * half:(i + 1) * half, j * half:(j + 1) * half]
+                             for i in (0, 1) for j in (0, 1)], axis=1)  # (N, 4, C, h, w): source-major
+    return {k: torch.from_numpy(v.reshape(-1, *v.shape[2:]) / scale).float() for k, v in quads.items()}, len(batch)
+
+
+# ---- learning on real data ----------------------------------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """On a shared 2-core machine two busy-waiting intra-op threads run several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_short_training_beats_the_zero_residual_on_held_out_patches(shared_data, one_thread):
+    data, n_sources = wv3_quadrants(shared_data / "pancollection_wv3_patches" / "train_wv3_100.mat")
+    n_val = 4 * (n_sources // 10)  # the quadrants of the last 10% of source patches
+    train = {k: v[:-n_val] for k, v in data.items()}
+    val = {k: v[-n_val:] for k, v in data.items()}
+    val_batches = [{k: v[i:i + 20] for k, v in val.items()} for i in range(0, n_val, 20)]
+    zero_residual = (val["hrms"] - val["lms"]).abs().mean().item()
+
+    net = small_net(bands=8)
+    # Twice the paper's lr and a fast EMA so a 100-step run on 2 shared CPU cores learns something measurable.
+    config = TrainConfig(iterations=100, lr=2e-3, ema_decay=0.9, grad_clip=1.0, log_every=0)
+    diffusion = GaussianDiffusion()
+    before = evaluation_loss(net, diffusion, val_batches, seed=0)
+    start = time.perf_counter()
+    losses = []
+    trainer = Trainer(net, config, device="cpu").fit(patch_batches(train, batch_size=8, seed=0),
+                                                     on_step=lambda step, loss: losses.append(loss))
+    elapsed = time.perf_counter() - start
+    after = evaluation_loss(trainer.net, diffusion, val_batches, seed=0)
+    ema_net = small_net(bands=8)
+    ema_net.load_state_dict(trainer.ema.weights(trainer.net))
+    after_ema = evaluation_loss(ema_net, diffusion, val_batches, seed=0)
+    print(f"zero residual {zero_residual:.4f}, untrained {before:.4f}, trained {after:.4f}, EMA {after_ema:.4f} "
+          f"after {config.iterations} steps in {elapsed:.1f} s")
+    assert len(losses) == config.iterations and trainer.step == config.iterations
+    assert after < 0.7 * zero_residual
+    assert after_ema < 0.7 * zero_residual
+
+
+# ---- resume ---------------------------------------------------------------------------------------------
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    data = synthetic_patches()
+    # L-BAF from iteration 4 so the resumed part also crosses into the alternating phase.
+    config = dict(ema_decay=0.9, log_every=0, lbaf_start=4, lbaf_every=1)
+
+    straight = Trainer(small_net(), TrainConfig(iterations=6, **config), device="cpu")
+    straight.fit(patch_batches(data, batch_size=4, seed=1))
+
+    path = tmp_path / "run.pt"
+    Trainer(small_net(), TrainConfig(iterations=3, checkpoint_path=str(path), **config), device="cpu") \
+        .fit(patch_batches(data, batch_size=4, seed=1))
+    assert load_checkpoint(path).training["iterations"] == 3
+    resumed = Trainer.resume(path, device="cpu", iterations=6)
+    assert resumed.step == 3
+    resumed.fit(patch_batches(data, batch_size=4, seed=1, start_step=resumed.step))
+
+    assert resumed.step == 6
+    for (name, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name, value in straight.ema.shadow.items():
+        assert torch.equal(value, resumed.ema.shadow[name]), name
+    final = load_checkpoint(path)  # the resumed run kept the run's checkpoint path and saved at its end
+    assert final.training["iterations"] == 6 and final.training["lbaf_phase"] == "spectral"
+
+
+# ---- L-BAF ------------------------------------------------------------------------------------------------
+
+def test_lbaf_schedule_alternates_after_its_start():
+    schedule = LBAFSchedule(start=10, every=3, first="spectral")
+    phases = [schedule.phase(step) for step in range(8, 18)]
+    assert phases == [None, None] + ["spectral"] * 3 + ["spatial"] * 3 + ["spectral"] * 2
+    with pytest.raises(ValueError, match="every"):
+        LBAFSchedule(start=0, every=0)
+
+
+def test_lbaf_trains_exactly_one_branch_per_phase():
+    net = small_net()
+    data = synthetic_patches()
+    config = TrainConfig(iterations=5, lbaf_start=1, lbaf_every=2, lbaf_lr=1e-4, log_every=0)
+    trainer = Trainer(net, config, device="cpu")
+    branches = {name: net.branch_parameters(name) for name in ("spatial", "spectral", "shared")}
+    snapshot = {name: [p.detach().clone() for p in params] for name, params in branches.items()}
+    seen = []
+
+    def check(step, loss):
+        phase = trainer.lbaf.phase(step - 1)
+        seen.append(phase)
+        for name, params in branches.items():
+            trained = phase is None or name == phase
+            got_grad = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params]
+            moved = [not torch.equal(p, old) for p, old in zip(params, snapshot[name])]
+            if trained:
+                assert any(got_grad) and any(moved), (step, name)
+            else:
+                assert not any(p.grad is not None for p in params) and not any(moved), (step, name)
+            snapshot[name] = [p.detach().clone() for p in params]
+        expected_lr = 1e-4 if phase else 1e-3
+        assert all(group["lr"] == expected_lr for group in trainer.optimizer.param_groups)
+
+    trainer.fit(patch_batches(data, batch_size=4), on_step=check)
+    assert seen == [None, "spatial", "spatial", "spectral", "spectral"]
+
+
+def test_branches_partition_the_parameters():
+    net = small_net()
+    ids = [id(p) for name in ("spatial", "spectral", "shared") for p in net.branch_parameters(name)]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in net.parameters()}
+
+
+# ---- LoRA -------------------------------------------------------------------------------------------------
+
+def test_merged_lora_matches_the_adapted_model():
+    net = small_net().eval()
+    adapters = add_lora(net, rank=2, alpha=4.0)
+    assert {id(p) for p in net.parameters() if p.requires_grad} == {id(p) for p in adapters}
+    for p in adapters:  # B starts at zero; give every adapter a real effect
+        torch.nn.init.normal_(p, std=0.2)
+    inputs = synthetic_patches(n=2)
+    args = (torch.randn(2, BANDS, 16, 16), torch.tensor([10, 600]), inputs["pan"], inputs["lms"], inputs["ms"])
+    with torch.no_grad():
+        adapted = net(*args)
+        base = small_net().eval()(*args)
+    assert (adapted - base).abs().max() > 1e-3  # the adapters change the function
+    merge_lora(net)
+    assert not has_lora(net) and net.state_dict().keys() == small_net().state_dict().keys()
+    assert all(type(block.proj_a) is torch.nn.Linear for block in net.spectral_blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(net(*args), adapted, rtol=0, atol=1e-5)
+
+
+def test_lora_training_moves_only_the_adapters_and_loads_merged(tmp_path):
+    net = small_net()
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    path = tmp_path / "lora.pt"
+    trainer = Trainer(net, TrainConfig(iterations=2, lora_rank=2, checkpoint_path=str(path), log_every=0),
+                      device="cpu").fit(patch_batches(synthetic_patches(), batch_size=4))
+    state = trainer.net.state_dict()
+    for key, value in original.items():
+        stored = state.get(key, state.get(key.replace(".weight", ".parametrizations.weight.original")))
+        assert torch.equal(stored, value), key
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in state.items() if k.endswith("lora_b"))
+    rebuilt = network_from_checkpoint(load_checkpoint(path), ema=False)
+    assert not has_lora(rebuilt)
+    inputs = synthetic_patches(n=2)
+    args = (torch.randn(2, BANDS, 16, 16), torch.tensor([10, 600]), inputs["pan"], inputs["lms"], inputs["ms"])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(*args), trainer.net.eval()(*args), rtol=0, atol=1e-5)
+
+
+# ---- pieces used by the distributed job ---------------------------------------------------------------
+
+def test_ema_and_train_step():
+    net = small_net()
+    ema = EMA(net, decay=0.5)
+    start = {k: v.clone() for k, v in ema.shadow.items()}
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0)
+    batch = {k: v[:4] for k, v in synthetic_patches().items()}
+    loss = train_step(net, GaussianDiffusion(), optimizer, batch, torch.Generator().manual_seed(0))
+    assert np.isfinite(loss) and loss > 0
+    ema.update(net)
+    current = net.state_dict()
+    for name, value in ema.shadow.items():  # halfway between the old and the new weights
+        torch.testing.assert_close(value, 0.5 * (start[name] + current[name]))
+    with pytest.raises(ValueError, match="decay"):
+        EMA(net, decay=1.0)
