@@ -128,7 +128,7 @@ def _cached_lowfreq_basis(h: int, w: int, device: torch.device, dtype: torch.dty
 
 
 def fmim_lowpass_scale(feat: torch.Tensor, s: float) -> torch.Tensor:
-    """FMIM filter: FFT over (H, W), fftshift, multiply the centred 2x2 low-frequency block by s, inverse FFT, real part.
+    """FMIM filter: FFT over (H, W), fftshift, scale the centred 2x2 low-frequency block by s, inverse FFT, real part.
 
     Only 4 coefficients change, so instead of two full FFTs this applies the exactly equivalent rank <= 7 real
     operator: feat + (s - 1) U U^T feat (see `_lowfreq_basis`); it costs about one 1x1 convolution. Returns
