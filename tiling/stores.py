@@ -1,0 +1,250 @@
+"""The two Zarr layouts of the pipeline, written down here and nowhere else.
+
+Scene store (written once by ingest, read by every tile):
+    pan  (y, x)              float32 DN on the PAN grid, NaN = nodata, grid mapping ``spatial_ref``
+    ms   (band, y_ms, x_ms)  float32 DN on the MS grid,  NaN = nodata, grid mapping ``spatial_ref_ms``
+    coords  y, x, y_ms, x_ms (pixel centres from the transforms), band (band names)
+    attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
+            sources = {name: {path, sha256}} (checksums of the files the scene came from)
+
+Mosaic store (pre-allocated by the sharpen flow, filled core by core):
+    hrms (band, y, x)              float32 DN on the PAN grid, NaN = nodata or not yet written,
+                                   chunks (bands, core, core) = the tile cores, grid mapping ``spatial_ref``
+    done (tile_row, tile_col)      uint8 tile manifest, one chunk per tile so concurrent writers never share
+                                   one: TILE_MISSING, TILE_SHARPENED or TILE_NODATA, set only AFTER the
+                                   tile's core is in ``hrms``
+    attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler, steps, seed, model
+            (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
+            created time, plus whatever the caller adds (cluster, flow run)
+
+Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
+``.rio.transform()``; for ``ms`` name its spatial dims first:
+``ds.ms.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms").rio.transform()``.
+Zarr format 3 with consolidated metadata (opening needs one read).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+import zarr
+from affine import Affine
+
+from tiling.grid import Tile, TileGrid
+
+SCENE_LAYOUT = "ssdiff-scene/1"
+MOSAIC_LAYOUT = "ssdiff-mosaic/1"
+PAN, MS, HRMS, DONE = "pan", "ms", "hrms", "done"
+PAN_GRID_MAPPING, MS_GRID_MAPPING = "spatial_ref", "spatial_ref_ms"
+TILE_MISSING, TILE_SHARPENED, TILE_NODATA = 0, 1, 2
+SCENE_CHUNK = 256  # PAN pixels a side; small enough that reading one tile window decompresses little
+SAMPLER = "ddim"
+
+# Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
+_RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "checkpoint_hash", "scene_sources")
+
+StorePath = str | os.PathLike
+
+
+def sha256_file(path: StorePath) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    return (transform.f + (np.arange(height) + 0.5) * transform.e,
+            transform.c + (np.arange(width) + 0.5) * transform.a)
+
+
+def _georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str) -> xr.DataArray:
+    if crs is not None:
+        array = array.rio.write_crs(crs, grid_mapping_name=grid_mapping)
+    return array.rio.write_transform(transform, grid_mapping_name=grid_mapping)
+
+
+def _write_dataset(ds: xr.Dataset, store: StorePath, **kwargs) -> None:
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not (yet) in the v3 spec; xarray and zarr-python read it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(store, zarr_format=3, consolidated=True, **kwargs)
+
+
+def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
+    """The store's attributes, after checking that it is a store of that layout (else ValueError)."""
+    try:
+        attrs = dict(zarr.open_group(store, mode="r").attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise ValueError(f"{store}: no Zarr store there ({err})") from err
+    if attrs.get("layout") != layout:
+        raise ValueError(f"{store}: not a {layout} store (layout attribute {attrs.get('layout')!r})")
+    return attrs
+
+
+def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath] | None = None,
+                      nodata: float | None = None, chunk: int = SCENE_CHUNK) -> None:
+    """Write a ``PansharpeningPair`` (ssdiff_model.readers) to a new scene store. ``sources`` names the input
+    files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
+    non-finite ones) become NaN. An existing store is never touched: ValueError."""
+    if Path(store).exists():
+        raise ValueError(f"{store}: scene store already exists; remove it or choose another path")
+    pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
+    ratio = int(pair.ratio)
+    if pan.ndim != 2 or ms.ndim != 3:
+        raise ValueError(f"{store}: expected pan (y, x) and ms (band, y, x), got shapes {pan.shape} and {ms.shape}")
+    if pan.shape != (ms.shape[1] * ratio, ms.shape[2] * ratio):
+        raise ValueError(f"{store}: MS {ms.shape[1:]} does not match PAN {pan.shape} at ratio {ratio}")
+    if len(pair.band_names) != ms.shape[0]:
+        raise ValueError(f"{store}: {len(pair.band_names)} band names for {ms.shape[0]} MS bands")
+
+    pan_transform, ms_transform = pair.pan_transform, pair.ms_transform
+    if pan_transform is None and ms_transform is None:
+        pan_transform = Affine.identity()   # no georeference: pixel coordinates
+    pan_transform = pan_transform if pan_transform is not None else ms_transform @ Affine.scale(1 / ratio)
+    ms_transform = ms_transform if ms_transform is not None else pan_transform @ Affine.scale(ratio)
+
+    def as_dn(values: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float32)
+        if nodata is not None:
+            out[values == nodata] = np.nan
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    y, x = _pixel_centres(pan_transform, *pan.shape)
+    y_ms, x_ms = _pixel_centres(ms_transform, *ms.shape[1:])
+    bands = np.array(list(pair.band_names), dtype=object)
+    pan_da = xr.DataArray(da.from_array(as_dn(pan), chunks=chunk), dims=("y", "x"), coords={"y": y, "x": x})
+    ms_chunk = max(1, chunk // ratio)
+    ms_da = xr.DataArray(da.from_array(as_dn(ms), chunks=(ms.shape[0], ms_chunk, ms_chunk)),
+                         dims=("band", "y_ms", "x_ms"), coords={"band": bands, "y_ms": y_ms, "x_ms": x_ms})
+    pan_da = _georeference(pan_da, pair.crs, pan_transform, PAN_GRID_MAPPING)
+    ms_da = _georeference(ms_da.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms"), pair.crs, ms_transform,
+                          MS_GRID_MAPPING)
+    ds = xr.Dataset({PAN: pan_da, MS: ms_da})
+    if sources is None:
+        sources = {Path(path).name: path for path in getattr(pair, "source", ())}
+    ds.attrs = {
+        "layout": SCENE_LAYOUT, "sensor": pair.sensor or "unknown", "ratio": ratio,
+        "full_scale": float(pair.full_scale), "bits": getattr(pair, "bits", None),
+        "band_names": [str(b) for b in pair.band_names],
+        "sources": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
+        "notes": list(getattr(pair, "notes", ())),
+    }
+    _write_dataset(ds, store, mode="w-")
+
+
+def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
+    """The scene store as a lazy, georeferenced Dataset (ValueError if the path is not a scene store): dask
+    arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene)."""
+    store_attrs(store, SCENE_LAYOUT)
+    return xr.open_zarr(store, decode_coords="all", chunks={} if dask else None)
+
+
+def _code_version() -> str:
+    try:
+        return importlib.metadata.version("ssdiff-pansharpening")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, pansharpener, *, tile_size: int,
+                        halo: int, seed: int, steps: int, provenance: Mapping[str, Any] | None = None,
+                        overwrite: bool = False) -> TileGrid:
+    """Pre-allocate the mosaic store for sharpening ``scene_store`` with ``pansharpener`` and return its grid.
+
+    Nothing but metadata is written (unwritten chunks read as NaN, the manifest as TILE_MISSING). If the store
+    exists with the same settings it is kept as it is, so a rerun resumes; with different settings it is a
+    ValueError unless ``overwrite``."""
+    scene = open_scene(scene_store, dask=False)
+    attrs = scene.attrs
+    bands, height, width = scene[MS].shape[0], *scene[PAN].shape
+    if pansharpener.bands != bands or pansharpener.ratio != attrs["ratio"]:
+        raise ValueError(f"{scene_store}: scene has {bands} bands at ratio {attrs['ratio']}, the checkpoint "
+                         f"expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
+    grid = TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=tile_size, halo=halo)
+    settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps,
+                "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"]}
+    if Path(mosaic_store).exists() and not overwrite:
+        check_run_settings(mosaic_store, **settings)
+        return grid
+
+    # Placeholders of ONE dask chunk each, never computed: a dask chunk per core would make a task graph (and
+    # memory) growing with the scene. The Zarr chunks come from the encoding.
+    hrms = xr.DataArray(da.full((bands, height, width), np.nan, dtype=np.float32, chunks=-1),
+                        dims=("band", "y", "x"),
+                        coords={"band": scene["band"].values.astype(object), "y": scene["y"].values,
+                                "x": scene["x"].values})
+    hrms = _georeference(hrms, scene[PAN].rio.crs, scene[PAN].rio.transform(), PAN_GRID_MAPPING)
+    ds = xr.Dataset({HRMS: hrms})
+    # The manifest is no spatial variable: added after the CRS so it gets no grid mapping.
+    ds[DONE] = (("tile_row", "tile_col"), da.zeros(grid.shape, dtype=np.uint8, chunks=-1))
+    ds[HRMS].encoding["chunks"] = (bands, grid.core, grid.core)
+    # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
+    ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
+    ds.attrs = {
+        "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "sampler": SAMPLER, "eta": 0.0,
+        **settings,
+        "model": "SSDiff", "model_config": dict(pansharpener.config), "model_sensor": str(pansharpener.sensor),
+        "full_scale": float(pansharpener.full_scale), "band_names": attrs["band_names"],
+        "scene_store": str(scene_store), "scene_sensor": attrs["sensor"], "scene_full_scale": attrs["full_scale"],
+        "code_version": _code_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},
+        **dict(provenance or {}),
+    }
+    # compute=False writes metadata and coordinates only: the scene is never held in memory.
+    _write_dataset(ds, mosaic_store, mode="w" if overwrite else "w-", compute=False)
+    return grid
+
+
+def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
+    """The mosaic store's attributes, after checking that ``settings`` agree with those it was created with."""
+    attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
+    for name, value in settings.items():
+        if name not in _RUN_SETTINGS:
+            raise TypeError(f"unknown run setting {name!r}")
+        if attrs[name] != value:
+            raise ValueError(f"{mosaic_store}: mosaic was created with {name}={attrs[name]!r}, this run has "
+                             f"{value!r}; use a new mosaic store (or overwrite it) to change it")
+    return attrs
+
+
+def mosaic_grid(mosaic_store: StorePath) -> TileGrid:
+    """The tile grid a mosaic store was created with."""
+    attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
+    _, height, width = zarr.open_group(mosaic_store, mode="r")[HRMS].shape
+    return TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=attrs["tile_size"],
+                    halo=attrs["halo"])
+
+
+def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
+    """Tiles the manifest does not record as finished, row by row: what a resumed run still has to do."""
+    grid = mosaic_grid(mosaic_store)
+    done = zarr.open_group(mosaic_store, mode="r")[DONE][...]
+    return [tile for tile in grid.tiles() if done[tile.row, tile.col] == TILE_MISSING]
+
+
+def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
+    """The mosaic store as a lazy, georeferenced Dataset (ValueError if the path is not a mosaic store): dask
+    arrays chunked like the store, or with ``dask=False`` lazily indexed ones."""
+    store_attrs(mosaic_store, MOSAIC_LAYOUT)
+    return xr.open_zarr(mosaic_store, decode_coords="all", chunks={} if dask else None)
+
+
+def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
+    """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
+    store_attrs(mosaic_store, MOSAIC_LAYOUT)
+    zarr.open_group(mosaic_store, mode="r+").attrs.update(attrs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(mosaic_store)
