@@ -16,7 +16,7 @@ from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.pansharpener import Pansharpener
 from ssdiff_model.readers import read_geotiff_pair
-from tiling import (
+from tiling import (sharpen_array, 
     TILE_MISSING, TILE_NODATA, TILE_SHARPENED, TileGrid, create_mosaic_store, missing_tiles, mosaic_grid, open_mosaic,
     open_scene, record_provenance, run_tiles, sha256_file, write_scene_store,
 )
@@ -279,3 +279,11 @@ def test_no_seams(scene_name, request, tmp_path):
     difference = np.abs(shuffled - mosaics[32, 8]).max()
     print(f"{scene_name}: shuffled, 3 per batch, 2 workers vs row by row, 8 per batch: {difference:.2e} DN")
     assert difference < same_mosaic_tolerance(pair.full_scale)
+
+
+def test_sharpen_array_gives_the_pipeline_mosaic(reference, landsat_pair, landsat_sharpener):
+    """The in-memory entry point (benchmarks) goes through the same stores and runner as a pipeline run."""
+    hrms = sharpen_array(landsat_sharpener, landsat_pair.pan, landsat_pair.ms_lr, tile=TILE, halo=HALO, steps=STEPS,
+                         seed=0, batch_size=4)
+    assert hrms.shape == reference.shape and hrms.dtype == np.float32
+    assert np.array_equal(hrms, reference)

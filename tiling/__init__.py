@@ -1,6 +1,7 @@
 """Cutting scenes into model-sized tiles and putting the sharpened tiles back together in a Zarr mosaic."""
 from tiling.grid import Tile, TileGrid, read_window
 from tiling.noise import position_noise, window_noise
+from tiling.in_memory import sharpen_array
 from tiling.runner import run_tiles
 from tiling.stores import (
     DONE, HRMS, MOSAIC_LAYOUT, MS, PAN, SCENE_LAYOUT, TILE_MISSING, TILE_NODATA, TILE_SHARPENED,
@@ -9,7 +10,7 @@ from tiling.stores import (
 )
 
 __all__ = [
-    "Tile", "TileGrid", "read_window", "position_noise", "window_noise", "run_tiles",
+    "Tile", "TileGrid", "read_window", "position_noise", "window_noise", "run_tiles", "sharpen_array",
     "DONE", "HRMS", "MOSAIC_LAYOUT", "MS", "PAN", "SCENE_LAYOUT", "TILE_MISSING", "TILE_NODATA", "TILE_SHARPENED",
     "check_run_settings", "create_mosaic_store", "missing_tiles", "mosaic_grid", "open_mosaic", "open_scene",
     "record_provenance", "sha256_file", "store_attrs", "write_scene_store",
