@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +57,15 @@ def ray_local():
                  runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
     yield ray
     ray.shutdown()
+
+
+def toolbox_scenes(folder: Path) -> list[tuple[str, "np.lib.npyio.NpzFile"]]:
+    """(scene name, arrays) of every toolbox reference scene; the arrays are channel-last, as MATLAB has them."""
+    scenes = sorted(folder.glob("*.npz"))
+    assert scenes, f"no toolbox scenes (*.npz) in {folder}"
+    return [(path.stem, np.load(path)) for path in scenes]
+
+
+def channel_first(array: np.ndarray) -> np.ndarray:
+    """A toolbox (H, W, B) array as the project's channel-first (B, H, W) float64."""
+    return np.asarray(array, dtype=np.float64).transpose(2, 0, 1)

@@ -5,22 +5,13 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import channel_first, toolbox_scenes
 
 from ssdiff_model import baselines
 
 # Toolbox file key (fused_<KEY> in the npz, `fused` column of toolbox_metrics.csv) -> our function.
 METHODS = {"EXP": baselines.exp, "BTH": baselines.bt_h, "MTFGLPFS": baselines.mtf_glp_fs,
            "BDSDPC": baselines.bdsd_pc}
-
-
-def toolbox_scenes(folder):
-    scenes = sorted(folder.glob("*.npz"))
-    assert scenes, f"no toolbox scenes (*.npz) in {folder}"
-    return [(path.stem, np.load(path)) for path in scenes]
-
-
-def channel_first(array: np.ndarray) -> np.ndarray:
-    return np.asarray(array, dtype=np.float64).transpose(2, 0, 1)
 
 
 def fuse(method: str, data) -> np.ndarray:

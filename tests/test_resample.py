@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import channel_first, toolbox_scenes
 from scipy import ndimage
 
 from ssdiff_model.imresize import imresize
@@ -15,16 +16,6 @@ def float32_tolerance(reference: np.ndarray, ulps: int = 4) -> float:
     """A few float32 steps at the image's peak: the stored toolbox arrays (and the inputs we recompute from) are
     float32 roundings of MATLAB doubles, so an exact reproduction differs from them by about one such step."""
     return ulps * float(np.spacing(np.float32(np.abs(reference).max())))
-
-
-def toolbox_scenes(folder):
-    scenes = sorted(folder.glob("*.npz"))
-    assert scenes, f"no toolbox scenes (*.npz) in {folder}"
-    return [(path.stem, np.load(path)) for path in scenes]
-
-
-def channel_first(array: np.ndarray) -> np.ndarray:
-    return np.asarray(array, dtype=np.float64).transpose(2, 0, 1)
 
 
 def high_frequency_energy(image: np.ndarray) -> float:
