@@ -22,7 +22,7 @@ test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m ssdiff_model.demo
+	$(PY) -m flows.demo $(DEMO_ARGS)
 
 bench: venv
 	$(PY) bench/model_speed.py

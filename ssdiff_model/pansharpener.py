@@ -80,29 +80,37 @@ class Pansharpener:
 
     # ---- public entry points -----------------------------------------------------------------------
 
-    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0) -> np.ndarray:
-        """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale]."""
+    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
+                full_scale: float | None = None) -> np.ndarray:
+        """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale].
+
+        `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
+        by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own."""
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         if pan.ndim != 2 or ms_lr.ndim != 3:
             raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
                              f"and ms_lr {ms_lr.shape}")
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
-        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps)[0]
+        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale)[0]
 
-    def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10) -> np.ndarray:
+    def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
+                      full_scale: float | None = None) -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN."""
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
+        scale = float(full_scale or self.full_scale)
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"full scale must be a positive number of DN, got {full_scale}")
         lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
-                   (pan[:, None] / self.full_scale, lms / self.full_scale, ms_lr / self.full_scale, noise)]
+                   (pan[:, None] / scale, lms / scale, ms_lr / scale, noise)]
         pan_t, lms_t, ms_t, noise_t = self._pad(*tensors)
         with torch.inference_mode():
             image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t)
         height, width = pan.shape[-2:]
-        hrms = image[..., :height, :width].float().cpu().numpy() * self.full_scale
-        return np.clip(hrms, 0, self.full_scale).astype(np.float32)
+        hrms = image[..., :height, :width].float().cpu().numpy() * scale
+        return np.clip(hrms, 0, scale).astype(np.float32)
 
     # ---- helpers -----------------------------------------------------------------------------------
 

@@ -17,11 +17,12 @@ from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_st
 
 
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int = 16,
-                  steps: int = 10, seed: int = 0, batch_size: int = 8) -> np.ndarray:
-    """(B, H, W) float32 DN from `pan` (H, W) and `ms_lr` (B, H/r, W/r) in DN; NaN inputs stay NaN."""
+                  steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None) -> np.ndarray:
+    """(B, H, W) float32 DN from `pan` (H, W) and `ms_lr` (B, H/r, W/r) in DN; NaN inputs stay NaN.
+    `full_scale`: the images' full scale in DN (default: the checkpoint's)."""
     ms_lr = np.asarray(ms_lr, dtype=np.float32)
     pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
-                             full_scale=pansharpener.full_scale, sensor=pansharpener.sensor,
+                             full_scale=full_scale or pansharpener.full_scale, sensor=pansharpener.sensor,
                              band_names=tuple(f"band{i + 1}" for i in range(ms_lr.shape[0])))
     with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
         scene, mosaic = Path(tmp) / "scene.zarr", Path(tmp) / "mosaic.zarr"

@@ -79,7 +79,8 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         if not work:
             continue
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
-        sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps)
+        sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps,
+                                               full_scale=scene_attrs["full_scale"])
         for (tile, core_valid), out in zip(work, sharpened):
             core = out[(slice(None), *tile.core_in_window)]
             hrms[(slice(None), *tile.core)] = np.where(core_valid, core, np.nan)

@@ -71,7 +71,11 @@ def _pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarr
 def _georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str) -> xr.DataArray:
     if crs is not None:
         array = array.rio.write_crs(crs, grid_mapping_name=grid_mapping)
-    return array.rio.write_transform(transform, grid_mapping_name=grid_mapping)
+    array = array.rio.write_transform(transform, grid_mapping_name=grid_mapping)
+    # Listing the grid mapping as a coordinate too makes a plain `xr.open_zarr` (decode_coords=True) attach it to
+    # the variable, so `.rio.crs` and `.rio.transform()` work without decode_coords="all".
+    array.encoding["coordinates"] = grid_mapping
+    return array
 
 
 def _write_dataset(ds: xr.Dataset, store: StorePath, **kwargs) -> None:
@@ -196,7 +200,9 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "sampler": SAMPLER, "eta": 0.0,
         **settings,
         "model": "SSDiff", "model_config": dict(pansharpener.config), "model_sensor": str(pansharpener.sensor),
-        "full_scale": float(pansharpener.full_scale), "band_names": attrs["band_names"],
+        # The network sees DN / the scene's full scale, as in training (every scene over its own full scale).
+        "full_scale": float(attrs["full_scale"]), "model_full_scale": float(pansharpener.full_scale),
+        "band_names": attrs["band_names"],
         "scene_store": str(scene_store), "scene_sensor": attrs["sensor"], "scene_full_scale": attrs["full_scale"],
         "code_version": _code_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},

@@ -1,0 +1,149 @@
+"""The ``ssdiff`` command line.
+
+    ssdiff ingest --pan P --ms M [M ...] [--sensor S] --out scene.zarr
+    ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
+                   [--actors N] [--ray-address ADDR]
+    ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
+    ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
+    ssdiff prepare-training / train / finetune                           see flows/training.py
+
+Each command prints a JSON summary on stdout. Bad input: one line ``ssdiff <command>: error: ...`` naming the
+file and the problem on stderr, exit status 2; any store that existed before is left as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pan", required=True,
+                        help="PAN GeoTIFF, or the one .mat / .h5 file that holds the whole scene")
+    parser.add_argument("--ms", nargs="+", default=[],
+                        help="MS GeoTIFF, or single-band MS GeoTIFFs in band order (GeoTIFF scenes); the MS .mat "
+                             "of a two-file .mat pair")
+    parser.add_argument("--sensor", help="sensor name (WV3, QB, GeoEye1, Landsat8, ...); default: from the files")
+    parser.add_argument("--band-names", nargs="+", help="MS band names (GeoTIFF scenes), e.g. blue green red nir")
+    parser.add_argument("--nodata", type=float, help="DN value that marks nodata pixels (stored as NaN)")
+    parser.add_argument("--example", type=int, help="which example of a PanCollection file to ingest")
+
+
+def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or the name of a shipped checkpoint")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM sampling steps (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the position-keyed noise (default 0)")
+    parser.add_argument("--tile", type=int, default=64, help="tile side in PAN pixels (default 64)")
+    parser.add_argument("--halo", type=int, default=16, help="halo in PAN pixels around each tile's core (default 16)")
+    parser.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default 8)")
+    parser.add_argument("--actors", type=int,
+                        help="Ray actors, one model each (default: one per GPU, else one using every CPU)")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", help="reference GeoTIFF (MS bands on the PAN grid) to score against")
+    parser.add_argument("--reduced", action="store_true",
+                        help="also score at reduced resolution (Wald's protocol on the same scene)")
+    parser.add_argument("--quicklook", help="PNG to write (default: <mosaic name>.quicklook.png beside the store)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssdiff", description="Distributed SSDiff pansharpening.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="validate scene files and write a Zarr scene store")
+    _add_scene_inputs(ingest)
+    ingest.add_argument("--out", required=True, help="scene store to create (e.g. scene.zarr)")
+
+    sharpen = commands.add_parser("sharpen", help="sharpen a scene store into a mosaic store with Ray actors")
+    sharpen.add_argument("scene", help="scene store written by `ssdiff ingest`")
+    sharpen.add_argument("--out", required=True, help="mosaic store to create or resume (e.g. mosaic.zarr)")
+    _add_sharpen_options(sharpen)
+
+    evaluate = commands.add_parser("evaluate", help="quality indexes and a quicklook PNG of a mosaic")
+    evaluate.add_argument("mosaic", help="mosaic store written by `ssdiff sharpen`")
+    evaluate.add_argument("--checkpoint", help="checkpoint for --reduced (default: the one the mosaic records)")
+    _add_evaluate_options(evaluate)
+
+    run = commands.add_parser("run", help="ingest, sharpen and evaluate in one Prefect flow")
+    _add_scene_inputs(run)
+    run.add_argument("--out", required=True, help="mosaic store to create or resume")
+    run.add_argument("--scene", help="scene store (default: <mosaic name>.scene.zarr beside the mosaic)")
+    _add_sharpen_options(run)
+    _add_evaluate_options(run)
+    run.add_argument("--prefect-api-url", help="Prefect server to record the run in (default: PREFECT_API_URL, "
+                                               "else Prefect's ephemeral local API)")
+
+    from flows.training import add_training_commands
+
+    add_training_commands(commands, COMMANDS)
+    return parser
+
+
+def _ingest(args) -> dict:
+    from flows.ingest import ingest_scene
+
+    return ingest_scene(args.pan, args.ms, args.out, sensor=args.sensor, band_names=args.band_names or (),
+                        nodata=args.nodata, example=args.example)
+
+
+def _sharpen(args) -> dict:
+    from infra.ray_sharpen import connect_ray, sharpen_scene
+
+    connect_ray(args.ray_address)
+    return sharpen_scene(args.scene, args.out, args.checkpoint, steps=args.steps, seed=args.seed,
+                         tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
+                         progress=not args.no_progress)
+
+
+def _evaluate(args) -> dict:
+    from flows.evaluate import evaluate_mosaic
+
+    return evaluate_mosaic(args.mosaic, reference=args.reference, reduced=args.reduced, quicklook=args.quicklook,
+                           checkpoint=args.checkpoint)
+
+
+def _run(args) -> dict:
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.pipeline import pansharpen_scene
+
+    settings = temporary_settings({PREFECT_API_URL: args.prefect_api_url}) if args.prefect_api_url else nullcontext()
+    with settings:
+        return pansharpen_scene(
+            pan=args.pan, ms=args.ms, mosaic_store=args.out, scene_store=args.scene, checkpoint=args.checkpoint,
+            sensor=args.sensor, band_names=args.band_names, nodata=args.nodata, example=args.example,
+            steps=args.steps, seed=args.seed, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
+            actors=args.actors, ray_address=args.ray_address, reference=args.reference, reduced=args.reduced,
+            quicklook=args.quicklook, progress=not args.no_progress)
+
+
+COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Bad input: the message already names the file and the problem; a traceback would only bury it.
+        print(f"ssdiff {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

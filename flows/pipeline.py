@@ -1,0 +1,105 @@
+"""The Prefect flows: one scene end to end (``ssdiff run``), and the scheduled watch of an inbox folder.
+
+Thin flows: each step is a task (ingest, sharpen, evaluate) with its own retries; Prefect records the flow's
+parameters, and the flow publishes its results as an artifact and returns them. Defaults are local (Prefect's
+ephemeral API, a local Ray, local folders); PREFECT_API_URL, ``ray_address`` and store URLs point elsewhere.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.evaluate import evaluate_task
+from flows.ingest import ingest_task
+from flows.sharpen import sharpen_task
+from infra.ray_sharpen import is_finished
+
+SCENE_MANIFEST = "scene.json"   # an inbox folder holding this file is one scene (see find_new_scenes)
+SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
+
+
+@flow(name="ssdiff-run")
+def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str] | None = None,
+                     scene_store: str | None = None, sensor: str | None = None, band_names: list[str] | None = None,
+                     nodata: float | None = None, example: int | None = None, steps: int = 10, seed: int = 0,
+                     tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+                     ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
+                     quicklook: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
+    an identical scene store is reused and only missing tiles are sharpened."""
+    scene_store = scene_store or str(default_scene_store(mosaic_store))
+    scene = ingest_task(pan, list(ms or []), scene_store, sensor=sensor, band_names=band_names, nodata=nodata,
+                        example=example)
+    sharpened = sharpen_task(scene["scene_store"], mosaic_store, checkpoint, steps=steps, seed=seed,
+                             tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
+                             ray_address=ray_address, progress=progress)
+    quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
+                            checkpoint=checkpoint)
+    results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality}
+    create_markdown_artifact(f"```json\n{json.dumps(results, indent=2, default=str)}\n```",
+                             key="ssdiff-run", description=f"pansharpening of {pan} into {mosaic_store}")
+    return results
+
+
+def default_scene_store(mosaic_store: str | Path) -> Path:
+    """``out/name.zarr`` -> ``out/name.scene.zarr``: the scene store beside its mosaic."""
+    store = Path(mosaic_store)
+    return store.with_name(f"{store.stem}.scene.zarr")
+
+
+def find_new_scenes(inbox: str | Path, outbox: str | Path) -> list[dict[str, Any]]:
+    """Scenes in ``inbox`` without a finished mosaic in ``outbox/mosaics``, by name.
+
+    A scene is either one ``.mat`` / ``.h5`` file, or a folder holding ``scene.json`` (written last by whoever
+    drops the scene, so a half-copied folder is not picked up), e.g.
+    ``{"pan": "pan.tif", "ms": ["ms.tif"], "sensor": "WV3", "band_names": [...], "nodata": 0}``
+    with paths relative to the folder."""
+    inbox, outbox = Path(inbox), Path(outbox)
+    if not inbox.is_dir():
+        raise FileNotFoundError(f"{inbox}: inbox folder does not exist")
+    scenes = []
+    for entry in sorted(inbox.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in SINGLE_FILE_SCENES:
+            scene = {"name": entry.stem, "pan": str(entry), "ms": []}
+        elif (entry / SCENE_MANIFEST).is_file():
+            try:
+                described = json.loads((entry / SCENE_MANIFEST).read_text())
+                ms = described.get("ms", [])
+                scene = {"name": entry.name, "pan": str(entry / described["pan"]),
+                         "ms": [str(entry / p) for p in ([ms] if isinstance(ms, str) else ms)],
+                         **{k: described[k] for k in ("sensor", "band_names", "nodata", "example") if k in described}}
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{entry / SCENE_MANIFEST}: not a valid scene description ({err!r})") from err
+        else:
+            continue
+        mosaic = outbox / "mosaics" / f"{scene['name']}.zarr"
+        if not is_finished(mosaic):
+            scenes.append({**scene, "mosaic_store": str(mosaic),
+                           "scene_store": str(outbox / "scenes" / f"{scene['name']}.zarr")})
+    return scenes
+
+
+@flow(name="ssdiff-watch-inbox")
+def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int = 10, seed: int = 0, tile_size: int = 64,
+                  halo: int = 16, batch_size: int = 8, actors: int | None = None,
+                  ray_address: str | None = None) -> list[dict[str, Any]]:
+    """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
+    deployment of infra/prefect.yaml runs this on a cron schedule). One failing scene does not stop the others."""
+    for folder in ("scenes", "mosaics"):
+        (Path(outbox) / folder).mkdir(parents=True, exist_ok=True)
+    results = []
+    for scene in find_new_scenes(inbox, outbox):
+        name = scene.pop("name")
+        state = pansharpen_scene(**scene, checkpoint=checkpoint, steps=steps, seed=seed, tile_size=tile_size,
+                                 halo=halo, batch_size=batch_size, actors=actors, ray_address=ray_address,
+                                 progress=False, return_state=True)
+        results.append({"scene": name, "state": state.type.value,
+                        "mosaic_store": scene["mosaic_store"], "message": state.message})
+    failed = [r["scene"] for r in results if r["state"] != "COMPLETED"]
+    if failed:
+        raise RuntimeError(f"{inbox}: scenes {failed} failed (the others finished): {results}")
+    return results

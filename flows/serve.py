@@ -1,0 +1,38 @@
+"""Serve the inbox watch on its cron schedule from one process, without a work pool (the local default).
+
+    python -m flows.serve --inbox /data/inbox --outbox /data/outbox --checkpoint ssdiff-8band-r4
+
+The same deployment, for a Prefect server with workers, is declared in infra/prefect.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from prefect import serve
+
+from flows.pipeline import process_inbox
+
+WATCH_CRON = "*/15 * * * *"
+
+
+def watch_inbox_deployment(inbox: str, outbox: str, checkpoint: str, cron: str = WATCH_CRON, **parameters):
+    """The scheduled deployment of ``process_inbox`` for ``inbox`` -> ``outbox``."""
+    return process_inbox.to_deployment(
+        name="watch-inbox", cron=cron, concurrency_limit=1, tags=["ssdiff", "scheduled"],
+        parameters={"inbox": inbox, "outbox": outbox, "checkpoint": checkpoint, **parameters})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inbox", required=True)
+    parser.add_argument("--outbox", required=True)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--cron", default=WATCH_CRON, help=f"schedule (default {WATCH_CRON!r}: every 15 minutes)")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    args = parser.parse_args(argv)
+    serve(watch_inbox_deployment(args.inbox, args.outbox, args.checkpoint, args.cron, ray_address=args.ray_address))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Sharpening a scene store into a mosaic store with a pool of Ray actors.
+
+Why an actor pool driven from here rather than Ray Data: every unit of work is a handful of tile *indices* (a few
+bytes), the actors read their windows straight from the scene store and write their cores straight into the
+mosaic store, so there is no dataset to stream, and the driver never holds pixels. Driving the pool ourselves
+gives the retry semantics the pipeline needs: when an actor dies (a node lost, an OOM kill, ``ray.kill``), the
+batches it held go back to the queue and run on another actor, and a replacement actor is started in the dead
+one's place. Retrying is safe because a tile's output is a pure function of its position, the seed and the
+checkpoint (position-keyed noise), and the manifest marks a tile only after its core is written.
+
+Each actor holds one model: ``num_gpus=1`` when the cluster has GPUs, otherwise an equal share of the CPUs, used
+as torch threads.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from tiling import Tile, create_mosaic_store, missing_tiles, mosaic_grid, record_provenance, run_tiles
+
+# Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
+# actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
+CALLS_IN_FLIGHT_PER_ACTOR = 2
+# A batch that has killed this many actors is not tried again: something in it (its size, its data) is at fault.
+MAX_ATTEMPTS_PER_BATCH = 3
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def connect_ray(address: str | None = None, log_to_driver: bool = False) -> dict[str, Any]:
+    """Join the Ray cluster at ``address`` ("auto", "ray://host:10001", "host:6379"), or the one this process
+    already uses, or the one a ``ray job submit`` names in RAY_ADDRESS; start a local one when there is none.
+    Returns the cluster's resources (recorded in the mosaic's provenance).
+
+    ``log_to_driver`` is off by default: the sharpening actors' own output (torch warnings, per-batch logs) would
+    swamp the progress bar; the training job turns it on, its workers' log lines are its progress."""
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
+    return cluster_resources()
+
+
+def cluster_resources() -> dict[str, Any]:
+    resources = ray.cluster_resources()
+    return {"address": ray.get_runtime_context().gcs_address,
+            "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+            "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0),
+            "memory_gib": round(resources.get("memory", 0.0) / 2**30, 2)}
+
+
+class TileSharpener:
+    """A Ray actor holding one model: sharpens batches of tiles from the scene store into the mosaic store."""
+
+    def __init__(self, checkpoint: str, cpu_threads: int | None):
+        import torch
+
+        from ssdiff_model.pansharpener import Pansharpener
+
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        self.pansharpener = Pansharpener.from_checkpoint(checkpoint)
+        self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        """Where this actor runs (also how the driver waits for the model to be loaded)."""
+        import torch
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "device": str(self.pansharpener.device), "threads": torch.get_num_threads(), "calls": self.calls}
+
+    def sharpen(self, scene_store: str, mosaic_store: str, tiles: Sequence[Tile], batch_size: int, seed: int,
+                steps: int) -> dict[str, int]:
+        self.calls += 1
+        return run_tiles(scene_store, mosaic_store, self.pansharpener, tiles, batch_size=batch_size, seed=seed,
+                         steps=steps)
+
+
+class SharpenerPool:
+    """``actors`` TileSharpener actors over the connected Ray cluster; reusable across scenes (one model load per
+    actor for a whole archive). Use as a context manager: the actors are killed on exit."""
+
+    def __init__(self, checkpoint: str | os.PathLike, actors: int | None = None, *,
+                 cpus_per_actor: int | None = None, max_attempts: int = MAX_ATTEMPTS_PER_BATCH):
+        self.checkpoint = str(checkpoint)
+        self.max_attempts = max_attempts
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        if gpus:
+            self.actors = actors or gpus
+            self.options = {"num_gpus": 1, "num_cpus": 1}
+            self.cpu_threads = None
+        else:
+            self.actors = actors or 1
+            if self.actors * (cpus_per_actor or 1) > cpus:
+                raise ValueError(f"{self.actors} actors of {cpus_per_actor or 1} CPU asked for, but the Ray cluster "
+                                 f"has {cpus} CPUs and no GPU")
+            self.cpu_threads = cpus_per_actor or max(1, cpus // self.actors)
+            self.options = {"num_cpus": self.cpu_threads}
+        if self.actors < 1:
+            raise ValueError(f"actors must be at least 1, got {self.actors}")
+        self.restarts = 0
+        self._handles = [self._start() for _ in range(self.actors)]
+        # Fail here, with the actor's own error, if the model cannot be loaded (bad checkpoint, missing file).
+        self.placement = ray.get([handle.describe.remote() for handle in self._handles])
+
+    def _start(self):
+        # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held.
+        return ray.remote(TileSharpener).options(max_restarts=0, **self.options).remote(
+            self.checkpoint, self.cpu_threads)
+
+    def __enter__(self) -> "SharpenerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            ray.kill(handle)
+        self._handles = []
+
+    def kill_actor(self, slot: int = 0) -> None:
+        """Kill one actor as a failure would (tests and chaos drills); the pool notices at its next result."""
+        ray.kill(self._handles[slot], no_restart=True)
+
+    def sharpen(self, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, tiles: Sequence[Tile], *,
+                seed: int, steps: int, batch_size: int = 8, progress: bool | tqdm = True,
+                on_batch_done=None) -> dict[str, int]:
+        """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
+        Returns counts: tiles sharpened / all-nodata, actor calls made, batches retried after an actor died."""
+        scene_store, mosaic_store = str(scene_store), str(mosaic_store)
+        batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+        queue = deque(range(len(batches)))
+        attempts = [0] * len(batches)
+        in_flight: dict[ray.ObjectRef, tuple[int, Any, int]] = {}   # ref -> (slot, actor handle, batch index)
+        load = [0] * len(self._handles)
+        totals = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
+        bar = progress if isinstance(progress, tqdm) else tqdm(total=len(tiles), unit="tile", disable=not progress,
+                                                               desc=Path(mosaic_store).name)
+
+        def submit() -> None:
+            for slot, handle in enumerate(self._handles):
+                while queue and load[slot] < CALLS_IN_FLIGHT_PER_ACTOR:
+                    index = queue.popleft()
+                    ref = handle.sharpen.remote(scene_store, mosaic_store, batches[index], batch_size, seed, steps)
+                    in_flight[ref] = (slot, handle, index)
+                    load[slot] += 1
+                    totals["actor_calls"] += 1
+
+        try:
+            submit()
+            while in_flight:
+                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                slot, handle, index = in_flight.pop(ref)
+                if self._handles[slot] is handle:
+                    load[slot] -= 1
+                try:
+                    counts = ray.get(ref)
+                except RayActorError as err:
+                    attempts[index] += 1
+                    if attempts[index] >= self.max_attempts:
+                        raise RuntimeError(f"{mosaic_store}: tiles {[(t.row, t.col) for t in batches[index]]} "
+                                           f"lost {attempts[index]} actors in a row; giving up ({err})") from err
+                    queue.appendleft(index)
+                    totals["batches_retried"] += 1
+                    if self._handles[slot] is handle:  # the first of its failed calls replaces the dead actor
+                        self._handles[slot] = self._start()
+                        load[slot] = 0
+                        self.restarts += 1
+                except RayTaskError as err:
+                    # The work itself failed (bad data, a bug): retrying elsewhere would fail the same way. The
+                    # original exception (a ValueError naming the store, say) is what the caller must see.
+                    if isinstance(err.cause, Exception):
+                        raise err.cause from err
+                    raise
+                else:
+                    totals["sharpened"] += counts["sharpened"]
+                    totals["nodata"] += counts["nodata"]
+                    bar.update(len(batches[index]))
+                    if on_batch_done is not None:
+                        on_batch_done(batches[index])
+                submit()
+        finally:
+            for ref in in_flight:  # after an error: do not leave queued calls behind on a shared pool
+                try:
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001 - best effort; an actor that already died has nothing to cancel
+                    pass
+            if bar is not progress:
+                bar.close()
+        return totals
+
+
+def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
+                  *, steps: int = 10, seed: int = 0, tile_size: int = 64, halo: int = 16, batch_size: int = 8,
+                  actors: int | None = None, pool: SharpenerPool | None = None, progress: bool = True,
+                  provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
+    the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run."""
+    from ssdiff_model.pansharpener import Pansharpener
+
+    started, clock = now_utc(), time.perf_counter()
+    # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config).
+    described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+    cluster = cluster_resources()
+    create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
+                        steps=steps, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
+    del described
+    grid = mosaic_grid(mosaic_store)
+    todo = missing_tiles(mosaic_store)
+    counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
+    if todo:
+        own_pool = pool is None
+        pool = pool or SharpenerPool(checkpoint, actors)
+        try:
+            with tqdm(total=len(grid), initial=len(grid) - len(todo), unit="tile", disable=not progress,
+                      desc=Path(mosaic_store).name) as bar:
+                counts = pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps,
+                                      batch_size=batch_size, progress=bar)
+        finally:
+            if own_pool:
+                pool.close()
+    finished = now_utc()
+    summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
+               "tiles_already_done": len(grid) - len(todo), **counts,
+               "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
+               "ray_cluster": cluster}
+    if todo:
+        # Provenance of the run that (last) wrote tiles; a rerun with nothing to do leaves the store untouched.
+        record_provenance(mosaic_store, started=started, finished=finished, ray_cluster=cluster,
+                          last_run={k: summary[k] for k in ("tiles_total", "tiles_already_done", "sharpened",
+                                                            "nodata", "actor_calls", "batches_retried", "seconds")})
+    return summary
+
+
+def is_finished(mosaic_store: str | os.PathLike) -> bool:
+    """True when the mosaic store exists and its manifest records every tile."""
+    return Path(mosaic_store).exists() and not missing_tiles(mosaic_store)
+
+
+__all__ = ["SharpenerPool", "TileSharpener", "cluster_resources", "connect_ray", "is_finished", "sharpen_scene"]

@@ -1,0 +1,135 @@
+"""Archive reprocessing, the entrypoint of ``ray job submit``: scene stores in, one mosaic store each.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m infra.reprocess --checkpoint ssdiff-8band-r4 --out-dir /archive/mosaics /archive/scenes
+
+Scenes are scene stores (``ssdiff ingest`` output): given one by one, as folders holding ``*.zarr`` scene stores,
+or listed one per line in ``--list FILE``. The job is resumable after any failure: a scene whose mosaic is
+finished is skipped, a partial mosaic resumes with its missing tiles only, and one pool of actors (one model
+each) serves every scene. A scene that fails is reported and the job goes on with the others; the exit status
+is non-zero if any failed. One JSON line per scene on stdout, then a summary line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
+from tiling import SCENE_LAYOUT, check_run_settings
+
+
+def _is_scene_store(path: Path) -> bool:
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode="r").attrs.get("layout") == SCENE_LAYOUT
+    except Exception:  # noqa: BLE001 - not a Zarr group at all
+        return False
+
+
+def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None = None) -> list[Path]:
+    """Scene stores named by ``inputs`` (stores, or folders of stores) and the lines of ``listing``, in order,
+    without duplicates. A named path that is neither is an error (a typo must not pass as "nothing to do")."""
+    paths = [Path(p) for p in inputs]
+    if listing is not None:
+        paths += [Path(line.strip()) for line in Path(listing).read_text().splitlines() if line.strip()]
+    stores: list[Path] = []
+    for path in paths:
+        if _is_scene_store(path):
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_dir() and _is_scene_store(p))
+        else:
+            raise FileNotFoundError(f"{path}: neither a scene store nor a folder")
+        stores += [p for p in found if p not in stores]
+    return stores
+
+
+def _finished_with(mosaic: Path, settings: dict) -> bool:
+    """Finished with these settings; a mosaic finished with others is not skipped silently: sharpening it again
+    reports the mismatch as that scene's failure."""
+    if not is_finished(mosaic):
+        return False
+    try:
+        check_run_settings(mosaic, **settings)
+    except ValueError:
+        return False
+    return True
+
+
+def mosaic_path(scene_store: Path, out_dir: Path) -> Path:
+    name = scene_store.name.removesuffix(".zarr").removesuffix(".scene")
+    return out_dir / f"{name}.zarr"
+
+
+def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int = 10, seed: int = 0,
+              tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+              ray_address: str | None = None, progress: bool = False) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cluster = connect_ray(ray_address)
+    settings = {"steps": steps, "seed": seed, "tile_size": tile_size, "halo": halo}
+    todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
+    skipped = [str(s) for s in scene_stores if s not in todo]
+    for store in skipped:
+        print(json.dumps({"scene_store": store, "status": "skipped", "reason": "mosaic already finished"}),
+              flush=True)
+    finished, failed = [], []
+    if todo:
+        with SharpenerPool(checkpoint, actors) as pool:
+            for scene_store in todo:
+                try:
+                    summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), checkpoint,
+                                            steps=steps, seed=seed, tile_size=tile_size, halo=halo,
+                                            batch_size=batch_size, pool=pool, progress=progress,
+                                            provenance={"ray_job": "infra.reprocess"})
+                except Exception as err:  # noqa: BLE001 - report the scene and go on with the archive
+                    failed.append(str(scene_store))
+                    print(json.dumps({"scene_store": str(scene_store), "status": "failed",
+                                      "error": f"{type(err).__name__}: {err}"}), flush=True)
+                    traceback.print_exc(file=sys.stderr)
+                else:
+                    finished.append(str(scene_store))
+                    print(json.dumps({"status": "finished", **summary}, default=str), flush=True)
+    summary = {"scenes": len(scene_stores), "finished": len(finished), "skipped": len(skipped),
+               "failed": failed, "ray_cluster": cluster}
+    print(json.dumps({"summary": summary}, default=str), flush=True)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra.reprocess", description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenes", nargs="*", help="scene stores, or folders holding scene stores")
+    parser.add_argument("--list", help="file with one scene store (or folder) per line")
+    parser.add_argument("--out-dir", required=True, help="folder for the mosaic stores (<scene name>.zarr)")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tile", type=int, default=64)
+    parser.add_argument("--halo", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--actors", type=int, help="default: one per GPU, else one using every CPU")
+    parser.add_argument("--ray-address", help="default: RAY_ADDRESS (set by `ray job submit`), else a local Ray")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stores = find_scene_stores(args.scenes, args.list)
+        if not stores:
+            raise ValueError("no scene stores given (positional paths or --list)")
+        summary = reprocess(stores, Path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
+                            tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
+                            ray_address=args.ray_address)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"infra.reprocess: error: {err}", file=sys.stderr)
+        return 2
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The deployment and cluster definitions name entrypoints that really exist and parse as their tools expect."""
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+INFRA = PROJECT_ROOT / "infra"
+
+
+@pytest.fixture(scope="module")
+def prefect_yaml() -> dict:
+    return yaml.safe_load((INFRA / "prefect.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def kuberay() -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all((INFRA / "cluster.yaml").read_text())}
+
+
+def dockerfile() -> str:
+    return (INFRA / "Dockerfile").read_text()
+
+
+def _deployment(prefect_yaml: dict, name: str) -> dict:
+    (found,) = [d for d in prefect_yaml["deployments"] if d["name"] == name]
+    return found
+
+
+def test_the_scheduled_deployment_watches_the_inbox_on_a_cron_schedule(prefect_yaml):
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.flows import load_flow_from_entrypoint
+
+    watch = _deployment(prefect_yaml, "watch-inbox")
+    flow = load_flow_from_entrypoint(str(PROJECT_ROOT / watch["entrypoint"]))
+    from flows.pipeline import process_inbox
+
+    assert flow.name == process_inbox.name == "ssdiff-watch-inbox"
+    (schedule,) = watch["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])   # validates the expression
+    assert cron.cron == "*/15 * * * *" and schedule["active"]
+    # Every parameter is one the flow takes, and every parameter the flow requires is given.
+    signature = inspect.signature(process_inbox.fn)
+    assert set(watch["parameters"]) <= set(signature.parameters)
+    required = {n for n, p in signature.parameters.items() if p.default is inspect.Parameter.empty}
+    assert required <= set(watch["parameters"])
+    assert watch["concurrency_limit"] == 1
+
+
+def test_every_deployment_entrypoint_loads(prefect_yaml):
+    from prefect.flows import Flow, load_flow_from_entrypoint
+
+    for deployment in prefect_yaml["deployments"]:
+        path, _, name = deployment["entrypoint"].partition(":")
+        assert (PROJECT_ROOT / path).is_file(), deployment["entrypoint"]
+        flow = load_flow_from_entrypoint(f"{PROJECT_ROOT / path}:{name}")
+        assert isinstance(flow, Flow)
+        assert set(deployment.get("parameters", {})) <= set(inspect.signature(flow.fn).parameters)
+
+
+def test_serve_builds_the_same_scheduled_deployment():
+    from flows.serve import WATCH_CRON, watch_inbox_deployment
+
+    deployment = watch_inbox_deployment("/in", "/out", "ckpt.pt")
+    assert deployment.entrypoint.endswith("flows/pipeline.py:process_inbox")
+    assert deployment.schedules[0].schedule.cron == WATCH_CRON
+    assert deployment.parameters == {"inbox": "/in", "outbox": "/out", "checkpoint": "ckpt.pt"}
+
+
+def test_the_ray_cluster_has_gpu_workers_running_the_project_image(kuberay):
+    cluster = kuberay["RayCluster"]
+    image = re.search(r"-t (\S+) \.", dockerfile()).group(1)     # the tag the Dockerfile's build line gives
+    assert cluster["spec"]["rayVersion"] == __import__("ray").__version__
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    worker = workers["template"]["spec"]["containers"][0]
+    assert head["image"] == worker["image"] == image
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    workdir = re.search(r"^WORKDIR (\S+)", dockerfile(), re.M).group(1)
+    assert head["workingDir"] == worker["workingDir"] == workdir
+
+
+def test_the_ray_job_runs_the_real_reprocess_entrypoint(kuberay):
+    from infra.reprocess import build_parser
+
+    job = kuberay["RayJob"]
+    assert job["spec"]["clusterSelector"]["ray.io/cluster"] == kuberay["RayCluster"]["metadata"]["name"]
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "infra.reprocess"]
+    args = build_parser().parse_args(argv[3:])           # the arguments are the ones the entrypoint takes
+    assert args.checkpoint and args.out_dir and args.scenes
+
+
+def test_the_image_installs_every_package_and_the_console_script(prefect_yaml):
+    text = dockerfile()
+    for package in ("ssdiff_model", "tiling", "infra", "flows"):
+        assert re.search(rf"^COPY {package} ", text, re.M), package
+    workdir = re.search(r"^WORKDIR (\S+)", text, re.M).group(1)
+    (pull,) = prefect_yaml["pull"]
+    assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == workdir
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["ssdiff"].partition(":")
+    assert (module, function) == ("flows.cli", "main")
+    assert callable(getattr(__import__(module, fromlist=[function]), function))
+    assert "ray[default]" in text, "ray job submit needs the dashboard's job server"
