@@ -66,12 +66,18 @@ class EMA:
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay used after iteration `step`: warmed up as (1 + step) / (10 + step) up to `decay` (as in
+        diffusers), so a run of a few thousand steps averages its recent weights, not its random initial ones."""
+        return self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        weight = 1.0 - self.decay_at(step)
         for name, value in model.state_dict().items():
             if name in self.shadow:
                 # lerp leaves a weight that did not move (a frozen branch) exactly unchanged
-                self.shadow[name].lerp_(value, 1.0 - self.decay)
+                self.shadow[name].lerp_(value, weight)
 
     def weights(self, model: nn.Module) -> dict[str, Tensor]:
         """A full state dict for `model` with the averaged values (non-float buffers taken as they are)."""
@@ -179,7 +185,7 @@ class Trainer:
                                  f"{self.config.iterations}") from None
             batch = {k: v.to(self.device) for k, v in batch.items()}
             loss = train_step(self.net, self.diffusion, self.optimizer, batch, self.generator, self.config.grad_clip)
-            self.ema.update(self.net)
+            self.ema.update(self.net, self.step)
             self.step += 1
             if on_step:
                 on_step(self.step, loss)

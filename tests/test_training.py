@@ -213,3 +213,7 @@ def test_ema_and_train_step():
         torch.testing.assert_close(value, 0.5 * (start[name] + current[name]))
     with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
+    # warm-up: the first updates follow the weights closely, late ones use the configured decay
+    warm = EMA(net, decay=0.9999)
+    assert warm.decay_at(0) == pytest.approx(0.1) and warm.decay_at(1000) == pytest.approx(1001 / 1010)
+    assert warm.decay_at(10**6) == 0.9999 and warm.decay_at(None) == 0.9999

