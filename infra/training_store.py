@@ -193,6 +193,10 @@ class Unit:
     regions: int
 
 
+class SceneTooSmall(ValueError):
+    """A scene whose reduced-resolution PAN cannot hold one patch: recorded with no patches, not fatal."""
+
+
 def _lms_method(ratio: int) -> str:
     return "interp23tap" if ratio & (ratio - 1) == 0 else "bicubic"
 
@@ -227,7 +231,7 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int) -> tuple[dic
         pan, ms_lr, reference = reduced_resolution_example(pair)
         protocol = f"Wald's protocol ({pair.sensor or 'none'} MTF, decimation by {pair.ratio}, interp23tap lms)"
     if min(pan.shape) < size:
-        raise ValueError(f"{where}: the reduced-resolution PAN is {pan.shape[0]}x{pan.shape[1]}, smaller than the "
+        raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {pan.shape[0]}x{pan.shape[1]}, smaller than the "
                          f"{size}x{size} patch")
     try:
         patches = cut_patches(pan, ms_lr, reference, size=size, stride=stride, lms_method=_lms_method(pair.ratio))
@@ -370,7 +374,12 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             if n_bands != bands or data.ratio != ratio:
                 raise ValueError(f"{where}: {n_bands} MS bands at ratio {data.ratio}, but this store holds {bands} "
                                  f"bands at ratio {ratio}{f' (family {family})' if family else ''}")
-            examples, protocol = unit_examples(unit, data, patch_size, stride)
+            try:
+                examples, protocol = unit_examples(unit, data, patch_size, stride)
+            except SceneTooSmall as err:
+                examples, protocol = {}, f"skipped: {err}"
+                if progress:
+                    print(f"{unit.id}: {err}; skipped", flush=True)
             side = sides[unit.id]
             count = len(examples["pan"]) if examples else 0
             if count:

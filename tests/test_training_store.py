@@ -108,3 +108,15 @@ def test_pancollection_patches_are_used_as_they_are(shared_data, tmp_path):
     np.testing.assert_allclose(train["lms"], np.clip(batch.lms / 2047.0, 0, 1), rtol=1e-6)
     assert attrs["sources"][0]["protocol"].startswith("PanCollection")
     assert attrs["sources"][1]["split"] == "validation" and "Wald" in attrs["sources"][1]["protocol"]
+
+
+def test_a_scene_too_small_for_a_patch_is_recorded_and_skipped(shared_data, landsat_scene, tmp_path):
+    """The 128 x 128 WV3 example is 32 x 32 after Wald's protocol: the family build records it with no patches
+    instead of failing (a user's archive will hold such crops too)."""
+    small = [source_from_shared(s) for s in iter_shared_sets(shared_data, ["wv3_small"])]
+    big = source_from_files(shared_data / "pancollection_wv3_patches" / "train_wv3_100.mat")
+    attrs = build_training_store([*small, big], tmp_path / "s.zarr", validation=0.0, stride=64)
+    skipped = [r for r in attrs["sources"] if r["id"] in {s.id for s in small}]
+    assert skipped and all(r["patches"] == 0 and r["protocol"].startswith("skipped:") and "smaller than the 64x64"
+                           in r["protocol"] for r in skipped)
+    assert attrs["counts"]["train"] > 0
