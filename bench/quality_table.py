@@ -5,10 +5,15 @@ full-resolution pair degraded once more with Wald's protocol so its original MS 
 gets the reduced-resolution indexes against the reference (SAM, ERGAS, Q2n, SCC; no border cut) and the
 full-resolution ones on its own input pair (D_lambda, D_s, HQNR), as the toolbox's tables do, and its seconds per scene.
 
-    python bench/quality_table.py [--checkpoint NAME_OR_PATH] [--steps 10] [--out bench/results/quality]
+    python bench/quality_table.py [--out bench/results/quality]
+    python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10]
 
-With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses).
-Prints the Markdown table and one JSON line with the CSV's path; exits 2 when ../shared/data is absent.
+With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses), and
+the scenes are the validation scenes of the checkpoint's training store (never trained on, taken with the same
+band selection as in training), so the comparison with the classical methods is fair. Several checkpoints of one
+family (a base model and its L-BAF fine-tuning) are compared on the same scenes. Then the table ends with the mean
+of every index per method, and the JSON says whether SSDiff beats every classical method on SAM, ERGAS and Q2n.
+Prints the Markdown table and one JSON line; exits 2 when ../shared/data is absent.
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ from ssdiff_model.wald import reduced_resolution_pair
 ROOT = Path(__file__).resolve().parents[1]
 CLASSICAL = {"EXP": baselines.exp, "BT-H": baselines.bt_h, "MTF-GLP-FS": baselines.mtf_glp_fs,
              "BDSD-PC": baselines.bdsd_pc}
+# What SSDiff must beat, and in which direction each index is better.
+COMPARED = ("BT-H", "MTF-GLP-FS", "BDSD-PC")
+BETTER = {"SAM": "lower", "ERGAS": "lower", "Q2n": "higher"}
 COLUMNS = ["SAM", "ERGAS", "Q2n", "SCC", "D_lambda", "D_s", "HQNR", "seconds"]
 # The toolbox's Q2n works on uint16 digital numbers: data stored scaled to [0, 1] is put on an 11-bit scale first.
 UNIT_SCALE_BITS = 11
@@ -49,6 +57,31 @@ def reduced_resolution_scenes(data_root: Path, wald: bool, max_per_dataset: int)
             label = scene.id if pair.gt is not None else f"{scene.id} (Wald)"
             if index:
                 label += f" #{index}"
+            yield label, *_in_digital_numbers(_crop_to_blocks(rr))
+
+
+def validation_scenes(checkpoint: str, data_root: Path, max_per_dataset: int):
+    """(scene id, reduced-resolution pair, bits) for the validation scenes recorded in `checkpoint`'s training facts,
+    loaded as the training store loaded them (same sources, same band selection)."""
+    from infra.training_store import family_sources
+    from ssdiff_model.checkpoint import load_checkpoint
+    from ssdiff_model.readers import PansharpeningBatch
+
+    store = load_checkpoint(checkpoint).training.get("store") or {}
+    held_out = [s["id"] for s in store.get("sources", []) if s["split"] == "validation"]
+    if not held_out:
+        raise ValueError(f"{checkpoint}: records no validation scenes of its training store")
+    if any("#" in unit for unit in held_out):
+        raise ValueError(f"{checkpoint}: its store split scenes into strips; the table needs whole held-out scenes")
+    for source in family_sources(store["family"], data_root):
+        if source.id not in held_out:
+            continue
+        data = source.load()
+        pairs = [data.pair(i) for i in range(min(len(data), max_per_dataset))] if isinstance(
+            data, PansharpeningBatch) else [data]
+        for index, pair in enumerate(pairs):
+            rr = pair if pair.gt is not None else reduced_resolution_pair(pair)
+            label = source.id + ("" if pair.gt is not None else " (Wald)") + (f" #{index}" if index else "")
             yield label, *_in_digital_numbers(_crop_to_blocks(rr))
 
 
@@ -73,22 +106,43 @@ def _in_digital_numbers(pair: PansharpeningPair) -> tuple[PansharpeningPair, int
     return scaled, UNIT_SCALE_BITS
 
 
+def classical_method(fuse):
+    def run(pair: PansharpeningPair):
+        return fuse(pair.pan, pair.ms_lr, pair.ratio, pair.sensor or "none")
+
+    return run
+
+
 def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int):
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import sharpen_array
 
     model = Pansharpener.from_checkpoint(checkpoint)
 
-    def run(pan, ms_lr, ratio, sensor):
-        return sharpen_array(model, pan, ms_lr, tile=tile, halo=halo, steps=steps, seed=0)
+    def run(pair: PansharpeningPair):
+        # The network sees DN / the scene's own full scale, as in training.
+        return sharpen_array(model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=0,
+                             full_scale=pair.full_scale)
 
     return run
+
+
+def method_means(rows: list[dict]) -> dict[str, dict[str, float]]:
+    methods = dict.fromkeys(r["method"] for r in rows)
+    return {m: {c: float(np.mean([r[c] for r in rows if r["method"] == m])) for c in COLUMNS} for m in methods}
+
+
+def beats_classical(means: dict[str, dict[str, float]], method: str) -> dict[str, bool]:
+    """Per index of BETTER: does `method`'s mean beat every method of COMPARED?"""
+    mine = means[method]
+    return {index: all((mine[index] < means[other][index]) if way == "lower" else (mine[index] > means[other][index])
+                       for other in COMPARED) for index, way in BETTER.items()}
 
 
 def evaluate(method, pair: PansharpeningPair, bits: int) -> dict[str, float]:
     sensor = pair.sensor or "none"
     start = time.perf_counter()
-    fused = np.asarray(method(pair.pan, pair.ms_lr, pair.ratio, sensor), dtype=np.float64)
+    fused = np.asarray(method(pair), dtype=np.float64)
     seconds = time.perf_counter() - start
     row = reduced_resolution(fused, pair.gt, pair.ratio, bits, cut_bounds=0)
     row.update(full_resolution(fused, pair.ms_lr, pair.pan, pair.ratio, sensor))
@@ -106,7 +160,9 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--checkpoint", help="add SSDiff with this checkpoint (shipped name or path)")
+    parser.add_argument("--checkpoint", action="append", default=[],
+                        help="add SSDiff with this checkpoint (shipped name or path; repeatable) and use the "
+                             "validation scenes of its training store")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
@@ -120,11 +176,16 @@ def main(argv=None) -> int:
         print(f"no shared data at {args.data}: nothing to evaluate", file=sys.stderr)
         return 2
 
-    methods = dict(CLASSICAL)
-    if args.checkpoint:
-        methods["SSDiff"] = ssdiff_method(args.checkpoint, args.steps, args.tile, args.halo)
+    methods = {name: classical_method(fuse) for name, fuse in CLASSICAL.items()}
+    ssdiff = {}
+    for checkpoint in args.checkpoint:
+        ssdiff[f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"] = ssdiff_method(
+            checkpoint, args.steps, args.tile, args.halo)
+    methods.update(ssdiff)
+    scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
+              reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))
     rows = []
-    for label, pair, bits in reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset):
+    for label, pair, bits in scenes:
         for name, method in methods.items():
             rows.append({"scene": label, "method": name, **evaluate(method, pair, bits)})
             print(f"{label:45s} {name:11s} " + " ".join(f"{c}={rows[-1][c]:.4f}" for c in COLUMNS[:4]),
@@ -136,10 +197,18 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=["scene", "method", *COLUMNS], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    means = method_means(rows)
     table = markdown(rows)
+    summary = {"csv": str(csv_path), "markdown": str(args.out.with_suffix(".md")), "rows": len(rows),
+               "scenes": len(rows) // max(1, len(methods)), "steps": args.steps if ssdiff else None}
+    if ssdiff:
+        table += "\n\nMean over the validation scenes:\n\n" + markdown(
+            [{"scene": "mean", "method": m, **v} for m, v in means.items()])
+        summary["means"] = {m: {c: round(v[c], 4) for c in ("SAM", "ERGAS", "Q2n")} for m, v in means.items()}
+        summary["beats_classical"] = {m: beats_classical(means, m) for m in ssdiff}
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
-    print(json.dumps({"csv": str(csv_path), "markdown": str(args.out.with_suffix(".md")), "rows": len(rows)}))
+    print(json.dumps(summary))
     return 0
 
 

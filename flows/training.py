@@ -128,6 +128,12 @@ def _train(args) -> dict:
                       job=job, half=args.half, ray_address=args.ray_address)
 
 
+def _export(args) -> dict:
+    from infra.train_job import export_latest
+
+    return export_latest(args.storage_path, args.name, args.out, half=args.half)
+
+
 def add_training_commands(subparsers: argparse._SubParsersAction,
                           commands: MutableMapping[str, Callable[[argparse.Namespace], dict]] | None = None) -> None:
     """Add `prepare-training`, `train` and `finetune` to the ``ssdiff`` parser; their handlers go into `commands`
@@ -162,5 +168,14 @@ def add_training_commands(subparsers: argparse._SubParsersAction,
     add_job_arguments(finetune, finetune=True)
     finetune.set_defaults(handler=_train)
 
+    export = subparsers.add_parser("export-checkpoint", help="export the latest checkpoint of a training run (with "
+                                                              "its model card), e.g. of a run that was stopped")
+    export.add_argument("--storage-path", required=True)
+    export.add_argument("--name", required=True)
+    export.add_argument("--out", required=True, help="checkpoint file to write (a model card .md goes beside it)")
+    export.add_argument("--half", action="store_true", help="float16 weights")
+    export.set_defaults(handler=_export)
+
     if commands is not None:
-        commands.update({"prepare-training": _prepare_training, "train": _train, "finetune": _train})
+        commands.update({"prepare-training": _prepare_training, "train": _train, "finetune": _train,
+                         "export-checkpoint": _export})

@@ -417,6 +417,28 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
     return {"path": str(out), "hash": digest, "model_card": str(card), "bytes": out.stat().st_size}
 
 
+def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
+    """The one-file checkpoint of the furthest step among a run's Ray Train checkpoints (for a run that was killed
+    or stopped before its last step: export what it reached)."""
+    from ssdiff_model.checkpoint import load_checkpoint
+
+    found = sorted(Path(storage_path, name).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    if not found:
+        raise FileNotFoundError(f"{Path(storage_path, name)}: no Ray Train checkpoints of run {name!r} there")
+    return max(found, key=lambda path: load_checkpoint(path).training.get("iterations") or 0)
+
+
+def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bool = False) -> dict[str, Any]:
+    """Export the run's latest checkpoint with the facts of its training store (when the store is still there)."""
+    from infra.training_store import TrainingStore
+    from ssdiff_model.checkpoint import load_checkpoint
+
+    source = latest_checkpoint(storage_path, name)
+    store_path = load_checkpoint(source).training.get("job", {}).get("store")
+    store = TrainingStore(store_path) if store_path and Path(store_path).exists() else None
+    return {"checkpoint": str(source), **export_checkpoint(source, out, half=half, store=store)}
+
+
 def model_card(ckpt, digest: str, filename: str) -> str:
     t = ckpt.training
     job = t.get("job", {})
@@ -431,8 +453,9 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)   # DN in, DN out", "```", "",
         "## Data conventions", "",
         f"- sensor: {ckpt.sensor}; {ckpt.config['bands']} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}",
-        f"- inputs are divided by the full scale {ckpt.full_scale:g} DN (set when training: the store's dominant "
-        "full scale; scenes of another bit depth must be rescaled to it)",
+        "- the network sees DN divided by the scene's own full scale, as in training (the pipeline takes it from the "
+        f"scene store; `sharpen(..., full_scale=...)` for arrays); the default is {ckpt.full_scale:g} DN, the "
+        "training store's dominant full scale",
         f"- network: width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",

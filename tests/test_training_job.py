@@ -59,7 +59,7 @@ def test_training_commands_parse():
     parser = argparse.ArgumentParser()
     commands = {}
     add_training_commands(parser.add_subparsers(dest="command", required=True), commands)
-    assert set(commands) == {"prepare-training", "train", "finetune"}
+    assert set(commands) == {"prepare-training", "train", "finetune", "export-checkpoint"}
     args = parser.parse_args(["finetune", "--lbaf", "--store", "s.zarr", "--storage-path", "runs", "--name", "ft",
                               "--finetune-from", "c.pt", "--steps", "30"])
     assert args.handler is commands["finetune"] and args.lbaf and args.lbaf_start == 0
@@ -104,3 +104,9 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert second["history"][0]["step"] == 4
     resumed = load_checkpoint(second["checkpoint"])
     assert resumed.training["iterations"] == 5 and resumed.train_state["step"] == 5
+
+    # a stopped run's furthest checkpoint exports with its model card
+    from infra.train_job import export_latest
+
+    exported = export_latest(cfg.storage_path, cfg.name, tmp_path / "latest.pt")
+    assert load_checkpoint(exported["path"]).training["iterations"] == 5 and (tmp_path / "latest.md").is_file()
