@@ -7,8 +7,14 @@
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
     ssdiff prepare-training / train / finetune                           see flows/training.py
 
-Each command prints a JSON summary on stdout. Bad input: one line ``ssdiff <command>: error: ...`` naming the
-file and the problem on stderr, exit status 2; any store that existed before is left as it was.
+Each command prints a JSON summary on stdout. Every error is one line ``ssdiff <command>: error: ...`` on
+stderr naming the file and the problem, and any store that existed before is left as it was. Exit status:
+    0  done
+    1  the system refused (disk full, permission denied, read-only or lost file system), or interrupted: fix
+       the cause and rerun the same command, it resumes
+    2  bad input (unreadable or inconsistent files, a checkpoint that does not fit or fails its hash)
+    3  the output store is in use by another run (named in the message)
+Nothing read from a file or the command line is ever evaluated or passed to a shell: paths and names are data.
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ import json
 import sys
 from typing import Sequence
 
-EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BUSY = 3
 
 
 def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
@@ -129,14 +136,31 @@ def _run(args) -> dict:
 COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
 
 
+def error_line(err: BaseException) -> str:
+    """The error as one line naming the file and the problem (an OSError carries the file apart from its text)."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        message = f"{err.filename}: {err.strerror}"
+    else:
+        message = str(err)
+    return " ".join(message.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tiling.lock import StoreBusyError   # after parsing: `ssdiff --help` need not load the tiling stack
+
+    # The messages already name the file and the problem; a traceback would only bury them.
     try:
         result = COMMANDS[args.command](args)
+    except StoreBusyError as err:
+        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BUSY
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # Bad input: the message already names the file and the problem; a traceback would only bury it.
-        print(f"ssdiff {args.command}: error: {err}", file=sys.stderr)
+        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
               file=sys.stderr)

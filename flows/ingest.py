@@ -1,15 +1,19 @@
 """Ingest: scene files in, a validated scene store out, written atomically.
 
 The readers (ssdiff_model.readers) validate the files (readable, same CRS, MS extent equal to the PAN's, an
-integer ratio, finite values or a declared nodata) and raise errors naming the file; the store is written by
-``tiling.write_scene_store`` into a hidden sibling directory that is renamed into place only once complete, so
-a failure never leaves a half-written store, and an existing store is never touched.
+integer ratio, finite values or a declared nodata) and raise errors naming the file; ingest adds that the sensor
+is one it knows and that the scene has data (a PAN, or an MS band, that is nodata throughout is an error: the
+wrong --nodata, or an empty file). Pixels holding a file's declared nodata value, or --nodata, are stored as
+nodata and come out as nodata; tiles without any valid pixel are not sharpened.
+
+The store is written by ``tiling.write_scene_store`` into a hidden sibling directory that is renamed into place
+only once complete, so a failure (a full disk included) never leaves a half-written store, and an existing store
+is never touched.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -17,26 +21,36 @@ from prefect import task
 
 from flows.retry import transient_failure
 from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
-from tiling import open_scene, sha256_file, write_scene_store
+from ssdiff_model.sensors import get_sensor
+from tiling import (
+    nodata_mask, open_scene, require_folder_for, sha256_file, temporary_sibling, write_scene_store, writing,
+)
 
 PathLike = str | os.PathLike
 
 
 def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str | None = None,
-               band_names: Sequence[str] = (), example: int | None = None):
-    """The pair behind a scene: a PAN GeoTIFF with its MS GeoTIFF (or single-band MS files, in band order), or one
-    .mat / .h5 file (then ``pan`` is that file and ``ms`` is empty, or the MS file of a two-file .mat pair).
-    PanCollection files hold many examples: ``example`` picks one."""
+               band_names: Sequence[str] = (), example: int | None = None, nodata: float | None = None):
+    """The pair behind a scene, validated: a PAN GeoTIFF with its MS GeoTIFF (or single-band MS files, in band
+    order), or one .mat / .h5 file (then ``pan`` is that file and ``ms`` is empty, or the MS file of a two-file
+    .mat pair). PanCollection files hold many examples: ``example`` picks one. GeoTIFF pixels holding their
+    file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata."""
     paths = [Path(p) for p in ([pan] if pan else [])]
     ms = [Path(p) for p in ms]
     if not paths:
         raise ValueError("ingest needs a PAN file (or one .mat / .h5 file) to read")
+    if sensor is not None:
+        try:
+            get_sensor(sensor)   # a name looked up in a table, nothing else: an unknown one is an error
+        except ValueError as err:
+            raise ValueError(f"--sensor: {err}") from None
     tiffs = {".tif", ".tiff"}
     options = {"band_names": tuple(band_names)} if band_names else {}
     if paths[0].suffix.lower() in tiffs:
         if not ms:
             raise ValueError(f"{paths[0]}: a GeoTIFF PAN needs its MS file(s) (--ms)")
-        pair = read_geotiff_pair(paths[0], ms[0] if len(ms) == 1 else ms, sensor=sensor, **options)
+        pair = read_geotiff_pair(paths[0], ms[0] if len(ms) == 1 else ms, sensor=sensor, mask_nodata=True,
+                                 **options)
     else:
         if band_names:
             raise ValueError(f"{paths[0]}: --band-names only applies to GeoTIFF scenes")
@@ -52,12 +66,21 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
         pair = pair.pair(example)
     elif example not in (None, 0):
         raise ValueError(f"{paths[0]}: --example applies to PanCollection files only")
+    _require_data(pair, nodata)
     return pair
 
 
-def _temporary_sibling(out: Path) -> Path:
-    # A sibling, not a system temp dir: the final rename must stay on one file system to be atomic.
-    return out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+def _require_data(pair, nodata: float | None) -> None:
+    """A scene whose PAN, or one of whose MS bands, is nodata throughout has nothing to sharpen: an error naming
+    the file (most likely a wrong --nodata, or an empty file), not a mosaic of NaN."""
+    files = [str(p) for p in pair.source]
+    because = f" (nodata value {nodata:g})" if nodata is not None else ""
+    if nodata_mask(pair.pan, nodata).all():
+        raise ValueError(f"{files[0]}: every PAN pixel is nodata{because}: nothing to sharpen")
+    empty = [str(name) for name, band in zip(pair.band_names, pair.ms_lr) if nodata_mask(band, nodata).all()]
+    if empty:
+        raise ValueError(f"{', '.join(files[1:] or files)}: every pixel of MS band(s) {', '.join(empty)} is "
+                         f"nodata{because}: nothing to sharpen")
 
 
 def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLike = "scene.zarr", *,
@@ -68,19 +91,23 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
     An existing ``out`` is an error unless it is a scene store made from the same files (same checksums), in
     which case it is kept as it is (a rerun of a pipeline resumes instead of failing)."""
     out = Path(out)
-    pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example)
+    pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata)
     if out.exists():
         return _existing_scene(out, pair.source)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out}: its folder {out.parent} does not exist")
-    partial = _temporary_sibling(out)
+    require_folder_for(out)
+    partial = temporary_sibling(out)
     try:
-        write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata)
-        # rename() of a directory fails if the target appeared meanwhile (a concurrent ingest): we never clobber.
-        os.rename(partial, out)
-    except BaseException:
+        with writing(out, "writing the scene store; nothing was kept"):
+            write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata)
+        try:
+            # rename() of a directory fails if the target appeared meanwhile (a concurrent ingest): never clobbered.
+            os.rename(partial, out)
+        except OSError:
+            if not out.exists():
+                raise
+            return _existing_scene(out, pair.source)   # the other ingest's store is ours if made of the same files
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        raise
     return _summary(out)
 
 

@@ -17,6 +17,7 @@ from flows.evaluate import evaluate_task
 from flows.ingest import ingest_task
 from flows.sharpen import sharpen_task
 from infra.ray_sharpen import is_finished
+from ssdiff_model.sensors import get_sensor
 
 SCENE_MANIFEST = "scene.json"   # an inbox folder holding this file is one scene (see find_new_scenes)
 SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
@@ -57,7 +58,9 @@ def find_new_scenes(inbox: str | Path, outbox: str | Path) -> list[dict[str, Any
     A scene is either one ``.mat`` / ``.h5`` file, or a folder holding ``scene.json`` (written last by whoever
     drops the scene, so a half-copied folder is not picked up), e.g.
     ``{"pan": "pan.tif", "ms": ["ms.tif"], "sensor": "WV3", "band_names": [...], "nodata": 0}``
-    with paths relative to the folder."""
+    with paths relative to the folder, which must stay inside it (no absolute paths, no ``..``). Folder names
+    and every value read are data: the scene's name only names its stores (``outbox/mosaics/<name>.zarr``), and
+    nothing is evaluated or handed to a shell. An invalid scene.json is a ValueError naming it."""
     inbox, outbox = Path(inbox), Path(outbox)
     if not inbox.is_dir():
         raise FileNotFoundError(f"{inbox}: inbox folder does not exist")
@@ -66,14 +69,7 @@ def find_new_scenes(inbox: str | Path, outbox: str | Path) -> list[dict[str, Any
         if entry.is_file() and entry.suffix.lower() in SINGLE_FILE_SCENES:
             scene = {"name": entry.stem, "pan": str(entry), "ms": []}
         elif (entry / SCENE_MANIFEST).is_file():
-            try:
-                described = json.loads((entry / SCENE_MANIFEST).read_text())
-                ms = described.get("ms", [])
-                scene = {"name": entry.name, "pan": str(entry / described["pan"]),
-                         "ms": [str(entry / p) for p in ([ms] if isinstance(ms, str) else ms)],
-                         **{k: described[k] for k in ("sensor", "band_names", "nodata", "example") if k in described}}
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{entry / SCENE_MANIFEST}: not a valid scene description ({err!r})") from err
+            scene = _described_scene(entry)
         else:
             continue
         mosaic = outbox / "mosaics" / f"{scene['name']}.zarr"
@@ -81,6 +77,30 @@ def find_new_scenes(inbox: str | Path, outbox: str | Path) -> list[dict[str, Any
             scenes.append({**scene, "mosaic_store": str(mosaic),
                            "scene_store": str(outbox / "scenes" / f"{scene['name']}.zarr")})
     return scenes
+
+
+def _described_scene(folder: Path) -> dict[str, Any]:
+    """The scene a folder's scene.json describes, its file paths inside the folder (see find_new_scenes)."""
+    manifest = folder / SCENE_MANIFEST
+    try:
+        described = json.loads(manifest.read_text())
+        ms = described.get("ms", [])
+        scene = {"name": folder.name, "pan": _inside(folder, described["pan"]),
+                 "ms": [_inside(folder, p) for p in ([ms] if isinstance(ms, str) else ms)],
+                 **{k: described[k] for k in ("sensor", "band_names", "nodata", "example") if k in described}}
+        if "sensor" in scene:
+            get_sensor(scene["sensor"])   # looked up in the sensor table: an unknown name is an error
+    except (ValueError, KeyError, TypeError) as err:
+        problem = f"no {err} given" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{manifest}: not a valid scene description ({problem})") from err
+    return scene
+
+
+def _inside(folder: Path, relative: str) -> str:
+    path = Path(relative)   # a TypeError for anything but a string: caught as an invalid description
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"file {relative!r} is outside the scene folder: give paths relative to it, without '..'")
+    return str(folder / path)
 
 
 @flow(name="ssdiff-watch-inbox")

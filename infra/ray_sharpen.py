@@ -24,7 +24,10 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from tiling import Tile, create_mosaic_store, missing_tiles, mosaic_grid, record_provenance, run_tiles
+from tiling import (
+    MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, record_provenance, run_tiles, store_attrs,
+    store_lock,
+)
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
 # actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
@@ -205,41 +208,56 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                   actors: int | None = None, pool: SharpenerPool | None = None, progress: bool = True,
                   provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
-    the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run."""
+    the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
+
+    The run holds the store's lock (tiling.store_lock) from before it creates the store to after its last write:
+    a second run on the same store is refused with StoreBusyError, and a killed run leaves no stale lock."""
     from ssdiff_model.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
-    # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config).
+    # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
+    # it first also refuses a bad checkpoint before anything is written.
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
     cluster = cluster_resources()
-    create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
-                        steps=steps, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
-    del described
-    grid = mosaic_grid(mosaic_store)
-    todo = missing_tiles(mosaic_store)
-    counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
-    if todo:
-        own_pool = pool is None
-        pool = pool or SharpenerPool(checkpoint, actors)
-        try:
-            with tqdm(total=len(grid), initial=len(grid) - len(todo), unit="tile", disable=not progress,
-                      desc=Path(mosaic_store).name) as bar:
-                counts = pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps,
-                                      batch_size=batch_size, progress=bar)
-        finally:
-            if own_pool:
-                pool.close()
-    finished = now_utc()
-    summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
-               "tiles_already_done": len(grid) - len(todo), **counts,
-               "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
-               "ray_cluster": cluster}
-    if todo:
-        # Provenance of the run that (last) wrote tiles; a rerun with nothing to do leaves the store untouched.
-        record_provenance(mosaic_store, started=started, finished=finished, ray_cluster=cluster,
-                          last_run={k: summary[k] for k in ("tiles_total", "tiles_already_done", "sharpened",
-                                                            "nodata", "actor_calls", "batches_retried", "seconds")})
+    with store_lock(mosaic_store):
+        create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
+                            steps=steps, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
+        del described
+        grid = mosaic_grid(mosaic_store)
+        todo = missing_tiles(mosaic_store)
+        counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
+        if todo:
+            counts = _sharpen_missing(pool, checkpoint, actors, scene_store, mosaic_store, todo, len(grid),
+                                      seed=seed, steps=steps, batch_size=batch_size, progress=progress)
+        finished = now_utc()
+        summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
+                   "tiles_already_done": len(grid) - len(todo), **counts,
+                   "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
+                   "ray_cluster": cluster}
+        if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):
+            # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
+            # disk); a rerun with nothing to do leaves the store untouched.
+            record_provenance(mosaic_store, started=started, finished=finished, ray_cluster=cluster,
+                              last_run={k: summary[k] for k in ("tiles_total", "tiles_already_done", "sharpened",
+                                                                "nodata", "actor_calls", "batches_retried",
+                                                                "seconds")})
     return summary
+
+
+def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None, scene_store, mosaic_store,
+                     todo: Sequence[Tile], total: int, *, seed: int, steps: int, batch_size: int,
+                     progress: bool) -> dict[str, int]:
+    """Run ``todo`` on ``pool``, or on a pool of its own that is closed (its actors killed) before returning."""
+    own_pool = pool is None
+    pool = pool or SharpenerPool(checkpoint, actors)
+    try:
+        with tqdm(total=total, initial=total - len(todo), unit="tile", disable=not progress,
+                  desc=Path(mosaic_store).name) as bar:
+            return pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps, batch_size=batch_size,
+                                progress=bar)
+    finally:
+        if own_pool:
+            pool.close()
 
 
 def is_finished(mosaic_store: str | os.PathLike) -> bool:

@@ -62,6 +62,8 @@ def _finished_with(mosaic: Path, settings: dict) -> bool:
 
 
 def mosaic_path(scene_store: Path, out_dir: Path) -> Path:
+    """``out_dir/<scene name>.zarr``. The name is the store's last path component, which holds no separator, so
+    whatever the scene paths given (``..``, absolute, shell metacharacters) the mosaic stays inside ``out_dir``."""
     name = scene_store.name.removesuffix(".zarr").removesuffix(".scene")
     return out_dir / f"{name}.zarr"
 
@@ -128,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"infra.reprocess: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:   # the system refused (an --out-dir it may not write, say): one line, as for the CLI
+        print(f"infra.reprocess: error: {err}", file=sys.stderr)
+        return 1
     return 1 if summary["failed"] else 0
 
 

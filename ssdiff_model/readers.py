@@ -174,18 +174,25 @@ def _radiometry(where: str, images: Sequence[np.ndarray], sensor_name: str | Non
     raise ValueError(f"{where}: values reach {peak:g}, beyond 16 bits: give bits= or full_scale= explicitly")
 
 
-def _as_float32(where: str, name: str, image: np.ndarray) -> np.ndarray:
+def _as_float32(where: str, name: str, image: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
+    """float32 DN; pixels flagged in the boolean ``nodata`` become NaN, any other non-finite value is an error."""
     image = np.asarray(image)
     if image.dtype.kind not in "uif":
         raise ValueError(f"{where}: {name} holds {image.dtype} values, not numbers")
     image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        raise ValueError(f"{where}: {name} contains {int((~np.isfinite(image)).sum())} NaN or infinite values")
+    if nodata is not None:
+        image[nodata] = np.nan
+    bad = ~np.isfinite(image) if nodata is None else ~np.isfinite(image) & ~nodata
+    if bad.any():
+        raise ValueError(f"{where}: {name} contains {int(bad.sum())} NaN or infinite values")
     return image
 
 
 def _unreadable(path: Path, err: Exception) -> ValueError:
-    return ValueError(f"{path}: unreadable or corrupt file ({type(err).__name__}: {err})")
+    # rasterio's "Read failed. See previous exception for details." keeps GDAL's reason (a truncated strip, say)
+    # in its cause: show that one.
+    reason = err.__cause__ if err.__cause__ is not None else err
+    return ValueError(f"{path}: unreadable or corrupt file ({type(reason).__name__}: {reason})")
 
 
 def _require_file(path: PathLike) -> Path:
@@ -431,14 +438,23 @@ class _Raster:
     crs: Any
     transform: Any
     georeferenced: bool
+    nodata: np.ndarray | None = None  # True where a pixel holds its file's declared nodata value (mask_nodata)
 
 
-def _open_raster(paths: Sequence[Path]) -> _Raster:
-    """One raster from one file, or single-band files stacked in the given order (Landsat-style band files)."""
+def _declared_nodata(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    if nodata is None:
+        return np.zeros(values.shape, dtype=bool)
+    return np.isnan(values) if np.isnan(nodata) else values == nodata
+
+
+def _open_raster(paths: Sequence[Path], mask_nodata: bool = False) -> _Raster:
+    """One raster from one file, or single-band files stacked in the given order (Landsat-style band files).
+
+    Pixels holding a file's declared nodata value are an error, or with ``mask_nodata`` flagged in ``nodata``."""
     import rasterio.errors
     import rioxarray
 
-    layers, grids = [], []
+    layers, grids, masks = [], [], []
     for path in paths:
         path = _require_file(path)
         try:
@@ -457,23 +473,28 @@ def _open_raster(paths: Sequence[Path]) -> _Raster:
         except Exception as err:  # rasterio / GDAL raise RasterioIOError, CPLE_* errors and more
             raise _unreadable(path, err) from err
         nodata = grids[-1][2]
-        if nodata is not None and not np.isnan(nodata) and np.any(values == nodata):
-            raise ValueError(f"{path}: {int(np.sum(values == nodata))} pixels hold the nodata value {nodata}")
+        masked = _declared_nodata(values, nodata)
+        if not mask_nodata and nodata is not None and not np.isnan(nodata) and masked.any():
+            raise ValueError(f"{path}: {int(masked.sum())} pixels hold the nodata value {nodata}")
         layers.append(values)
+        masks.append(masked)
     first = grids[0]
     for path, grid, layer in zip(paths[1:], grids[1:], layers[1:]):
         if grid[:2] != first[:2] or layer.shape[1:] != layers[0].shape[1:]:
             raise ValueError(f"{path}: its grid differs from {paths[0]}'s: cannot stack them as bands of one image")
     values = np.concatenate(layers, axis=0)
     transform = first[1]
-    return _Raster(tuple(Path(p) for p in paths), values, first[0], transform, transform != Affine.identity())
+    nodata = np.concatenate(masks, axis=0) if mask_nodata and any(m.any() for m in masks) else None
+    return _Raster(tuple(Path(p) for p in paths), values, first[0], transform, transform != Affine.identity(),
+                   nodata)
 
 
 def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slice, slice], tuple[slice, slice], list]:
     """The ratio and the PAN / MS windows that make PAN exactly ratio x MS.
 
     Rule: shapes that are an exact integer multiple are taken as the data provider aligned them (transforms kept as
-    given, even when PAirMax's put the MS origin 1.5 PAN pixels off). Otherwise both files must be georeferenced with
+    given, even when PAirMax's put the MS origin 1.5 PAN pixels off), provided that files georeferenced with pixel
+    sizes of their own cover the same ground within one MS pixel (a wrong transform is an error). Otherwise both files must be georeferenced with
     pixel sizes in an integer ratio; the MS origin is placed on the PAN grid (nearest PAN pixel, ties to the lower
     index; wv3_georef is off by exactly (1, 2) PAN pixels, Landsat-8 by half a PAN pixel) and both are cropped to the
     MS pixels whose r x r PAN block lies inside the PAN. The extents must agree within one MS pixel, else it is an
@@ -490,6 +511,8 @@ def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slic
             if not math.isclose(pixel_ratio, ratio, rel_tol=0.01):
                 raise ValueError(f"{where}: mismatched grids: shapes give ratio {ratio} but pixel sizes "
                                  f"{pan.transform.a:g} and {ms.transform.a:g} give {pixel_ratio:.3f}")
+            for axis in range(2):   # the shapes fit, but the files must also cover the same ground
+                _require_same_extent(pan, ms, axis, where)
         elif pan.georeferenced and ms.georeferenced and ratio > 1:
             notes.append(f"PAN and MS carry the same pixel size ({pan.transform.a:g}): the MS transform is a copy of "
                          f"the PAN's; the ratio {ratio} comes from the shapes and the transforms are kept as given")
@@ -503,15 +526,12 @@ def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slic
         raise ValueError(f"{where}: non-integer ratio: pixel sizes {pan.transform.a:g} and {ms.transform.a:g} give "
                          f"{pixel_ratios[0]:.4f}")
     windows = []
-    for axis, (n_pan, n_ms, pan_origin, ms_origin, pan_step, ms_step) in enumerate((
-            (H, h, pan.transform.f, ms.transform.f, pan.transform.e, ms.transform.e),
-            (W, w, pan.transform.c, ms.transform.c, pan.transform.a, ms.transform.a))):
+    for axis, (n_pan, n_ms, pan_origin, ms_origin, pan_step) in enumerate((
+            (H, h, pan.transform.f, ms.transform.f, pan.transform.e),
+            (W, w, pan.transform.c, ms.transform.c, pan.transform.a))):
+        _require_same_extent(pan, ms, axis, where)
         offset = (ms_origin - pan_origin) / pan_step  # MS origin in PAN pixels
         start = math.ceil(offset - 0.5 - 1e-6)  # nearest PAN pixel, ties to the lower index
-        pan_end, ms_end = pan_origin + n_pan * pan_step, ms_origin + n_ms * ms_step
-        if max(abs(ms_origin - pan_origin), abs(ms_end - pan_end)) > abs(ms_step) * (1 + 1e-6):
-            raise ValueError(f"{where}: mismatched grids: PAN and MS extents differ by more than one MS pixel along "
-                             f"{'yx'[axis]} ({pan_origin:.3f}..{pan_end:.3f} vs {ms_origin:.3f}..{ms_end:.3f})")
         first = max(0, math.ceil(-start / ratio))
         last = min(n_ms, (n_pan - start) // ratio)
         windows.append((slice(start + ratio * first, start + ratio * last), slice(first, last)))
@@ -523,6 +543,33 @@ def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slic
                  f"{pan_cols.stop} of {H}x{W}, MS rows {ms_rows.start}:{ms_rows.stop} cols {ms_cols.start}:"
                  f"{ms_cols.stop} of {h}x{w}")
     return ratio, (pan_rows, pan_cols), (ms_rows, ms_cols), notes
+
+
+def _window(mask: np.ndarray | None, bands, window: tuple[slice, slice]) -> np.ndarray | None:
+    return None if mask is None else mask[(bands, *window)]
+
+
+def _valid_values(raster: _Raster) -> np.ndarray:
+    """The raster's values with nodata pixels set to 0, in the file's dtype: a nodata fill value (65535, say)
+    must not pass for the data's peak when the bit depth is inferred."""
+    return raster.values if raster.nodata is None else np.where(raster.nodata, 0, raster.values).astype(
+        raster.values.dtype)
+
+
+def _axis_extent(raster: _Raster, axis: int) -> tuple[float, float, float]:
+    """(first edge, last edge, pixel step) of a north-up raster along y (axis 0) or x (axis 1), in map units."""
+    size = raster.values.shape[1 + axis]
+    origin, step = (raster.transform.f, raster.transform.e) if axis == 0 else (raster.transform.c, raster.transform.a)
+    return origin, origin + size * step, step
+
+
+def _require_same_extent(pan: _Raster, ms: _Raster, axis: int, where: str) -> None:
+    """PAN and MS must cover the same ground: their edges may differ by at most one MS pixel (a provider's
+    half-pixel conventions), never more."""
+    (pan_origin, pan_end, _), (ms_origin, ms_end, ms_step) = _axis_extent(pan, axis), _axis_extent(ms, axis)
+    if max(abs(ms_origin - pan_origin), abs(ms_end - pan_end)) > abs(ms_step) * (1 + 1e-6):
+        raise ValueError(f"{where}: mismatched grids: PAN and MS extents differ by more than one MS pixel along "
+                         f"{'yx'[axis]} ({pan_origin:.3f}..{pan_end:.3f} vs {ms_origin:.3f}..{ms_end:.3f})")
 
 
 def _decimate_ms_on_pan_grid(ms: _Raster, ratio: int, sensor_name: str | None):
@@ -542,16 +589,20 @@ def decimated_transform(transform: Affine, ratio: int) -> Affine:
 
 def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike], gt_path: PathLike | None = None,
                       sensor: str | None = None, *, ratio: int | None = None, bits: int | None = None,
-                      full_scale: float | None = None, band_names: Sequence[str] = ()) -> PansharpeningPair:
+                      full_scale: float | None = None, band_names: Sequence[str] = (),
+                      mask_nodata: bool = False) -> PansharpeningPair:
     """A PAN GeoTIFF and its MS GeoTIFF (or a list of single-band MS files, stacked in order), via rioxarray.
 
     The CRS (the PAN's; an MS CRS that differs is recorded in `notes`, a conflicting one is an error) and both
     transforms are kept exactly as the files carry them, wrong tags included. The ratio comes from the shapes when
     they are an exact multiple, else from the georeferencing (see `_align_grids`). An MS of the PAN's own size
     (quickbird_toulouse) needs `ratio=` its native ratio: it is then MTF-filtered and decimated back to it, recorded
-    in `notes`. `bits` / `full_scale` override what the reader infers (see `_radiometry`)."""
+    in `notes`. `bits` / `full_scale` override what the reader infers (see `_radiometry`).
+
+    Pixels holding a file's declared nodata value are an error (a pair for training or scoring must be complete),
+    or with `mask_nodata` NaN in the returned images (the nodata of a scene store; ingest reads scenes so)."""
     ms_paths = [Path(ms_path)] if isinstance(ms_path, (str, Path)) else [Path(p) for p in ms_path]
-    pan, ms = _open_raster([Path(pan_path)]), _open_raster(ms_paths)
+    pan, ms = _open_raster([Path(pan_path)], mask_nodata), _open_raster(ms_paths, mask_nodata)
     where = ", ".join(str(p) for p in (*pan.path, *ms.path))
     if pan.values.shape[0] != 1:
         raise ValueError(f"{pan_path}: a PAN must have one band, this file has {pan.values.shape[0]}")
@@ -567,6 +618,9 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
                              f"ratio to decimate it back, or give the low-resolution MS")
         if pan.values.shape[1] % ratio or pan.values.shape[2] % ratio:
             raise ValueError(f"{where}: mismatched sizes: {pan.values.shape[1:]} is not a multiple of ratio {ratio}")
+        if ms.nodata is not None:   # the MTF filter would smear it over its whole footprint
+            raise ValueError(f"{where}: the MS on the PAN grid holds nodata pixels: decimating it back to its "
+                             f"native grid needs a complete image")
         ms_values, ms_transform = _decimate_ms_on_pan_grid(ms, ratio, sensor)
         notes.append(f"MS was on the PAN grid: MTF-filtered ({sensor or 'none'} gains) and decimated by {ratio}")
         pan_window, ms_window = (slice(None), slice(None)), (slice(None), slice(None))
@@ -578,13 +632,15 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
             raise ValueError(f"{where}: expected ratio {ratio}, the files give {found_ratio}")
         ms_transform = ms.transform @ Affine.translation(ms_window[1].start, ms_window[0].start)
     pan_transform = pan.transform @ Affine.translation(pan_window[1].start or 0, pan_window[0].start or 0)
-    pan_image = _as_float32(where, "PAN", pan.values[0][pan_window])
-    ms_image = _as_float32(where, "MS", ms_values[(slice(None), *ms_window)])
+    pan_image = _as_float32(where, "PAN", pan.values[0][pan_window], _window(pan.nodata, 0, pan_window))
+    ms_image = _as_float32(where, "MS", ms_values[(slice(None), *ms_window)],
+                           _window(ms.nodata, slice(None), ms_window))
     gt = None
     if gt_path is not None:
         gt_raster = _open_raster([Path(gt_path)])
         gt = _as_float32(str(gt_path), "GT", gt_raster.values[(slice(None), *pan_window)])
-    bits, full_scale = _radiometry(where, [pan.values, ms.values], sensor, bits=bits, full_scale=full_scale)
+    bits, full_scale = _radiometry(where, [_valid_values(pan), _valid_values(ms)], sensor, bits=bits,
+                                   full_scale=full_scale)
     sensor, names = _describe(sensor, band_names, ms_image.shape[0])
     return PansharpeningPair(
         pan=pan_image, ms_lr=ms_image, gt=gt, ratio=found_ratio, full_scale=full_scale, bits=bits, sensor=sensor,

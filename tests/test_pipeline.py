@@ -22,79 +22,15 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-from rasterio.windows import Window
 
+from conftest import BAND_NAMES, CROP, SHARPEN, ingest_args, landsat_crop, run_cli, store_state
 from flows.cli import EXIT_BAD_INPUT, main
 from tiling import open_scene
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MS_BANDS = ("B2", "B3", "B4", "B5")          # Landsat-8 blue, green, red, NIR (30 m)
-BAND_NAMES = ("blue", "green", "red", "nir")
-CROP = 256                                   # PAN pixels a side; the MS crop is CROP / 2
-SHARPEN = ["--steps", "2", "--tile", "96", "--halo", "16", "--batch-size", "2", "--no-progress"]  # 4 x 4 tiles
 
 
-# ---- fixtures: real files, small --------------------------------------------------------------------------------
-
-def write_crop(sources: list[Path], out: Path, row: int, col: int, size: int, dtype: str | None = None,
-               edit=None) -> Path:
-    """A GeoTIFF holding a window of ``sources`` (one band each), georeferenced like the original window."""
-    bands = []
-    for source in sources:
-        with rasterio.open(source) as src:
-            window = Window(col, row, size, size)
-            bands.append(src.read(1, window=window))
-            profile = {**src.profile, "transform": src.window_transform(window)}
-    data = np.stack(bands).astype(dtype or bands[0].dtype)
-    if edit is not None:
-        data = edit(data)
-    profile.update(driver="GTiff", width=size, height=size, count=len(bands), dtype=data.dtype.name)
-    profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data)
-    return out
-
-
-def landsat_crop(landsat_scene, folder: Path, row: int = 400, col: int = 400, size: int = CROP) -> dict:
-    """PAN window at (row, col) of ``size`` pixels and the matching MS window (ratio 2) as two GeoTIFFs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pan = write_crop([landsat_scene["B8"]], folder / "pan.tif", row, col, size)
-    ms = write_crop([landsat_scene[b] for b in MS_BANDS], folder / "ms.tif", row // 2, col // 2, size // 2)
-    return {"pan": pan, "ms": ms}
-
-
-@pytest.fixture(scope="module")
-def crop(landsat_scene, tmp_path_factory) -> dict:
-    return landsat_crop(landsat_scene, tmp_path_factory.mktemp("landsat"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small randomly initialised SSDiff for 4 bands at ratio 2, saved as a real one-file checkpoint."""
-    import torch
-
-    from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
-    from ssdiff_model.network import SSDiffNet
-
-    torch.manual_seed(0)
-    net = SSDiffNet(bands=4, ratio=2, width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny-landsat.pt"
-    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=65535.0,
-                               sensor="Landsat8", band_names=list(BAND_NAMES), ratio=2), path)
-    return path
-
-
-def ingest_args(files: dict, out: Path) -> list[str]:
-    return ["ingest", "--pan", str(files["pan"]), "--ms", str(files["ms"]), "--sensor", "Landsat8",
-            "--band-names", *BAND_NAMES, "--out", str(out)]
-
-
-@pytest.fixture(scope="module")
-def scene_store(crop, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("stores") / "scene.zarr"
-    assert main(ingest_args(crop, out)) == 0
-    return out
-
+# ---- fixtures: a finished mosaic (the inputs are in conftest.py) ------------------------------------------------
 
 @pytest.fixture(scope="module")
 def sharpened(ray_local, scene_store, checkpoint, tmp_path_factory) -> dict:
@@ -106,24 +42,6 @@ def sharpened(ray_local, scene_store, checkpoint, tmp_path_factory) -> dict:
     before = store_state(mosaic)
     second = run_cli(args)
     return {"mosaic": mosaic, "first": first, "second": second, "before": before, "after": store_state(mosaic)}
-
-
-def run_cli(args: list[str]) -> dict:
-    """Run ``ssdiff`` in-process and return its JSON summary (printed on stdout)."""
-    import contextlib
-    import io
-
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(args)
-    assert code == 0, f"ssdiff {' '.join(args)} exited with {code}"
-    return json.loads(stdout.getvalue())
-
-
-def store_state(store: Path) -> dict[str, tuple[int, str]]:
-    """Every file of a store with its modification time and content hash: 'untouched' means equal states."""
-    return {str(p.relative_to(store)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(store.rglob("*")) if p.is_file()}
 
 
 # ---- ingest ------------------------------------------------------------------------------------------------------
@@ -152,42 +70,6 @@ def test_ingest_reads_the_mat_layouts(shared_data, tmp_path):
     assert main(["ingest", "--pan", str(patches), "--out", str(tmp_path / "p.zarr")]) == EXIT_BAD_INPUT
     assert main(["ingest", "--pan", str(patches), "--example", "3", "--out", str(tmp_path / "p.zarr")]) == 0
     assert open_scene(tmp_path / "p.zarr")["ms"].shape == (8, 16, 16)
-
-
-@pytest.mark.parametrize("problem", ["ratio", "crs", "nan", "unreadable", "missing"])
-def test_bad_input_names_the_file_and_leaves_stores_untouched(problem, landsat_scene, crop, scene_store, tmp_path,
-                                                              capsys):
-    ms_sources = [landsat_scene[b] for b in MS_BANDS]
-    ms = {
-        # 100 MS pixels for 256 PAN pixels: no integer ratio.
-        "ratio": lambda: write_crop(ms_sources, tmp_path / "ms_small.tif", 200, 200, 100),
-        "crs": lambda: _with_crs(write_crop(ms_sources, tmp_path / "ms_utm15.tif", 200, 200, CROP // 2), 32615),
-        "nan": lambda: write_crop(ms_sources, tmp_path / "ms_nan.tif", 200, 200, CROP // 2, "float32",
-                                  edit=lambda d: np.where(np.arange(d.size).reshape(d.shape) == 7, np.nan, d)),
-        "unreadable": lambda: _text_file(tmp_path / "ms_broken.tif"),
-        "missing": lambda: tmp_path / "no_such_ms.tif",
-    }[problem]()
-    expected = {"ratio": "mismatched", "crs": "CRS", "nan": "NaN", "unreadable": "unreadable", "missing": "no such file"}
-    before = store_state(scene_store)
-    for out in (scene_store, tmp_path / "new.zarr"):     # an existing store, and a store that must not appear
-        assert main(ingest_args({"pan": crop["pan"], "ms": ms}, out)) == EXIT_BAD_INPUT
-        error = capsys.readouterr().err
-        assert str(ms) in error and expected[problem] in error, error
-        assert error.count("\n") == 1, "one clear line, no traceback"
-    assert store_state(scene_store) == before
-    assert not (tmp_path / "new.zarr").exists()
-    assert not [p for p in (*tmp_path.iterdir(), *scene_store.parent.iterdir()) if "partial" in p.name]
-
-
-def _with_crs(path: Path, epsg: int) -> Path:
-    with rasterio.open(path, "r+") as dst:
-        dst.crs = rasterio.crs.CRS.from_epsg(epsg)
-    return path
-
-
-def _text_file(path: Path) -> Path:
-    path.write_text("not a GeoTIFF")
-    return path
 
 
 def test_ingest_keeps_an_existing_store_from_other_files(crop, scene_store, landsat_scene, tmp_path, capsys):
@@ -258,24 +140,6 @@ def test_a_killed_actor_has_its_tiles_retried_and_the_mosaic_is_unchanged(sharpe
     # Position-keyed noise: the tiles rerun on another actor give the very same mosaic.
     np.testing.assert_array_equal(xr.open_zarr(again)["hrms"].values,
                                   xr.open_zarr(sharpened["mosaic"])["hrms"].values)
-
-
-def test_sharpen_rejects_a_checkpoint_of_other_bands_without_touching_the_mosaic(sharpened, scene_store, tmp_path,
-                                                                                capsys):
-    from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
-    from ssdiff_model.network import SSDiffNet
-
-    net = SSDiffNet(bands=8, ratio=2, width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)
-    eight = tmp_path / "eight.pt"
-    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=2047.0,
-                               sensor="WV3", band_names=[f"b{i}" for i in range(8)], ratio=2), eight)
-    for out in (tmp_path / "new.zarr", sharpened["mosaic"]):
-        before = store_state(sharpened["mosaic"])
-        assert main(["sharpen", str(scene_store), "--out", str(out), "--checkpoint", str(eight), *SHARPEN]) == 2
-        error = capsys.readouterr().err
-        assert "4 bands" in error and "8 bands" in error, error
-        assert store_state(sharpened["mosaic"]) == before
-    assert not (tmp_path / "new.zarr").exists()
 
 
 # ---- evaluate ----------------------------------------------------------------------------------------------------
@@ -374,7 +238,11 @@ def ray_head():
     command = [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     dashboard_port = _free_port() if dashboard else None
-    command += (["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+    # Ports of its own: the job agent's default (52365) is taken by any other Ray on the machine (the tests' shared
+    # one included), and an agent without its HTTP port answers every `ray job submit` with "No available agent".
+    command += (["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                 f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                 f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
                 if dashboard else ["--include-dashboard=false"])
     log = open(temp_dir.with_suffix(".log"), "w")
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT,
@@ -415,6 +283,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 90) ->
     raise TimeoutError(f"ray head did not open port {port} in {timeout} s")
 
 
+def _submit_job(ray_head: dict, entrypoint: list[str], wait: float = 120) -> subprocess.CompletedProcess:
+    """`ray job submit` to the head. Its job agent registers some seconds after the head opens its ports, and until
+    then the job server answers "No available agent": that answer is retried, any other is returned."""
+    deadline = time.monotonic() + wait
+    while True:
+        result = subprocess.run([str(ray_head["ray"]), "job", "submit", "--address", ray_head["dashboard"], "--",
+                                 *entrypoint], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                                env=RAY_TEST_ENV)
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
+
+
 @pytest.mark.slow
 def test_reprocess_job_sharpens_each_scene_once_on_a_ray_head(ray_head, landsat_scene, checkpoint, tmp_path):
     scenes = tmp_path / "scenes"
@@ -440,9 +321,7 @@ def test_reprocess_job_sharpens_each_scene_once_on_a_ray_head(ray_head, landsat_
 
     # Resubmitting skips the finished scenes: nothing is sharpened again.
     if ray_head["dashboard"]:
-        second = subprocess.run([str(ray_head["ray"]), "job", "submit", "--address", ray_head["dashboard"],
-                                 "--", *job], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-                                env=RAY_TEST_ENV)
+        second = _submit_job(ray_head, job)
     else:   # without ray[default] there is no job server: run the entrypoint as `ray job submit` would
         second = subprocess.run(job, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -16,7 +16,8 @@ import zarr
 from tiling.grid import Tile, TileGrid, read_window
 from tiling.noise import window_noise
 from tiling.stores import (
-    DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, store_attrs, check_run_settings,
+    DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings, store_attrs,
+    writing,
 )
 
 
@@ -31,6 +32,15 @@ def _fill_nodata(window: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _batches(tiles: Sequence[Tile], size: int) -> Iterable[Sequence[Tile]]:
     for start in range(0, len(tiles), size):
         yield tiles[start:start + size]
+
+
+def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: int) -> None:
+    """Store a tile's core, then mark it in the manifest: only after the core is stored, so the manifest never
+    lies. A write the system refuses (a full disk, a lost mount) is an OSError naming the store; the tile stays
+    missing, and a rerun redoes it."""
+    with writing(mosaic_store, f"writing tile {tile.row}, {tile.col}; the finished tiles are kept, rerun to resume"):
+        hrms[(slice(None), *tile.core)] = values
+        done[tile.row, tile.col] = state
 
 
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
@@ -69,8 +79,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             valid = pan_valid[None] & ms_valid.repeat(ratio, axis=1).repeat(ratio, axis=2)
             core_valid = valid[(slice(None), *tile.core_in_window)]
             if not core_valid.any():
-                hrms[(slice(None), *tile.core)] = np.nan
-                done[tile.row, tile.col] = TILE_NODATA
+                _write_core(mosaic_store, hrms, done, tile, np.nan, TILE_NODATA)
                 counts["nodata"] += 1
                 continue
             noise = window_noise(seed, bands, tile.window_y0, tile.window_x0, tile.size, tile.size)
@@ -83,7 +92,6 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
                                                full_scale=scene_attrs["full_scale"])
         for (tile, core_valid), out in zip(work, sharpened):
             core = out[(slice(None), *tile.core_in_window)]
-            hrms[(slice(None), *tile.core)] = np.where(core_valid, core, np.nan)
-            done[tile.row, tile.col] = TILE_SHARPENED  # only after the core is stored: the manifest never lies
+            _write_core(mosaic_store, hrms, done, tile, np.where(core_valid, core, np.nan), TILE_SHARPENED)
             counts["sharpened"] += 1
     return counts

@@ -24,13 +24,17 @@ Zarr format 3 with consolidated metadata (opening needs one read).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import os
+import shutil
+import uuid
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import dask.array as da
 import numpy as np
@@ -61,6 +65,37 @@ def sha256_file(path: StorePath) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def temporary_sibling(store: StorePath) -> Path:
+    """Where a new store is written before it is renamed into place. A sibling, not a system temp dir: the rename
+    must stay on one file system to be atomic."""
+    store = Path(store)
+    return store.with_name(f".{store.name}.partial-{uuid.uuid4().hex[:8]}")
+
+
+@contextmanager
+def writing(store: StorePath, what: str) -> Iterator[None]:
+    """Re-raise an OSError of the block (a full disk, a read-only or lost file system) naming ``store`` and
+    ``what`` was being done: the system's own error names a temporary file, or (a full disk) no file at all."""
+    try:
+        yield
+    except OSError as err:
+        raise OSError(err.errno, f"{err.strerror or err} ({what})", str(store)) from err
+
+
+def require_folder_for(store: StorePath, create: bool = False) -> None:
+    """A new store at ``store`` needs a folder to go in: a file in the way, or (unless ``create``, which makes the
+    missing folders) a folder that does not exist, is an error naming the store."""
+    store = Path(store)
+    blocker = next((p for p in reversed(store.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot create a store there: {blocker} is a file, not a folder",
+                                 str(store))
+    if create:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    elif not store.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"its folder {store.parent} does not exist", str(store))
 
 
 def _pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +155,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
 
     def as_dn(values: np.ndarray) -> np.ndarray:
         out = values.astype(np.float32)
-        if nodata is not None:
-            out[values == nodata] = np.nan
-        out[~np.isfinite(out)] = np.nan
+        out[nodata_mask(values, nodata)] = np.nan
         return out
 
     y, x = _pixel_centres(pan_transform, *pan.shape)
@@ -146,6 +179,14 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "notes": list(getattr(pair, "notes", ())),
     }
     _write_dataset(ds, store, mode="w-")
+
+
+def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Where a scene store holds nodata (NaN): pixels equal to ``nodata``, and non-finite ones."""
+    mask = ~np.isfinite(values)
+    if nodata is not None:
+        mask |= values == nodata
+    return mask
 
 
 def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
@@ -175,7 +216,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     bands, height, width = scene[MS].shape[0], *scene[PAN].shape
     if pansharpener.bands != bands or pansharpener.ratio != attrs["ratio"]:
         raise ValueError(f"{scene_store}: scene has {bands} bands at ratio {attrs['ratio']}, the checkpoint "
-                         f"expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
+                         f"{pansharpener.source} expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
     grid = TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=tile_size, halo=halo)
     settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps,
                 "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"]}
@@ -209,8 +250,23 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         **dict(provenance or {}),
     }
     # compute=False writes metadata and coordinates only: the scene is never held in memory.
-    _write_dataset(ds, mosaic_store, mode="w" if overwrite else "w-", compute=False)
+    if overwrite:
+        _write_dataset(ds, mosaic_store, mode="w", compute=False)
+    else:
+        _write_atomically(ds, Path(mosaic_store))
     return grid
+
+
+def _write_atomically(ds: xr.Dataset, store: Path) -> None:
+    """Write a new store's metadata into a hidden sibling, then rename it into place: a run killed meanwhile
+    leaves no half-made store that every rerun would trip over, only the sibling (removed when it can be)."""
+    partial = temporary_sibling(store)
+    try:
+        with writing(store, "creating the store"):
+            _write_dataset(ds, partial, mode="w-", compute=False)
+        os.rename(partial, store)   # fails if the store appeared meanwhile: never clobbered
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
@@ -250,7 +306,7 @@ def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
 def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
     """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
-    zarr.open_group(mosaic_store, mode="r+").attrs.update(attrs)
-    with warnings.catch_warnings():
+    with writing(mosaic_store, "recording its provenance; the tiles are kept"), warnings.catch_warnings():
+        zarr.open_group(mosaic_store, mode="r+").attrs.update(attrs)
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(mosaic_store)
