@@ -167,8 +167,9 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
                 overrides.update(lbaf_start=cfg.lbaf_start, lbaf_every=cfg.lbaf_every, lbaf_lr=cfg.lbaf_lr,
                                  lbaf_first=cfg.lbaf_first)
             trainer = Trainer.resume(Path(folder) / CHECKPOINT_FILE, device, **overrides)
-            base = load_checkpoint(Path(folder) / CHECKPOINT_FILE).training.get("job", {}).get("finetuned_from")
-        return trainer, {"resumed_from_step": trainer.step, "finetuned_from": base}
+            job = load_checkpoint(Path(folder) / CHECKPOINT_FILE).training.get("job", {})
+        return trainer, {"resumed_from_step": trainer.step, "finetuned_from": job.get("finetuned_from"),
+                         "wall_time_before_s": float(job.get("wall_time_s") or 0.0)}
     train_config = _train_config(cfg, store.attrs)
     if cfg.finetune_from:
         base = load_checkpoint(cfg.finetune_from)
@@ -178,12 +179,14 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
         net = network_from_checkpoint(base, ema=True)
         finetuned = {"path": str(cfg.finetune_from), "hash": base.content_hash,
                      "iterations": base.training.get("iterations")}
-        return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": finetuned}
+        return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": finetuned,
+                                                    "wall_time_before_s": 0.0}
     import torch
 
     torch.manual_seed(cfg.seed)  # every rank builds the same initial network (DDP broadcasts rank 0's anyway)
     net = SSDiffNet(bands=store.bands, ratio=store.ratio, width=cfg.width, head_dim=cfg.head_dim)
-    return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": None}
+    return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": None,
+                                                "wall_time_before_s": 0.0}
 
 
 def _bits_and_scale(source: dict[str, Any]) -> tuple[int, float]:
@@ -280,7 +283,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     def checkpoint_facts() -> dict[str, Any]:
         return {"world_size": world, "hardware": hardware, "store": cfg.store, "run_name": cfg.name,
                 "finetuned_from": origin["finetuned_from"], "validation": dict(last_validation),
-                "batch_size_per_worker": cfg.batch_size, "wall_time_s": round(time.time() - started, 1)}
+                "batch_size_per_worker": cfg.batch_size, "wall_time_s": wall_time()}
+
+    def wall_time() -> float:   # over every resumed segment of the run: what the checkpoint cost
+        return round(origin["wall_time_before_s"] + time.time() - started, 1)
 
     while trainer.step < cfg.steps:
         batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -315,7 +321,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics)
     return {"start_step": start_step, "end_step": trainer.step, "resumed_from_step": origin["resumed_from_step"],
             "history": history, "validation": last_validation, "hardware": hardware,
-            "lbaf_phase": phase, "wall_time_s": round(time.time() - started, 1)}
+            "lbaf_phase": phase, "wall_time_s": wall_time()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,7 +376,9 @@ def run_training(cfg: TrainJobConfig, export: str | Path | None = None, half: bo
         "end_step": info.get("end_step"), "resumed_from_step": info.get("resumed_from_step"),
         "final_metrics": {k: v for k, v in (result.metrics or {}).items() if not isinstance(v, dict)},
         "validation": info.get("validation", {}), "history": info.get("history", []),
-        "hardware": info.get("hardware"), "wall_time_s": round(wall, 1), "lbaf_phase": info.get("lbaf_phase"),
+        "hardware": info.get("hardware"), "lbaf_phase": info.get("lbaf_phase"),
+        # the training's wall time over every resumed segment, and this call's (Ray start included)
+        "wall_time_s": info.get("wall_time_s", round(wall, 1)), "this_run_s": round(wall, 1),
         "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
     }
     if export:
