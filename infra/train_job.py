@@ -457,7 +457,7 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         f"SSDiff pansharpening checkpoint `{filename}` (sha256 of contents `{digest}`).", "",
         "## Use", "",
         "```python", "from ssdiff_model.pansharpener import Pansharpener",
-        f"sharpener = Pansharpener.from_checkpoint({filename!r})",
+        f"sharpener = Pansharpener.from_checkpoint({Path(filename).stem!r})   # once shipped; else the file's path",
         "hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)   # DN in, DN out", "```", "",
         "## Data conventions", "",
         f"- sensor: {ckpt.sensor}; {ckpt.config['bands']} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}",
