@@ -106,8 +106,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert resumed.training["iterations"] == 5 and resumed.train_state["step"] == 5
     # the wall time a checkpoint records is that of the whole run, its first segment included
     before = load_checkpoint(first["checkpoint"]).training["job"]["wall_time_s"]
-    assert resumed.training["job"]["wall_time_s"] > before > 0
-    assert second["wall_time_s"] == resumed.training["job"]["wall_time_s"]
+    assert second["wall_time_s"] >= resumed.training["job"]["wall_time_s"] > before > 0
 
     # a stopped run's furthest checkpoint exports with its model card
     from infra.train_job import export_latest
