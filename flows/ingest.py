@@ -13,7 +13,6 @@ is never touched.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -22,9 +21,7 @@ from prefect import task
 from flows.retry import transient_failure
 from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
 from ssdiff_model.sensors import get_sensor
-from tiling import (
-    nodata_mask, open_scene, require_folder_for, sha256_file, temporary_sibling, write_scene_store, writing,
-)
+from tiling import built_beside, nodata_mask, open_scene, require_folder_for, sha256_file, write_scene_store
 
 PathLike = str | os.PathLike
 
@@ -95,19 +92,14 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
     if out.exists():
         return _existing_scene(out, pair.source)
     require_folder_for(out)
-    partial = temporary_sibling(out)
     try:
-        with writing(out, "writing the scene store; nothing was kept"):
+        with built_beside(out, "writing the scene store; nothing was kept") as partial:
             write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata)
-        try:
-            # rename() of a directory fails if the target appeared meanwhile (a concurrent ingest): never clobbered.
-            os.rename(partial, out)
-        except OSError:
-            if not out.exists():
-                raise
-            return _existing_scene(out, pair.source)   # the other ingest's store is ours if made of the same files
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    except OSError:
+        if not out.exists():
+            raise
+        # A concurrent ingest renamed its store into place first: it is ours if made of the same files.
+        return _existing_scene(out, pair.source)
     return _summary(out)
 
 

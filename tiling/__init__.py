@@ -5,15 +5,15 @@ from tiling.in_memory import sharpen_array
 from tiling.lock import StoreBusyError, lock_path, store_lock
 from tiling.runner import run_tiles
 from tiling.stores import (
-    DONE, HRMS, MOSAIC_LAYOUT, MS, PAN, SCENE_LAYOUT, TILE_MISSING, TILE_NODATA, TILE_SHARPENED,
+    DONE, HRMS, MOSAIC_LAYOUT, MS, PAN, SCENE_LAYOUT, TILE_MISSING, TILE_NODATA, TILE_SHARPENED, built_beside,
     check_run_settings, create_mosaic_store, missing_tiles, mosaic_grid, nodata_mask, open_mosaic, open_scene,
-    record_provenance, require_folder_for, sha256_file, store_attrs, temporary_sibling, write_scene_store, writing,
+    record_provenance, require_folder_for, sha256_file, store_attrs, write_scene_store, writing,
 )
 
 __all__ = [
     "Tile", "TileGrid", "read_window", "position_noise", "window_noise", "run_tiles", "sharpen_array",
     "DONE", "HRMS", "MOSAIC_LAYOUT", "MS", "PAN", "SCENE_LAYOUT", "TILE_MISSING", "TILE_NODATA", "TILE_SHARPENED",
     "check_run_settings", "create_mosaic_store", "missing_tiles", "mosaic_grid", "nodata_mask", "open_mosaic",
-    "open_scene", "record_provenance", "require_folder_for", "sha256_file", "store_attrs", "temporary_sibling",
+    "open_scene", "record_provenance", "require_folder_for", "sha256_file", "store_attrs", "built_beside",
     "write_scene_store", "writing", "StoreBusyError", "lock_path", "store_lock",
 ]

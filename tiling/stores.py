@@ -67,11 +67,20 @@ def sha256_file(path: StorePath) -> str:
     return digest.hexdigest()
 
 
-def temporary_sibling(store: StorePath) -> Path:
-    """Where a new store is written before it is renamed into place. A sibling, not a system temp dir: the rename
-    must stay on one file system to be atomic."""
+@contextmanager
+def built_beside(store: StorePath, what: str) -> Iterator[Path]:
+    """Build a new store in the hidden sibling this yields, renamed into place once the block succeeds: a failure
+    or a kill leaves no half-made store that a rerun would trip over, only the sibling (removed when it can be).
+    A sibling, not a system temp dir: the rename must stay on one file system to be atomic; it fails if the store
+    appeared meanwhile, so nothing is ever clobbered. A write the system refuses names ``store`` (see ``writing``)."""
     store = Path(store)
-    return store.with_name(f".{store.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial = store.with_name(f".{store.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with writing(store, what):
+            yield partial
+        os.rename(partial, store)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 @contextmanager
@@ -253,20 +262,9 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     if overwrite:
         _write_dataset(ds, mosaic_store, mode="w", compute=False)
     else:
-        _write_atomically(ds, Path(mosaic_store))
-    return grid
-
-
-def _write_atomically(ds: xr.Dataset, store: Path) -> None:
-    """Write a new store's metadata into a hidden sibling, then rename it into place: a run killed meanwhile
-    leaves no half-made store that every rerun would trip over, only the sibling (removed when it can be)."""
-    partial = temporary_sibling(store)
-    try:
-        with writing(store, "creating the store"):
+        with built_beside(mosaic_store, "creating the store") as partial:
             _write_dataset(ds, partial, mode="w-", compute=False)
-        os.rename(partial, store)   # fails if the store appeared meanwhile: never clobbered
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    return grid
 
 
 def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
