@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,10 +21,7 @@ from ssdiff_model.metrics import full_resolution, reduced_resolution
 from ssdiff_model.readers import PansharpeningPair
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_pair
-from tiling import (
-    HRMS, MS, PAN, create_mosaic_store, missing_tiles, open_mosaic, open_scene, record_provenance, run_tiles,
-    write_scene_store,
-)
+from tiling import HRMS, MS, PAN, missing_tiles, open_mosaic, open_scene, record_provenance, sharpen_array
 
 PathLike = str | os.PathLike
 METRIC_BLOCK = 32   # the toolbox's block size: full-resolution indexes need image sides that are multiples of it
@@ -97,14 +93,9 @@ def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: 
                              band_names=tuple(scene.attrs["band_names"]), crs=scene[PAN].rio.crs,
                              pan_transform=scene[PAN].rio.transform())
     reduced = reduced_resolution_pair(pair)
-    settings = {k: mosaic_attrs[k] for k in ("tile_size", "halo", "seed", "steps")}
-    with tempfile.TemporaryDirectory(prefix="ssdiff-wald-") as tmp:
-        scene_rr, mosaic_rr = Path(tmp) / "scene.zarr", Path(tmp) / "mosaic.zarr"
-        write_scene_store(scene_rr, reduced, sources={})
-        grid = create_mosaic_store(mosaic_rr, scene_rr, sharpener, **settings)
-        run_tiles(scene_rr, mosaic_rr, sharpener, list(grid.tiles()), batch_size=8, seed=settings["seed"],
-                  steps=settings["steps"])
-        fused = open_mosaic(mosaic_rr)[HRMS].values
+    fused = sharpen_array(sharpener, reduced.pan, reduced.ms_lr, tile=mosaic_attrs["tile_size"],
+                          halo=mosaic_attrs["halo"], steps=mosaic_attrs["steps"], seed=mosaic_attrs["seed"],
+                          full_scale=reduced.full_scale)
     indexes = reduced_resolution(fused, reduced.gt, ratio, bits)
     return {**{k: float(v) for k, v in indexes.items()}, "pixels": list(reduced.gt.shape[1:])}
 
