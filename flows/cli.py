@@ -23,9 +23,7 @@ import json
 import sys
 from typing import Sequence
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_BUSY = 3
+from infra.failures import BAD_INPUT, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, report  # noqa: F401 - the codes are API
 
 
 def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
@@ -136,15 +134,6 @@ def _run(args) -> dict:
 COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
 
 
-def error_line(err: BaseException) -> str:
-    """The error as one line naming the file and the problem (an OSError carries the file apart from its text)."""
-    if isinstance(err, OSError) and err.filename and err.strerror:
-        message = f"{err.filename}: {err.strerror}"
-    else:
-        message = str(err)
-    return " ".join(message.split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tiling.lock import StoreBusyError   # after parsing: `ssdiff --help` need not load the tiling stack
@@ -152,15 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The messages already name the file and the problem; a traceback would only bury them.
     try:
         result = COMMANDS[args.command](args)
-    except StoreBusyError as err:
-        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BUSY
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as err:
-        print(f"ssdiff {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return EXIT_FAILED
+    except (StoreBusyError, *BAD_INPUT, OSError) as err:
+        return report(f"ssdiff {args.command}", err)
     except KeyboardInterrupt:
         print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
               file=sys.stderr)

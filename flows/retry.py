@@ -1,21 +1,13 @@
-"""When a failed task is worth retrying."""
+"""When a failed Prefect task is worth retrying: the classification every entry point shares."""
 from __future__ import annotations
 
-from tiling.lock import StoreBusyError
-
-# Bad input fails the same way every time; retrying it would only delay the clear error the user needs.
-BAD_INPUT = (ValueError, FileNotFoundError)
-# A store another run is filling stays busy for that run's length (hours): a retry seconds later is refused too.
-NOT_RETRIED = (*BAD_INPUT, StoreBusyError)
+from infra.failures import worth_retrying
 
 
 def transient_failure(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: retry anything (a flaky file system, a lost Ray node) but bad input and a
-    store in use by another run."""
+    """Prefect ``retry_condition_fn``: retry anything but bad input and a store in use by another run."""
     try:
         state.result()
-    except NOT_RETRIED:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as err:  # noqa: BLE001 - classified, not swallowed: Prefect re-raises it when not retried
+        return worth_retrying(err)
     return True

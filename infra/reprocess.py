@@ -18,8 +18,9 @@ import traceback
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from infra.failures import BAD_INPUT, report
 from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
-from tiling import SCENE_LAYOUT, check_run_settings
+from tiling import SCENE_LAYOUT, StoreBusyError, check_run_settings
 
 
 def _is_scene_store(path: Path) -> bool:
@@ -127,12 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = reprocess(stores, Path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
                             tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
                             ray_address=args.ray_address)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"infra.reprocess: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:   # the system refused (an --out-dir it may not write, say): one line, as for the CLI
-        print(f"infra.reprocess: error: {err}", file=sys.stderr)
-        return 1
+    except (StoreBusyError, *BAD_INPUT, OSError) as err:   # one line, and the exit status the CLI gives
+        return report("infra.reprocess", err)
     return 1 if summary["failed"] else 0
 
 

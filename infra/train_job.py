@@ -542,15 +542,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_job_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from infra.failures import BAD_INPUT, report
     from infra.ray_sharpen import connect_ray
 
     try:
         cfg = config_from_args(args)
         connect_ray(args.ray_address, log_to_driver=True)
         summary = run_training(cfg, export=args.export, half=args.half)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"train_job: error: {err}", file=sys.stderr)
-        return 2
+    except (*BAD_INPUT, OSError) as err:
+        return report("train_job", err)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -41,7 +41,7 @@ from conftest import (
     write_crop,
 )
 from flows.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, main
-from tiling import TILE_NODATA, TILE_SHARPENED, lock_path, missing_tiles, open_mosaic
+from tiling import TILE_NODATA, TILE_SHARPENED, StoreBusyError, lock_path, missing_tiles, open_mosaic
 
 SMALL = 128                  # PAN pixels a side of the sharpened scene
 TILES = 16                   # its tiles at these settings: cores of 64 - 2 * 16 = 32 pixels
@@ -556,3 +556,29 @@ def test_the_reprocess_job_keeps_every_mosaic_inside_its_out_dir(tmp_path, monke
     assert reprocess(["--list", str(listing), "--out-dir", str(out_dir), "--checkpoint", "unused"]) == 2
     assert "$(touch pwned): neither a scene store nor a folder" in capsys.readouterr().err
     assert not list(tmp_path.rglob("pwned")) and not out_dir.exists()
+
+
+@pytest.mark.parametrize("error, status, retried", [
+    (ValueError("scene.json: outside the scene folder"), EXIT_BAD_INPUT, False),
+    (FileNotFoundError(2, "No such file or directory", "pan.tif"), EXIT_BAD_INPUT, False),
+    (FileExistsError(17, "File exists", "train.zarr"), EXIT_BAD_INPUT, False),
+    (StoreBusyError("m.zarr: in use by another run"), EXIT_BUSY, False),
+    (OSError(28, "No space left on device", "m.zarr"), EXIT_FAILED, True),
+    (RuntimeError("a Ray node was lost"), EXIT_FAILED, True),
+])
+def test_every_entry_point_classifies_a_failure_the_same_way(error, status, retried):
+    """The CLI's exit status, the ray-job entrypoints' and Prefect's retry decision come from one table, so a bad
+    input is never retried by Prefect and exits 2 wherever it is raised."""
+    import asyncio
+
+    from prefect.states import exception_to_failed_state
+
+    from flows.retry import transient_failure
+    from infra.failures import error_line, exit_status
+
+    assert exit_status(error) == status
+    state = exception_to_failed_state(error)
+    state = asyncio.run(state) if asyncio.iscoroutine(state) else state
+    assert transient_failure(None, None, state) is retried
+    if isinstance(error, OSError):
+        assert error_line(error) == f"{error.filename}: {error.strerror}"
