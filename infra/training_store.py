@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +38,7 @@ from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedS
                                   read_geotiff_pair, read_pair)
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import cut_patches, reduced_resolution_example
+from tiling import built_beside
 
 STORE_FORMAT = "ssdiff-training-store"
 STORE_VERSION = 1
@@ -351,9 +350,8 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
         raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
     units = _units(sources, regions)
     sides = assign_splits([u.id for u in units], validation, split_seed)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     records: list[dict[str, Any]] = []
-    try:
+    with built_beside(out, "building the training store", replace=overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         arrays = None
         bands = ratio = None
@@ -416,17 +414,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         root.attrs.update(attrs)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-        return attrs
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return attrs
 
 
 # ---------------------------------------------------------------------------------------------------------------

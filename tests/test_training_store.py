@@ -61,6 +61,17 @@ def test_store_is_written_atomically_and_never_clobbered(landsat_store, tmp_path
         TrainingStore(tmp_path)
 
 
+def test_overwrite_swaps_in_the_new_store_once_it_is_complete(landsat_store, tmp_path):
+    import shutil
+
+    out = tmp_path / "landsat.zarr"
+    shutil.copytree(landsat_store[0], out)
+    attrs = build_training_store([landsat8_source()], out, family="r2", validation=0.5, regions=2, stride=32,
+                                 overwrite=True)
+    assert attrs["stride"] == 32 and TrainingStore(out).count("train") > landsat_store[1]["counts"]["train"]
+    assert [p.name for p in tmp_path.iterdir()] == ["landsat.zarr"]  # neither the old store nor a sibling left
+
+
 def test_split_is_deterministic_by_scene():
     ids = [f"set:{k}" for k in range(10)]
     first = assign_splits(ids, 0.3, seed=1)

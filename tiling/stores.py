@@ -68,17 +68,24 @@ def sha256_file(path: StorePath) -> str:
 
 
 @contextmanager
-def built_beside(store: StorePath, what: str) -> Iterator[Path]:
+def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator[Path]:
     """Build a new store in the hidden sibling this yields, renamed into place once the block succeeds: a failure
     or a kill leaves no half-made store that a rerun would trip over, only the sibling (removed when it can be).
     A sibling, not a system temp dir: the rename must stay on one file system to be atomic; it fails if the store
-    appeared meanwhile, so nothing is ever clobbered. A write the system refuses names ``store`` (see ``writing``)."""
+    appeared meanwhile, so nothing is ever clobbered, unless ``replace``: then an existing store is swapped out
+    only once the new one is complete. A write the system refuses names ``store`` (see ``writing``)."""
     store = Path(store)
     partial = store.with_name(f".{store.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         with writing(store, what):
             yield partial
-        os.rename(partial, store)
+            if replace and store.exists():
+                old = store.with_name(f".{store.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(store, old)
+                os.rename(partial, store)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(partial, store)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
@@ -86,10 +93,16 @@ def built_beside(store: StorePath, what: str) -> Iterator[Path]:
 @contextmanager
 def writing(store: StorePath, what: str) -> Iterator[None]:
     """Re-raise an OSError of the block (a full disk, a read-only or lost file system) naming ``store`` and
-    ``what`` was being done: the system's own error names a temporary file, or (a full disk) no file at all."""
+    ``what`` was being done: the system's own error names a temporary file, or (a full disk) no file at all.
+    Errors about anything else pass unchanged: one raised by our own checks (no errno; an input file missing, say)
+    or one naming another file (an input that cannot be read) already names what is wrong."""
+    store = Path(store)
     try:
         yield
     except OSError as err:
+        ours = (str(store), str(store.with_name(f".{store.name}")))
+        if err.errno is None or (err.filename is not None and not str(err.filename).startswith(ours)):
+            raise
         raise OSError(err.errno, f"{err.strerror or err} ({what})", str(store)) from err
 
 
