@@ -46,17 +46,11 @@ def synthetic_pair(size: int):
 
 
 def make_inputs(size: int, workdir: Path) -> None:
-    import torch
-
-    from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
-    from ssdiff_model.network import SSDiffNet
+    from ssdiff_model.checkpoint import save_untrained
     from tiling import write_scene_store
 
-    torch.manual_seed(SEED)
-    net = SSDiffNet(bands=BANDS, ratio=RATIO, width=8, head_dim=8)
-    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=FULL_SCALE,
-                               sensor="synthetic", band_names=["B", "G", "R", "N"], ratio=RATIO),
-                    workdir / "model.pt")
+    save_untrained(workdir / "model.pt", bands=BANDS, ratio=RATIO, full_scale=FULL_SCALE, sensor="synthetic",
+                   band_names=["B", "G", "R", "N"], seed=SEED, width=8, head_dim=8)
     write_scene_store(workdir / "scene.zarr", synthetic_pair(size))
 
 

@@ -137,3 +137,16 @@ def load_checkpoint(path_or_name: str | Path, map_location: str | torch.device =
         raise ValueError(f"{path}: content hash mismatch (stored {ckpt.content_hash[:16]}..., computed "
                          f"{actual[:16]}...): the file was modified or corrupted")
     return ckpt
+
+
+def save_untrained(path: str | Path, *, bands: int, ratio: int, full_scale: float, sensor: str,
+                   band_names: list[str], seed: int = 0, **network: Any) -> Path:
+    """A randomly initialised SSDiff (seeded: the same weights every time) saved as a real checkpoint, for tests
+    and benchmarks that exercise or time the machinery, never the quality. `network`: SSDiffNet options."""
+    from ssdiff_model.network import SSDiffNet  # the network module only when a model is built
+
+    torch.manual_seed(seed)
+    net = SSDiffNet(bands=bands, ratio=ratio, **network)
+    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=full_scale,
+                               sensor=sensor, band_names=list(band_names), ratio=ratio), path)
+    return Path(path)

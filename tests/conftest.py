@@ -122,18 +122,11 @@ def crop(landsat_scene, tmp_path_factory) -> dict:
 
 def tiny_checkpoint(path: Path, bands: int = 4, sensor: str = "Landsat8", band_names=BAND_NAMES,
                     full_scale: float = 65535.0, ratio: int = 2) -> Path:
-    """A small randomly initialised SSDiff (seeded: the same weights every time), saved as a real one-file
-    checkpoint; ratio 2 fits the Landsat-8 crops."""
-    import torch
+    """A small randomly initialised SSDiff saved as a real one-file checkpoint; ratio 2 fits the Landsat-8 crops."""
+    from ssdiff_model.checkpoint import save_untrained
 
-    from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
-    from ssdiff_model.network import SSDiffNet
-
-    torch.manual_seed(0)
-    net = SSDiffNet(bands=bands, ratio=ratio, width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)
-    save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=full_scale,
-                               sensor=sensor, band_names=list(band_names), ratio=ratio), path)
-    return path
+    return save_untrained(path, bands=bands, ratio=ratio, full_scale=full_scale, sensor=sensor,
+                          band_names=list(band_names), width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)
 
 
 @pytest.fixture(scope="module")
