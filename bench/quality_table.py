@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ssdiff_model import baselines
-from ssdiff_model.metrics import full_resolution, reduced_resolution
+from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolution
 from ssdiff_model.readers import PansharpeningPair, iter_shared_sets
 from ssdiff_model.wald import reduced_resolution_pair
 
@@ -38,8 +38,6 @@ CLASSICAL = {"EXP": baselines.exp, "BT-H": baselines.bt_h, "MTF-GLP-FS": baselin
 COMPARED = ("BT-H", "MTF-GLP-FS", "BDSD-PC")
 BETTER = {"SAM": "lower", "ERGAS": "lower", "Q2n": "higher"}
 COLUMNS = ["SAM", "ERGAS", "Q2n", "SCC", "D_lambda", "D_s", "HQNR", "seconds"]
-# The toolbox's Q2n works on uint16 digital numbers: data stored scaled to [0, 1] is put on an 11-bit scale first.
-UNIT_SCALE_BITS = 11
 BLOCK = 32
 
 
@@ -97,13 +95,13 @@ def _crop_to_blocks(pair: PansharpeningPair) -> PansharpeningPair:
 
 
 def _in_digital_numbers(pair: PansharpeningPair) -> tuple[PansharpeningPair, int]:
-    if pair.full_scale > 1:
-        return pair, int(pair.bits or np.ceil(np.log2(pair.full_scale + 1)))
-    scale = 2.0 ** UNIT_SCALE_BITS - 1
-    scaled = PansharpeningPair(pan=pair.pan * scale, ms_lr=pair.ms_lr * scale, gt=pair.gt * scale, ratio=pair.ratio,
-                               full_scale=scale, bits=UNIT_SCALE_BITS, sensor=pair.sensor,
+    bits, to_dn = index_scale(pair.bits, pair.full_scale)
+    if to_dn == 1.0:
+        return pair, bits
+    scaled = PansharpeningPair(pan=pair.pan * to_dn, ms_lr=pair.ms_lr * to_dn, gt=pair.gt * to_dn, ratio=pair.ratio,
+                               full_scale=pair.full_scale * to_dn, bits=bits, sensor=pair.sensor,
                                band_names=pair.band_names, source=pair.source)
-    return scaled, UNIT_SCALE_BITS
+    return scaled, bits
 
 
 def classical_method(fuse):

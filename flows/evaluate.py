@@ -17,7 +17,7 @@ import numpy as np
 from prefect import task
 
 from flows.retry import transient_failure
-from ssdiff_model.metrics import full_resolution, reduced_resolution
+from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolution
 from ssdiff_model.readers import PansharpeningPair
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_pair
@@ -33,13 +33,6 @@ def _metric_sensor(name: str | None) -> str:
         return get_sensor(name or "none").name
     except ValueError:
         return "none"
-
-
-def _bits(scene_attrs: dict) -> int:
-    bits = scene_attrs.get("bits")
-    if bits:
-        return int(bits)
-    return int(min(16, max(1, round(math.log2(float(scene_attrs["full_scale"]) + 1)))))
 
 
 def _full_resolution_indexes(fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int,
@@ -73,7 +66,7 @@ def _read_reference(reference_path: PathLike, shape: tuple[int, ...]) -> np.ndar
     return reference
 
 
-def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: int) -> dict[str, Any]:
+def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: int, to_dn: float) -> dict[str, Any]:
     """Wald's protocol on the scene: sharpen the degraded pair with the mosaic's checkpoint and settings (in this
     process: the reduced scene is ratio^2 times smaller than the mosaic) and score it against the original MS."""
     from ssdiff_model.pansharpener import Pansharpener
@@ -96,7 +89,7 @@ def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: 
     fused = sharpen_array(sharpener, reduced.pan, reduced.ms_lr, tile=mosaic_attrs["tile_size"],
                           halo=mosaic_attrs["halo"], steps=mosaic_attrs["steps"], seed=mosaic_attrs["seed"],
                           full_scale=reduced.full_scale)
-    indexes = reduced_resolution(fused, reduced.gt, ratio, bits)
+    indexes = reduced_resolution(fused * to_dn, reduced.gt * to_dn, ratio, bits)
     return {**{k: float(v) for k, v in indexes.items()}, "pixels": list(reduced.gt.shape[1:])}
 
 
@@ -156,7 +149,8 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
         raise ValueError(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
                          f"to finish it before evaluating")
     scene = open_scene(attrs["scene_store"])
-    ratio, bits = int(attrs["ratio"]), _bits(scene.attrs)
+    ratio = int(attrs["ratio"])
+    bits, to_dn = index_scale(scene.attrs.get("bits"), float(scene.attrs["full_scale"]))
     sensor = _metric_sensor(scene.attrs.get("sensor"))
     fused = mosaic[HRMS].values.astype(np.float32)
     pan, ms = scene[PAN].values, scene[MS].values
@@ -166,10 +160,10 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     reference_image = None
     if reference is not None:
         reference_image = _read_reference(reference, fused.shape)
-        results["reference"] = {k: float(v) for k, v in reduced_resolution(fused, reference_image, ratio,
-                                                                           bits).items()}
+        results["reference"] = {k: float(v) for k, v in reduced_resolution(fused * to_dn, reference_image * to_dn,
+                                                                           ratio, bits).items()}
     if reduced:
-        results["reduced_resolution"] = _wald_indexes(scene, attrs, checkpoint, bits)
+        results["reduced_resolution"] = _wald_indexes(scene, attrs, checkpoint, bits, to_dn)
     quicklook = Path(quicklook) if quicklook else default_quicklook_path(mosaic_store)
     results["quicklook"] = str(write_quicklook(quicklook, ms, fused, ratio, scene.attrs["band_names"],
                                                reference_image))

@@ -189,21 +189,12 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
                                                 "wall_time_before_s": 0.0}
 
 
-def _bits_and_scale(source: dict[str, Any]) -> tuple[int, float]:
-    """Bits and DN scale to compute the indexes in: the scene's own when it has a bit depth, else 11-bit DN (data
-    stored as floats in [0, 1] or reflectance)."""
-    bits = source.get("bits")
-    if bits and 1 <= int(bits) <= 16:
-        return int(bits), float(source["full_scale"])
-    return 11, 2047.0
-
-
 def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
              seed: int = 0, batch_size: int = 8) -> dict[str, float]:
     """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples."""
     import torch
 
-    from ssdiff_model.metrics import reduced_resolution
+    from ssdiff_model.metrics import index_scale, reduced_resolution
     from ssdiff_model.training import evaluation_loss
 
     device = next(net.parameters()).device
@@ -223,7 +214,9 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
     fused = np.concatenate(fused)
     scores: dict[str, list[float]] = {}
     for k in range(n):
-        bits, scale = _bits_and_scale(sources[int(data["scene_index"][k])])
+        source = sources[int(data["scene_index"][k])]
+        bits, to_dn = index_scale(source.get("bits"), float(source["full_scale"]))
+        scale = float(source["full_scale"]) * to_dn   # the examples are DN / full scale
         indexes = reduced_resolution(fused[k] * scale, data["hrms"][k] * scale, ratio, bits)
         for name, value in indexes.items():
             scores.setdefault(name, []).append(float(value))

@@ -238,6 +238,20 @@ def q_average(reference: np.ndarray, fused: np.ndarray, window: int = 32) -> flo
     return float(quality.mean(axis=(1, 2)).mean())
 
 
+# Float data without a bit depth (scaled to [0, 1], or reflectance) are put on an 11-bit DN scale for the indexes.
+UNIT_SCALE_BITS = 11
+
+
+def index_scale(bits: int | None, full_scale: float) -> tuple[int, float]:
+    """(bits, factor): multiply a scene's values (its own units, `full_scale` at the top) by `factor` to get the
+    digital numbers the toolbox's indexes expect at `bits`. Integer data with a bit depth are DN already; float data
+    without one go on the 11-bit scale, since Q2n casts to uint16 as the toolbox does and would round reflectance
+    in percent, or values in [0, 1], to a handful of levels."""
+    if bits and 1 <= int(bits) <= 16:
+        return int(bits), 1.0
+    return UNIT_SCALE_BITS, (2.0**UNIT_SCALE_BITS - 1) / float(full_scale)
+
+
 def reduced_resolution(fused, reference, ratio, bits, cut_bounds=0, block=32) -> dict[str, float]:
     """SAM (degrees), ERGAS, SCC, Q (band-averaged UIQI) and Q2n of `fused` against `reference` (indexes_evaluation.m).
 
