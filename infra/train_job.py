@@ -341,9 +341,7 @@ def run_training(cfg: TrainJobConfig, export: str | Path | None = None, half: bo
     if store.count("train") < cfg.workers:
         raise ValueError(f"{cfg.store}: {store.count('train')} training examples for {cfg.workers} workers")
     if cfg.finetune_from:
-        from ssdiff_model.checkpoint import resolve_checkpoint
-
-        cfg.finetune_from = str(resolve_checkpoint(cfg.finetune_from).resolve())
+        cfg.finetune_from = str(finetune_source(cfg.finetune_from).resolve())
     cfg.store = str(Path(cfg.store).resolve()) if "://" not in cfg.store else cfg.store
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     use_gpu = _use_gpu(cfg)
@@ -429,6 +427,15 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
     return max(found, key=lambda path: load_checkpoint(path).training.get("iterations") or 0)
 
 
+def finetune_source(path_or_name: str | Path) -> Path:
+    """The checkpoint file to fine-tune from: a file, a shipped name, or a run's folder (storage path / name), which
+    means its furthest checkpoint, so a recipe needs no timestamped folder name."""
+    from ssdiff_model.checkpoint import resolve_checkpoint
+
+    run = Path(path_or_name)
+    return latest_checkpoint(run.parent, run.name) if run.is_dir() else resolve_checkpoint(path_or_name)
+
+
 def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bool = False) -> dict[str, Any]:
     """Export the run's latest checkpoint with the facts of its training store (when the store is still there)."""
     from infra.training_store import TrainingStore
@@ -506,7 +513,8 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     parser.add_argument("--lbaf-every", type=int, default=1000, help="iterations per L-BAF branch phase")
     parser.add_argument("--lbaf-lr", type=float, default=1e-4)
     parser.add_argument("--lora-rank", type=int, help="LoRA adapters on the APFM projections instead of L-BAF")
-    parser.add_argument("--finetune-from", required=finetune, help="checkpoint (file or shipped name) to start from")
+    parser.add_argument("--finetune-from", required=finetune,
+                        help="checkpoint to start from: a file, a shipped name, or a run's folder (its furthest checkpoint)")
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--validate-every", type=int, default=1000)
     parser.add_argument("--val-examples", type=int, default=8)

@@ -1,6 +1,7 @@
 """The Ray Train job: L-BAF phases under DDP, a 2-worker CPU run on real Landsat-8 patches whose checkpoint sharpens,
 resume from the latest checkpoint, export with a model card, and the command line."""
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
 
     exported = export_latest(cfg.storage_path, cfg.name, tmp_path / "latest.pt")
     assert load_checkpoint(exported["path"]).training["iterations"] == 5 and (tmp_path / "latest.md").is_file()
+    # and fine-tuning from the run's folder starts from that same furthest checkpoint
+    from infra.train_job import finetune_source
+
+    assert load_checkpoint(finetune_source(Path(cfg.storage_path, cfg.name))).training["iterations"] == 5
