@@ -29,6 +29,7 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -83,11 +84,21 @@ def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator
                 old = store.with_name(f".{store.name}.old-{uuid.uuid4().hex[:8]}")
                 os.rename(store, old)
                 os.rename(partial, store)
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_tree(old)
             else:
                 os.rename(partial, store)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove_tree(partial)
+
+
+def _remove_tree(path: Path, attempts: int = 20, pause_s: float = 0.05) -> None:
+    """rmtree until the folder stays gone: when one chunk write fails, dask raises at once while the writes already
+    in flight finish in its threads, and those can recreate files under a folder being removed."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(pause_s)
 
 
 @contextmanager
