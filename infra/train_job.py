@@ -262,9 +262,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step)
     validation = None
     if rank == 0 and store.count("validation"):
-        n_val = store.count("validation")
-        stride = max(1, n_val // max(1, cfg.val_examples))
-        validation = store.load("validation", 0, stride, limit=cfg.val_examples)
+        validation = store.load_spread("validation", cfg.val_examples)
     hardware = f"{world} x {_hardware(device)}"
     started = time.time()
 

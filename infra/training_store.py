@@ -455,15 +455,32 @@ class TrainingStore:
     def load(self, split: str = "train", shard: int = 0, num_shards: int = 1, limit: int | None = None
              ) -> dict[str, np.ndarray]:
         """Examples shard::num_shards of a split (all of them by default), at most `limit`, read chunk by chunk."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not 0 <= shard < num_shards:
             raise ValueError(f"shard {shard} out of range for {num_shards} shards")
-        group = self.group[split]
+        index = np.arange(shard, self._group(split)["pan"].shape[0], num_shards)
+        return self._take(split, index if limit is None else index[:limit])
+
+    def load_spread(self, split: str, limit: int) -> dict[str, np.ndarray]:
+        """At most `limit` examples of a split taken in turn from each of its scenes, evenly spaced within each, so
+        a few validation examples score every held-out scene and not just the one with the most patches."""
+        scene_of = self._group(split)["scene_index"][:]
+        members = [np.flatnonzero(scene_of == scene) for scene in np.unique(scene_of)]
+        share = [0] * len(members)
+        while sum(share) < min(limit, len(scene_of)):
+            for i, m in enumerate(members):
+                if share[i] < len(m) and sum(share) < limit:
+                    share[i] += 1
+        picked = [m[np.linspace(0, len(m) - 1, k).round().astype(int)] for m, k in zip(members, share) if k]
+        return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int))
+
+    def _group(self, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.group[split]
+
+    def _take(self, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
+        group = self._group(split)
         n = group["pan"].shape[0]
-        index = np.arange(shard, n, num_shards)
-        if limit is not None:
-            index = index[:limit]
         out = {}
         for name in ARRAYS:
             array = group[name]

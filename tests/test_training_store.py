@@ -131,3 +131,24 @@ def test_a_scene_too_small_for_a_patch_is_recorded_and_skipped(shared_data, land
     assert skipped and all(r["patches"] == 0 and r["protocol"].startswith("skipped:") and "smaller than the 64x64"
                            in r["protocol"] for r in skipped)
     assert attrs["counts"]["train"] > 0
+
+
+def test_a_few_validation_examples_cover_every_held_out_scene(landsat_scene, tmp_path):
+    """Periodic validation scores a handful of examples: they are dealt out scene by scene, so a held-out scene
+    with many patches does not hide the others."""
+    source = landsat8_source(landsat_scene["B8"].parent)
+    build_training_store([source], tmp_path / "four.zarr", family="r2", validation=0.5, regions=4, stride=64)
+    store = TrainingStore(tmp_path / "four.zarr")
+    every = store.load("validation")["scene_index"]
+    held_out = np.unique(every)
+    assert len(held_out) == 2
+    few = store.load_spread("validation", 3)
+    assert sorted(np.unique(few["scene_index"], return_counts=True)[1]) == [1, 2]
+    assert len(store.load_spread("validation", 10_000)["pan"]) == len(every)
+    even = store.load_spread("validation", 4)
+    assert list(np.unique(even["scene_index"], return_counts=True)[1]) == [2, 2]
+    # within a scene the picks are spread over it (first and last patch for two), not its first two patches
+    scene = held_out[0]
+    picked = even["hrms"][even["scene_index"] == scene]
+    members = store.load("validation")["hrms"][every == scene]
+    np.testing.assert_array_equal(picked, members[[0, len(members) - 1]])
