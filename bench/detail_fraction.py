@@ -1,0 +1,73 @@
+"""How much fine detail each scene's MS holds next to its PAN at the same scale: a check that a Wald reference is
+as sharp as a sensor's own MS (and not, say, an MS a provider resampled and we decimated back).
+
+For an image X at the native MS scale, the detail fraction is std(X - interp23tap(decimate(MTF(X)))) / std(X): the
+share of X that one more step of Wald's protocol takes away, which is what pansharpening must put back. It is taken
+per MS band and for the PAN brought to the MS scale the same way (the sensor's PAN MTF, decimation), 8 pixels of
+border left out; the ratio MS / PAN is about 1 for a sensor's own MS and lower for a blurred one.
+
+    python bench/detail_fraction.py [--family 4band-r4] [--data ../shared/data]
+
+Prints a table and one JSON line; exits 2 when ../shared/data is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from infra.training_store import FAMILIES, family_sources
+from ssdiff_model.readers import PansharpeningBatch
+from ssdiff_model.resample import decimate, interp23tap, mtf_filter, pan_mtf_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BORDER = 8
+
+
+def detail_fraction(image: np.ndarray, sensor: str, ratio: int) -> np.ndarray:
+    """Per band of `image` (B, H, W): std of what a further Wald step removes, over the band's std."""
+    step = ratio * ratio
+    image = image[:, : image.shape[1] // step * step, : image.shape[2] // step * step].astype(np.float64)
+    detail = image - interp23tap(decimate(mtf_filter(image, sensor, ratio), ratio), ratio)
+    core = (slice(None), slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+    return detail[core].std(axis=(1, 2)) / image[core].std(axis=(1, 2))
+
+
+def scene_fractions(pair, sensor: str) -> tuple[np.ndarray, float]:
+    """(MS band fractions, PAN fraction) at the native MS scale. A shipped reduced-resolution pair's reference is
+    its native MS and its PAN is already at that scale; a full-resolution pair's PAN is brought there first."""
+    ratio = pair.ratio
+    if pair.gt is not None:
+        ms, pan = pair.gt, pair.pan
+    else:
+        ms, pan = pair.ms_lr, decimate(pan_mtf_filter(pair.pan.astype(np.float64), sensor, ratio), ratio)
+    return detail_fraction(ms, sensor, ratio), float(detail_fraction(pan[None], sensor, ratio)[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--family", default="4band-r4", choices=sorted(FAMILIES))
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no shared data at {args.data}: nothing to measure", file=sys.stderr)
+        return 2
+    rows = []
+    for source in family_sources(args.family, args.data):
+        data = source.load()
+        pair = data.pair(0) if isinstance(data, PansharpeningBatch) else data
+        ms, pan = scene_fractions(pair, source.sensor or "none")
+        rows.append({"scene": source.id, "sensor": source.sensor, "ms": [round(float(v), 3) for v in ms],
+                     "pan": round(pan, 3), "ms_over_pan": [round(float(v) / pan, 2) for v in ms]})
+        print(f"{source.id:40s} MS {rows[-1]['ms']}  PAN {pan:.3f}  MS/PAN {rows[-1]['ms_over_pan']}",
+              file=sys.stderr, flush=True)
+    print(json.dumps({"family": args.family, "scenes": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
