@@ -92,8 +92,6 @@ def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator
         shutil.rmtree(partial, ignore_errors=True)
 
 
-
-
 @contextmanager
 def writing(store: StorePath, what: str) -> Iterator[None]:
     """Re-raise an OSError of the block (a full disk, a read-only or lost file system) naming ``store`` and
