@@ -29,15 +29,14 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
+import time
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import dask
 import dask.array as da
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -85,11 +84,21 @@ def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator
                 old = store.with_name(f".{store.name}.old-{uuid.uuid4().hex[:8]}")
                 os.rename(store, old)
                 os.rename(partial, store)
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_tree(old)
             else:
                 os.rename(partial, store)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove_tree(partial)
+
+
+def _remove_tree(path: Path, attempts: int = 20, pause_s: float = 0.05) -> None:
+    """rmtree until the folder stays gone: when one chunk write fails, dask raises at once while the writes already
+    in flight finish in its threads, and those can recreate files under a folder being removed."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(pause_s)
 
 
 @contextmanager
@@ -138,10 +147,7 @@ def _georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str
 
 
 def _write_dataset(ds: xr.Dataset, store: StorePath, **kwargs) -> None:
-    # A pool of our own, left only once it is idle: dask raises at the first failed chunk write while the writes
-    # already in flight go on in its threads, and they could recreate files under a store being cleaned up.
-    with warnings.catch_warnings(), ThreadPoolExecutor(os.cpu_count()) as pool, \
-            dask.config.set(scheduler="threads", pool=pool):
+    with warnings.catch_warnings():
         # zarr warns that consolidated metadata is not (yet) in the v3 spec; xarray and zarr-python read it.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         ds.to_zarr(store, zarr_format=3, consolidated=True, **kwargs)
