@@ -21,7 +21,8 @@ import numpy as np
 
 from infra.training_store import FAMILIES, family_sources
 from ssdiff_model.readers import PansharpeningBatch
-from ssdiff_model.resample import decimate, interp23tap, mtf_filter, pan_mtf_filter
+from ssdiff_model.resample import decimate, interp23tap, mtf_filter
+from ssdiff_model.wald import reduced_resolution_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,13 +40,13 @@ def detail_fraction(image: np.ndarray, sensor: str, ratio: int) -> np.ndarray:
 
 def scene_fractions(pair, sensor: str) -> tuple[np.ndarray, float]:
     """(MS band fractions, PAN fraction) at the native MS scale. A shipped reduced-resolution pair's reference is
-    its native MS and its PAN is already at that scale; a full-resolution pair's PAN is brought there first."""
-    ratio = pair.ratio
+    its native MS and its PAN is already at that scale; a full-resolution pair's PAN is brought there by Wald's
+    protocol."""
     if pair.gt is not None:
         ms, pan = pair.gt, pair.pan
     else:
-        ms, pan = pair.ms_lr, decimate(pan_mtf_filter(pair.pan.astype(np.float64), sensor, ratio), ratio)
-    return detail_fraction(ms, sensor, ratio), float(detail_fraction(pan[None], sensor, ratio)[0])
+        pan, _, ms = reduced_resolution_example(pair)
+    return detail_fraction(ms, sensor, pair.ratio), float(detail_fraction(pan[None], sensor, pair.ratio)[0])
 
 
 def main(argv=None) -> int:
