@@ -465,11 +465,11 @@ class TrainingStore:
         a few validation examples score every held-out scene and not just the one with the most patches."""
         scene_of = self._group(split)["scene_index"][:]
         members = [np.flatnonzero(scene_of == scene) for scene in np.unique(scene_of)]
-        share = [0] * len(members)
-        while sum(share) < min(limit, len(scene_of)):
+        share, left = [0] * len(members), min(limit, len(scene_of))
+        while left > 0:   # one more example per scene and turn, from the scenes that still have one
             for i, m in enumerate(members):
-                if share[i] < len(m) and sum(share) < limit:
-                    share[i] += 1
+                if left > 0 and share[i] < len(m):
+                    share[i], left = share[i] + 1, left - 1
         picked = [m[np.linspace(0, len(m) - 1, k).round().astype(int)] for m, k in zip(members, share) if k]
         return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int))
 

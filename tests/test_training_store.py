@@ -139,7 +139,8 @@ def test_a_few_validation_examples_cover_every_held_out_scene(landsat_scene, tmp
     source = landsat8_source(landsat_scene["B8"].parent)
     build_training_store([source], tmp_path / "four.zarr", family="r2", validation=0.5, regions=4, stride=64)
     store = TrainingStore(tmp_path / "four.zarr")
-    every = store.load("validation")["scene_index"]
+    validation = store.load("validation")
+    every = validation["scene_index"]
     held_out = np.unique(every)
     assert len(held_out) == 2
     few = store.load_spread("validation", 3)
@@ -150,5 +151,5 @@ def test_a_few_validation_examples_cover_every_held_out_scene(landsat_scene, tmp
     # within a scene the picks are spread over it (first and last patch for two), not its first two patches
     scene = held_out[0]
     picked = even["hrms"][even["scene_index"] == scene]
-    members = store.load("validation")["hrms"][every == scene]
+    members = validation["hrms"][every == scene]
     np.testing.assert_array_equal(picked, members[[0, len(members) - 1]])
