@@ -29,9 +29,9 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
-import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,21 +84,11 @@ def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator
                 old = store.with_name(f".{store.name}.old-{uuid.uuid4().hex[:8]}")
                 os.rename(store, old)
                 os.rename(partial, store)
-                _remove_tree(old)
+                shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(partial, store)
     finally:
-        _remove_tree(partial)
-
-
-def _remove_tree(path: Path, attempts: int = 20, pause_s: float = 0.05) -> None:
-    """rmtree until the folder stays gone: when one chunk write fails, dask raises at once while the writes already
-    in flight finish in its threads, and those can recreate files under a folder being removed."""
-    for _ in range(attempts):
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.lexists(path):
-            return
-        time.sleep(pause_s)
+        shutil.rmtree(partial, ignore_errors=True)   # nothing writes there now: see _write_dataset
 
 
 @contextmanager
@@ -146,11 +136,18 @@ def _georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str
     return array
 
 
-def _write_dataset(ds: xr.Dataset, store: StorePath, **kwargs) -> None:
+def _write_dataset(ds: xr.Dataset, store: StorePath, compute: bool = True, **kwargs) -> None:
+    """``ds.to_zarr`` with the layouts' settings. The data are written on a thread pool of this call's own that is
+    drained before it returns or raises: when one chunk write fails dask raises at once, and writes still in
+    flight must not go on creating files under a store the caller is about to remove."""
     with warnings.catch_warnings():
         # zarr warns that consolidated metadata is not (yet) in the v3 spec; xarray and zarr-python read it.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(store, zarr_format=3, consolidated=True, **kwargs)
+        delayed = ds.to_zarr(store, zarr_format=3, consolidated=True, compute=False, **kwargs)
+    if compute:
+        # passed per call, not through dask.config (global to the process: concurrent writes would share it)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            delayed.compute(scheduler="threads", pool=pool)
 
 
 def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
