@@ -52,6 +52,7 @@ def bare_model_seconds(scene_store: Path, checkpoint: str, tile: int, halo: int,
     import torch
     import zarr
 
+    from ssdiff_model.equalization import PanEqualization
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import MS, PAN, TileGrid, read_window, window_noise
 
@@ -62,11 +63,13 @@ def bare_model_seconds(scene_store: Path, checkpoint: str, tile: int, halo: int,
     tiles = list(grid.tiles())
     inputs = [(read_window(scene[PAN], t.window), read_window(scene[MS], t.ms_window),
                window_noise(seed, sharpener.bands, t.window_y0, t.window_x0, t.size, t.size)) for t in tiles]
-    sharpener.sharpen_tiles(*(np.stack(x) for x in zip(*inputs[:1])), steps=1)   # warm-up, like the actor's
+    equalization = PanEqualization.from_attrs(scene.attrs["pan_equalization"])   # used by models that equalize
+    sharpener.sharpen_tiles(*(np.stack(x) for x in zip(*inputs[:1])), steps=1,   # warm-up, like the actor's
+                            equalization=equalization)
     start = time.perf_counter()
     for i in range(0, len(inputs), batch_size):
         pan, ms, noise = (np.stack(x) for x in zip(*inputs[i:i + batch_size]))
-        sharpener.sharpen_tiles(pan, ms, noise, steps=steps)
+        sharpener.sharpen_tiles(pan, ms, noise, steps=steps, equalization=equalization)
     return time.perf_counter() - start, len(tiles)
 
 

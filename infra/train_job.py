@@ -81,6 +81,7 @@ class TrainJobConfig:
     cpus_per_worker: float = 1.0
     max_failures: int = 0
     full_scale: float | None = None        # DN that maps to 1.0 for users; default: the store's dominant one
+    pan_equalization: bool = False         # feed the PAN equalized to its scene (kept from a base that does)
     sensor: str | None = None              # what the checkpoint says; default: from the store
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +144,7 @@ def _train_config(cfg: TrainJobConfig, store_attrs: dict[str, Any]):
         iterations=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay,
         grad_clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, lbaf_start=cfg.lbaf_start,
         lbaf_every=cfg.lbaf_every, lbaf_lr=cfg.lbaf_lr, lbaf_first=cfg.lbaf_first, lora_rank=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization,
         full_scale=float(cfg.full_scale or store_attrs["full_scale"]),
         sensor=cfg.sensor or "+".join(store_attrs["sensors"]),
         band_names=list(store_attrs["band_names"]),
@@ -173,6 +174,8 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
     train_config = _train_config(cfg, store.attrs)
     if cfg.finetune_from:
         base = load_checkpoint(cfg.finetune_from)
+        # a base fed equalized PANs must go on being fed them; one fed raw PANs may learn equalized ones
+        train_config.pan_equalization |= bool(base.training.get("pan_equalization"))
         if (int(base.config["bands"]), int(base.ratio)) != (store.bands, store.ratio):
             raise ValueError(f"{cfg.finetune_from}: checkpoint is for {base.config['bands']} bands at ratio "
                              f"{base.ratio}, the store {store.path} holds {store.bands} bands at ratio {store.ratio}")
@@ -254,7 +257,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     store = TrainingStore(cfg.store)
     trainer, origin = _build_trainer(cfg, store, device)
     start_step = trainer.step
-    shard = store.load("train", rank, world)
+    equalize = trainer.config.pan_equalization   # the run's own setting, kept when it resumes
+    shard = store.load("train", rank, world, equalize_pan=equalize)
     if len(shard["pan"]) == 0:
         raise ValueError(f"{cfg.store}: worker {rank} of {world} got no training examples "
                          f"({store.count('train')} in the store): use fewer workers")
@@ -262,7 +266,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step)
     validation = None
     if rank == 0 and store.count("validation"):
-        validation = store.load_spread("validation", cfg.val_examples)
+        validation = store.load_spread("validation", cfg.val_examples, equalize_pan=equalize)
     hardware = f"{world} x {_hardware(device)}"
     started = time.time()
 
@@ -462,6 +466,9 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "- the network sees DN divided by the scene's own full scale, as in training (the pipeline takes it from the "
         f"scene store; `sharpen(..., full_scale=...)` for arrays); the default is {ckpt.full_scale:g} DN, the "
         "training store's dominant full scale",
+        "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
+                                  "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
+                                  else "none (raw PAN DN)"),
         f"- network: width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",
@@ -520,6 +527,8 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--max-failures", type=int, default=3, help="worker failures retried from the last checkpoint")
     parser.add_argument("--full-scale", type=float, help="full scale the checkpoint declares (default: the store's)")
+    parser.add_argument("--equalize-pan", action="store_true",
+                        help="feed the PAN equalized to its scene's MS intensity (always on when the base does)")
     parser.add_argument("--export", help="write the final checkpoint here (and a model card beside it)")
     parser.add_argument("--half", action="store_true", help="export float16 weights")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
@@ -533,7 +542,8 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         lbaf_every=args.lbaf_every, lbaf_lr=args.lbaf_lr, lora_rank=args.lora_rank,
         finetune_from=args.finetune_from, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, val_examples=args.val_examples, val_steps=args.val_steps,
-        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, full_scale=args.full_scale)
+        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, full_scale=args.full_scale,
+        pan_equalization=args.equalize_pan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

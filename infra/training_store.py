@@ -12,6 +12,8 @@ Layout (one group per split, `train` and `validation`):
     <store>/train/lms          (n, B, 64, 64)
     <store>/train/hrms         (n, B, 64, 64)
     <store>/train/scene_index  (n,)                 int32, index into attrs["sources"]
+    <store>/train/pan_gain     (n,)                 float32, PAN equalization of the example's scene
+    <store>/train/pan_offset   (n,)                 float32, its offset in the same [0, 1] units as `pan`
     <store>/validation/...     the same
 
 The split is by scene (a whole scene, or with `regions > 1` a whole horizontal strip of one): no scene is on both
@@ -19,6 +21,9 @@ sides. It is deterministic: an explicit list of scene ids, or a fraction of the 
 (a scene keeps its side when other scenes are added). The store's attributes list every source (files, sensor, ratio,
 bits, full scale, split, patch count, protocol). The store is written to a temporary sibling and renamed into place,
 so a failure never leaves a half-written store and never touches an existing one.
+
+The PAN equalization (`ssdiff_model.equalization`) is taken over the whole reduced-resolution scene (strip) a patch
+comes from, as a mosaic's is over its whole scene; a PanCollection patch used as it is gets its own.
 
 The store knows nothing of Ray: `TrainingStore.load(split, shard, num_shards)` gives a worker its examples.
 """
@@ -34,6 +39,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ssdiff_model.equalization import pan_equalization
 from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
                                   read_geotiff_pair, read_pair)
 from ssdiff_model.sensors import get_sensor
@@ -41,9 +47,9 @@ from ssdiff_model.wald import cut_patches, reduced_resolution_example
 from tiling import built_beside
 
 STORE_FORMAT = "ssdiff-training-store"
-STORE_VERSION = 1
+STORE_VERSION = 2   # 2: pan_gain and pan_offset
 SPLITS = ("train", "validation")
-ARRAYS = ("pan", "ms", "lms", "hrms", "scene_index")
+ARRAYS = ("pan", "ms", "lms", "hrms", "scene_index", "pan_gain", "pan_offset")
 PATCH_SIZE = 64
 CHUNK_EXAMPLES = 32
 
@@ -238,7 +244,13 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int) -> tuple[dic
         raise ValueError(f"{where}: {err}") from None
     fs = pair.full_scale
     return {"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
-            "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs)}, protocol
+            "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs),
+            **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)}, protocol
+
+
+def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarray]:
+    return {"pan_gain": np.array([e.gain for e in equalizations], dtype=np.float32),
+            "pan_offset": np.array([e.offset / full_scale for e in equalizations], dtype=np.float32)}
 
 
 def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, stride: int
@@ -250,7 +262,9 @@ def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, 
         lms = batch.lms[index] if batch.lms is not None else np.stack(
             [_upsample(batch.ms_lr[i], batch.ratio) for i in index])
         arrays = {"pan": _normalised(batch.pan[index][:, None], fs), "ms": _normalised(batch.ms_lr[index], fs),
-                  "lms": _normalised(lms, fs), "hrms": _normalised(batch.gt[index], fs)}
+                  "lms": _normalised(lms, fs), "hrms": _normalised(batch.gt[index], fs),
+                  **_equalization_arrays([pan_equalization(batch.pan[i], batch.ms_lr[i], batch.ratio)
+                                          for i in index], fs)}
         return arrays, "PanCollection reduced-resolution patches, used as they are"
     parts = [_pair_examples(batch.pair(i), size, stride) for i in index]
     if not parts:
@@ -325,6 +339,8 @@ def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
     for name, shape in shapes.items():
         out[name] = group.create_array(name, shape=(0, *shape), chunks=(CHUNK_EXAMPLES, *shape), dtype="float32")
     out["scene_index"] = group.create_array("scene_index", shape=(0,), chunks=(4096,), dtype="int32")
+    for name in ("pan_gain", "pan_offset"):
+        out[name] = group.create_array(name, shape=(0,), chunks=(4096,), dtype="float32")
     return out
 
 
@@ -382,7 +398,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             count = len(examples["pan"]) if examples else 0
             if count:
                 target = arrays[side]
-                for name in ("pan", "ms", "lms", "hrms"):
+                for name in ("pan", "ms", "lms", "hrms", "pan_gain", "pan_offset"):
                     target[name].append(examples[name], axis=0)
                 target["scene_index"].append(np.full(count, len(records), dtype=np.int32), axis=0)
             records.append({
@@ -436,6 +452,9 @@ class TrainingStore:
         if self.attrs.get("format") != STORE_FORMAT:
             raise ValueError(f"{self.path}: not a training store (format {self.attrs.get('format')!r}, expected "
                              f"{STORE_FORMAT!r}); build one with `ssdiff prepare-training`")
+        if self.attrs.get("version") != STORE_VERSION:
+            raise ValueError(f"{self.path}: training store version {self.attrs.get('version')!r}, this code reads "
+                             f"version {STORE_VERSION}; rebuild it with `ssdiff prepare-training ... --overwrite`")
 
     @property
     def bands(self) -> int:
@@ -452,15 +471,16 @@ class TrainingStore:
     def count(self, split: str) -> int:
         return int(self.attrs["counts"][split])
 
-    def load(self, split: str = "train", shard: int = 0, num_shards: int = 1, limit: int | None = None
-             ) -> dict[str, np.ndarray]:
-        """Examples shard::num_shards of a split (all of them by default), at most `limit`, read chunk by chunk."""
+    def load(self, split: str = "train", shard: int = 0, num_shards: int = 1, limit: int | None = None,
+             equalize_pan: bool = False) -> dict[str, np.ndarray]:
+        """Examples shard::num_shards of a split (all of them by default), at most `limit`, read chunk by chunk.
+        With `equalize_pan`, `pan` comes equalized to its scene's MS intensity (what such a model is fed)."""
         if not 0 <= shard < num_shards:
             raise ValueError(f"shard {shard} out of range for {num_shards} shards")
         index = np.arange(shard, self._group(split)["pan"].shape[0], num_shards)
-        return self._take(split, index if limit is None else index[:limit])
+        return self._take(split, index if limit is None else index[:limit], equalize_pan)
 
-    def load_spread(self, split: str, limit: int) -> dict[str, np.ndarray]:
+    def load_spread(self, split: str, limit: int, equalize_pan: bool = False) -> dict[str, np.ndarray]:
         """At most `limit` examples of a split taken in turn from each of its scenes, evenly spaced within each, so
         a few validation examples score every held-out scene and not just the one with the most patches."""
         scene_of = self._group(split)["scene_index"][:]
@@ -471,14 +491,14 @@ class TrainingStore:
                 if left > 0 and share[i] < len(m):
                     share[i], left = share[i] + 1, left - 1
         picked = [m[np.linspace(0, len(m) - 1, k).round().astype(int)] for m, k in zip(members, share) if k]
-        return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int))
+        return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int), equalize_pan)
 
     def _group(self, split: str):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return self.group[split]
 
-    def _take(self, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
+    def _take(self, split: str, index: np.ndarray, equalize_pan: bool = False) -> dict[str, np.ndarray]:
         group = self._group(split)
         n = group["pan"].shape[0]
         out = {}
@@ -491,6 +511,8 @@ class TrainingStore:
                 if len(wanted):
                     parts.append(array[start:stop][wanted - start])
             out[name] = np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), array.dtype)
+        if equalize_pan:
+            out["pan"] = out["pan"] * out["pan_gain"][:, None, None, None] + out["pan_offset"][:, None, None, None]
         return out
 
 

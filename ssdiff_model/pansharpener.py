@@ -5,7 +5,7 @@
 
 ``sharpen_tiles`` is the batch entry point of the tiling and Ray code: it takes a stack of equally sized
 tiles and the starting noise of each (the caller derives it from global pixel positions, so overlapping
-tiles see the same noise).
+tiles see the same noise) and, for a checkpoint trained on equalized PANs, the equalization of the whole scene.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from ssdiff_model.checkpoint import Checkpoint, load_checkpoint
 from ssdiff_model.diffusion import GaussianDiffusion
+from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.lora import add_lora, merge_lora
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.resample import upsample_ms
@@ -42,7 +43,7 @@ def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
 
 class Pansharpener:
     def __init__(self, net: nn.Module, *, full_scale: float, ratio: int, sensor: str, band_names: list[str],
-                 checkpoint_hash: str = "", source: str = "<in memory>",
+                 checkpoint_hash: str = "", source: str = "<in memory>", equalizes_pan: bool = False,
                  device: torch.device | str | None = None):
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
@@ -54,6 +55,7 @@ class Pansharpener:
         self.band_names = list(band_names)
         self.checkpoint_hash = checkpoint_hash
         self.source = source  # where the weights came from, for error messages
+        self.equalizes_pan = bool(equalizes_pan)  # trained on PANs equalized to their scene (see sharpen_tiles)
         if len(self.band_names) != self.bands:
             raise ValueError(f"{len(self.band_names)} band names given for a {self.bands}-band network")
 
@@ -63,7 +65,8 @@ class Pansharpener:
         ckpt = load_checkpoint(path_or_name)
         return cls(network_from_checkpoint(ckpt, ema), full_scale=ckpt.full_scale, ratio=ckpt.ratio,
                    sensor=ckpt.sensor, band_names=ckpt.band_names, checkpoint_hash=ckpt.content_hash,
-                   source=str(path_or_name), device=device)
+                   source=str(path_or_name), equalizes_pan=bool(ckpt.training.get("pan_equalization")),
+                   device=device)
 
     @property
     def _upsampling(self) -> str:
@@ -92,16 +95,27 @@ class Pansharpener:
                              f"and ms_lr {ms_lr.shape}")
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
-        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale)[0]
+        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale,
+                                  equalization=pan_equalization(pan, ms_lr, self.ratio) if self.equalizes_pan else None
+                                  )[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
-                      full_scale: float | None = None) -> np.ndarray:
-        """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN."""
+                      full_scale: float | None = None, equalization: PanEqualization | None = None) -> np.ndarray:
+        """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
+
+        `equalization`: the PAN equalization of the scene the tiles come from (``pan_equalization`` over the whole
+        scene), required by a checkpoint trained on equalized PANs and unused by others."""
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
         scale = float(full_scale or self.full_scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"full scale must be a positive number of DN, got {full_scale}")
+        if self.equalizes_pan:
+            if equalization is None:
+                raise ValueError(f"checkpoint {self.source} was trained on PANs equalized to their scene: pass the "
+                                 f"scene's equalization (ssdiff_model.equalization.pan_equalization of the whole "
+                                 f"PAN and MS)")
+            pan = equalization.apply(pan.astype(np.float32))
         lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
                    (pan[:, None] / scale, lms / scale, ms_lr / scale, noise)]

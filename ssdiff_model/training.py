@@ -138,6 +138,7 @@ class TrainConfig:
     lora_rank: int | None = None               # LoRA adapters on the APFM projections instead of L-BAF
     lora_alpha: float = 4.0
     # what the checkpoint must tell its users
+    pan_equalization: bool = False             # the PAN is fed equalized to its scene (ssdiff_model.equalization)
     full_scale: float = 2047.0
     sensor: str = "unknown"
     band_names: list[str] = field(default_factory=list)  # empty: B1..Bn
@@ -217,6 +218,7 @@ class Trainer:
                          if self.lbaf else None),
                 "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None,
                 "ema_decay": cfg.ema_decay,
+                "pan_equalization": bool(cfg.pan_equalization),
             },
             train_state={"step": self.step, "optimizer": self.optimizer.state_dict(),
                          "rng_state": self.generator.get_state(), "config": asdict(cfg)} if resumable else None,

@@ -6,6 +6,7 @@ import torch
 from rasterio.windows import Window
 
 from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
+from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.pansharpener import Pansharpener
 
@@ -92,6 +93,41 @@ def test_bad_inputs_get_clear_errors(sharpener, landsat_scene):
         sharpener.sharpen_tiles(pan[None], ms[None], np.zeros((1, 4, 16, 16), np.float32))
     with pytest.raises(ValueError, match="pan \\(H, W\\)"):
         sharpener.sharpen(pan[None], ms)
+
+
+def test_pan_equalization_matches_the_pan_to_the_ms_intensity(landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=200, col=150, size=128)
+    equalization = pan_equalization(pan, ms, ratio=2)
+    blocks = equalization.apply(pan.astype(np.float64)).reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    intensity = ms.astype(np.float64).mean(axis=0)
+    assert blocks.mean() == pytest.approx(intensity.mean(), rel=1e-5)
+    assert blocks.std() == pytest.approx(intensity.std(), rel=1e-5)
+    # nodata (NaN) pixels are left out of the statistics
+    holed = pan.astype(np.float64)
+    holed[:, :64] = np.nan
+    half = pan_equalization(holed, ms, ratio=2)
+    assert half == pan_equalization(pan[:, 64:], ms[:, :, 32:], ratio=2) != equalization
+    # a PAN without contrast is only shifted; round trip through store attributes
+    flat = pan_equalization(np.full_like(pan, 7), ms, ratio=2)
+    assert flat.gain == 1 and flat.offset == pytest.approx(intensity.mean() - 7)
+    assert PanEqualization.from_attrs(equalization.as_attrs()) == equalization
+
+
+def test_an_equalizing_model_sees_only_the_pattern_of_the_pan(sharpener, landsat_scene):
+    """A checkpoint trained on equalized PANs gets the same PAN whatever its gain and offset: the equalization
+    takes them out, as the classical methods' histogram matching does."""
+    equalizing = Pansharpener(sharpener.net, full_scale=FULL_SCALE, ratio=2, sensor="Landsat8",
+                              band_names=BAND_NAMES, equalizes_pan=True, device="cpu")
+    pan, ms = read_crop(landsat_scene, row=300, col=250, size=64)
+    brighter = pan.astype(np.float32) * 1.6 + 900
+    hrms = equalizing.sharpen(pan, ms, steps=2)
+    np.testing.assert_allclose(equalizing.sharpen(brighter, ms, steps=2), hrms, rtol=0, atol=0.05)
+    assert np.abs(sharpener.sharpen(brighter, ms, steps=2) - sharpener.sharpen(pan, ms, steps=2)).max() > 1
+    noise = np.zeros((1, 4, 64, 64), np.float32)
+    with pytest.raises(ValueError, match="trained on PANs equalized to their scene: pass the scene's equalization"):
+        equalizing.sharpen_tiles(pan[None], ms[None], noise)
+    given = equalizing.sharpen_tiles(pan[None], ms[None], noise, equalization=pan_equalization(pan, ms, 2))
+    assert given.shape == (1, 4, 64, 64)
 
 
 def test_unknown_checkpoint_name_lists_the_shipped_ones():

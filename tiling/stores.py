@@ -5,7 +5,8 @@ Scene store (written once by ingest, read by every tile):
     ms   (band, y_ms, x_ms)  float32 DN on the MS grid,  NaN = nodata, grid mapping ``spatial_ref_ms``
     coords  y, x, y_ms, x_ms (pixel centres from the transforms), band (band names)
     attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
-            sources = {name: {path, sha256}} (checksums of the files the scene came from)
+            sources = {name: {path, sha256}} (checksums of the files the scene came from),
+            pan_equalization = {gain, offset} of the whole scene (ssdiff_model.equalization)
 
 Mosaic store (pre-allocated by the sharpen flow, filled core by core):
     hrms (band, y, x)              float32 DN on the PAN grid, NaN = nodata or not yet written,
@@ -15,7 +16,8 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
                                    tile's core is in ``hrms``
     attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler, steps, seed, model
             (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
-            created time, plus whatever the caller adds (cluster, flow run)
+            created time, pan_equalization (the scene's, when the model equalizes its PAN, else None),
+            plus whatever the caller adds (cluster, flow run)
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
@@ -44,6 +46,7 @@ import xarray as xr
 import zarr
 from affine import Affine
 
+from ssdiff_model.equalization import PanEqualization, pan_equalization
 from tiling.grid import Tile, TileGrid
 
 SCENE_LAYOUT = "ssdiff-scene/1"
@@ -191,9 +194,10 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     y, x = _pixel_centres(pan_transform, *pan.shape)
     y_ms, x_ms = _pixel_centres(ms_transform, *ms.shape[1:])
     bands = np.array(list(pair.band_names), dtype=object)
-    pan_da = xr.DataArray(da.from_array(as_dn(pan), chunks=chunk), dims=("y", "x"), coords={"y": y, "x": x})
+    pan_dn, ms_dn = as_dn(pan), as_dn(ms)
+    pan_da = xr.DataArray(da.from_array(pan_dn, chunks=chunk), dims=("y", "x"), coords={"y": y, "x": x})
     ms_chunk = max(1, chunk // ratio)
-    ms_da = xr.DataArray(da.from_array(as_dn(ms), chunks=(ms.shape[0], ms_chunk, ms_chunk)),
+    ms_da = xr.DataArray(da.from_array(ms_dn, chunks=(ms.shape[0], ms_chunk, ms_chunk)),
                          dims=("band", "y_ms", "x_ms"), coords={"band": bands, "y_ms": y_ms, "x_ms": x_ms})
     pan_da = _georeference(pan_da, pair.crs, pan_transform, PAN_GRID_MAPPING)
     ms_da = _georeference(ms_da.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms"), pair.crs, ms_transform,
@@ -206,7 +210,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "full_scale": float(pair.full_scale), "bits": getattr(pair, "bits", None),
         "band_names": [str(b) for b in pair.band_names],
         "sources": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
-        "notes": list(getattr(pair, "notes", ())),
+        "notes": list(getattr(pair, "notes", ())), "pan_equalization": pan_equalization(pan_dn, ms_dn, ratio).as_attrs(),
     }
     _write_dataset(ds, store, mode="w-")
 
@@ -254,6 +258,11 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         check_run_settings(mosaic_store, **settings)
         return grid
 
+    equalization = None
+    if pansharpener.equalizes_pan:   # a store ingested before equalization existed gets it computed here
+        equalization = attrs.get("pan_equalization") or pan_equalization(
+            scene[PAN].values, scene[MS].values, attrs["ratio"]).as_attrs()
+
     # Placeholders of ONE dask chunk each, never computed: a dask chunk per core would make a task graph (and
     # memory) growing with the scene. The Zarr chunks come from the encoding.
     hrms = xr.DataArray(da.full((bands, height, width), np.nan, dtype=np.float32, chunks=-1),
@@ -275,6 +284,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "full_scale": float(attrs["full_scale"]), "model_full_scale": float(pansharpener.full_scale),
         "band_names": attrs["band_names"],
         "scene_store": str(scene_store), "scene_sensor": attrs["sensor"], "scene_full_scale": attrs["full_scale"],
+        "pan_equalization": equalization,
         "code_version": _code_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},
         **dict(provenance or {}),
@@ -286,6 +296,12 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         with built_beside(mosaic_store, "creating the store") as partial:
             _write_dataset(ds, partial, mode="w-", compute=False)
     return grid
+
+
+def mosaic_equalization(attrs: Mapping[str, Any]) -> PanEqualization | None:
+    """The PAN equalization a mosaic's tiles are sharpened with (None: the model takes raw PANs)."""
+    recorded = attrs.get("pan_equalization")
+    return PanEqualization.from_attrs(recorded) if recorded else None
 
 
 def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
