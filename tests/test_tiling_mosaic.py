@@ -309,3 +309,20 @@ def test_an_equalizing_model_feeds_every_tile_the_whole_scenes_equalization(refe
     expected = sharpen(pre_equalized, tmp_path / "expected.zarr", landsat_sharpener)
     np.testing.assert_allclose(hrms, expected, rtol=0, atol=same_mosaic_tolerance(landsat_pair.full_scale))
     assert np.abs(hrms - reference).max() > 1   # and it is not what the raw-PAN model makes of the raw PAN
+
+    # a scene ingested before equalization existed has it computed from its pixels when the mosaic is created
+    import shutil
+
+    import zarr
+
+    older = tmp_path / "older.zarr"
+    shutil.copytree(landsat_store, older)
+    group = zarr.open_group(str(older), mode="r+")
+    del group.attrs["pan_equalization"]
+    zarr.consolidate_metadata(str(older))
+    assert "pan_equalization" not in open_scene(older).attrs
+    create_mosaic_store(tmp_path / "older-mosaic.zarr", older, equalizing, tile_size=TILE, halo=HALO, seed=0,
+                        steps=STEPS)
+    recorded = PanEqualization.from_attrs(open_mosaic(tmp_path / "older-mosaic.zarr").attrs["pan_equalization"])
+    assert recorded.gain == pytest.approx(scene_eq.gain, rel=1e-6)
+    assert recorded.offset == pytest.approx(scene_eq.offset, rel=1e-6)
