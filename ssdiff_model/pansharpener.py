@@ -88,16 +88,17 @@ class Pansharpener:
         """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale].
 
         `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
-        by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own."""
+        by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own.
+        A checkpoint trained on equalized PANs equalizes this PAN with the statistics of these arrays."""
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         if pan.ndim != 2 or ms_lr.ndim != 3:
             raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
                              f"and ms_lr {ms_lr.shape}")
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
+        equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes_pan else None
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale,
-                                  equalization=pan_equalization(pan, ms_lr, self.ratio) if self.equalizes_pan else None
-                                  )[0]
+                                  equalization=equalization)[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
                       full_scale: float | None = None, equalization: PanEqualization | None = None) -> np.ndarray:
