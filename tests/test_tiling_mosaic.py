@@ -5,11 +5,13 @@ PAirMax GeoEye-1 scene (ratio 4) from the team's shared data.
 """
 import dataclasses
 import random
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from affine import Affine
 
 from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
@@ -311,10 +313,6 @@ def test_an_equalizing_model_feeds_every_tile_the_whole_scenes_equalization(refe
     assert np.abs(hrms - reference).max() > 1   # and it is not what the raw-PAN model makes of the raw PAN
 
     # a scene ingested before equalization existed has it computed from its pixels when the mosaic is created
-    import shutil
-
-    import zarr
-
     older = tmp_path / "older.zarr"
     shutil.copytree(landsat_store, older)
     group = zarr.open_group(str(older), mode="r+")

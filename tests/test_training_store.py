@@ -1,6 +1,9 @@
 """The training store: Wald examples from real scenes, split by scene, sources recorded, written atomically."""
+import shutil
+
 import numpy as np
 import pytest
+import zarr
 
 from infra.training_store import (FAMILIES, FUSEBOX_TO_VNIR, TrainingStore, assign_splits, build_training_store,
                                   family_sources, landsat8_source, source_from_files, source_from_shared)
@@ -58,10 +61,6 @@ def test_examples_carry_the_pan_equalization_of_their_scene(landsat_store):
 
 
 def test_a_store_of_an_older_version_asks_to_be_rebuilt(landsat_store, tmp_path):
-    import shutil
-
-    import zarr
-
     old = tmp_path / "old.zarr"
     shutil.copytree(landsat_store[0], old)
     zarr.open_group(str(old), mode="r+").attrs["version"] = 1
