@@ -40,11 +40,11 @@ def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int) -> PanEqual
     """The equalization of a scene from its PAN (H, W) and MS (B, H/r, W/r) in DN: afterwards the PAN's ratio x
     ratio block means have the mean and standard deviation of the MS intensity. A flat or empty PAN (no contrast
     to scale) gets gain 1 and only the offset; NaN pixels are left out of both statistics."""
-    pan = np.asarray(pan, dtype=np.float64)
-    ms_lr = np.asarray(ms_lr, dtype=np.float64)
+    # float64 sums without a float64 copy of the scene: ingest already holds it in memory once or twice
+    pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
     rows, cols = pan.shape[0] // ratio, pan.shape[1] // ratio
-    pan_lp = pan[:rows * ratio, :cols * ratio].reshape(rows, ratio, cols, ratio).mean(axis=(1, 3))
-    intensity = ms_lr.mean(axis=0)[:rows, :cols]
+    pan_lp = pan[:rows * ratio, :cols * ratio].reshape(rows, ratio, cols, ratio).mean(axis=(1, 3), dtype=np.float64)
+    intensity = ms_lr.mean(axis=0, dtype=np.float64)[:rows, :cols]
     valid = np.isfinite(pan_lp) & np.isfinite(intensity)
     if not valid.any():
         return PanEqualization(gain=1.0, offset=0.0)
