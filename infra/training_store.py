@@ -22,6 +22,11 @@ sides. It is deterministic: an explicit list of scene ids, or a fraction of the 
 bits, full scale, split, patch count, protocol). The store is written to a temporary sibling and renamed into place,
 so a failure never leaves a half-written store and never touches an existing one.
 
+Every full-resolution pair's MS offset from its nominal place on the PAN grid is measured and recorded with its
+source (`ssdiff_model.registration`); with `coregister` the pairs of the training split are cropped by whole pixels
+to put their MS back (the unknown-sensor VHR pairs are off by about one MS pixel), those of the validation split
+never, so they stay what the quality table scores.
+
 The PAN equalization (`ssdiff_model.equalization`) is taken over the whole reduced-resolution scene (strip) a patch
 comes from, as a mosaic's is over its whole scene; a PanCollection patch used as it is gets its own.
 
@@ -42,6 +47,7 @@ import numpy as np
 from ssdiff_model.equalization import pan_equalization
 from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
                                   read_geotiff_pair, read_pair)
+from ssdiff_model import registration as coregistration
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import cut_patches, reduced_resolution_example
 from tiling import built_beside
@@ -228,13 +234,21 @@ def _normalised(image: np.ndarray, full_scale: float) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.float32) / np.float32(full_scale), 0.0, 1.0)
 
 
-def _pair_examples(pair: PansharpeningPair, size: int, stride: int) -> tuple[dict[str, np.ndarray], str]:
+def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_ms: bool = False
+                   ) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
+    """(examples, protocol, registration): `registration` is the MS offset measured on a full-resolution pair
+    (`ssdiff_model.registration`; None for a pair with a reference or one too small to measure), and with
+    `coregister_ms` the pair is cropped to it before Wald's protocol."""
     where = ", ".join(str(p) for p in pair.source) or "pair"
+    registration = None
     if pair.gt is not None:
         pan, ms_lr, reference, protocol = pair.pan, pair.ms_lr, pair.gt, "provided reduced-resolution pair"
     else:
+        pair, registration = _registered(pair, coregister_ms)
         pan, ms_lr, reference = reduced_resolution_example(pair)
         protocol = f"Wald's protocol ({pair.sensor or 'none'} MTF, decimation by {pair.ratio}, interp23tap lms)"
+        if registration and registration["coregistered"]:
+            protocol += f"; {pair.notes[-1]}"
     if min(pan.shape) < size:
         raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {pan.shape[0]}x{pan.shape[1]}, smaller than the "
                          f"{size}x{size} patch")
@@ -245,7 +259,18 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int) -> tuple[dic
     fs = pair.full_scale
     return {"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
             "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs),
-            **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)}, protocol
+            **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)
+            }, protocol, registration
+
+
+def _registered(pair: PansharpeningPair, apply: bool) -> tuple[PansharpeningPair, dict[str, Any] | None]:
+    """The pair, co-registered when `apply`, and its measured MS offset (None when it is too small to measure)."""
+    try:
+        moved, offset = (coregistration.coregister(pair) if apply else
+                          (pair, coregistration.ms_offset(pair.pan, pair.ms_lr, pair.ratio)))
+    except ValueError:
+        return pair, None
+    return moved, {**offset.as_attrs(), "coregistered": moved is not pair}
 
 
 def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarray]:
@@ -254,9 +279,10 @@ def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarr
 
 
 def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, stride: int
-                    ) -> tuple[dict[str, np.ndarray], str]:
+                    ) -> tuple[dict[str, np.ndarray], str, None]:
     """Examples of a PanCollection file: patches of the training size with a reference are used as they are (their
-    own lms kept); larger ones are cut; examples without a reference go through Wald's protocol first."""
+    own lms kept); larger ones are cut; examples without a reference go through Wald's protocol first (never
+    co-registered: a file's examples are taken as its provider aligned them)."""
     if batch.gt is not None and batch.pan.shape[1:] == (size, size):
         fs = batch.full_scale
         lms = batch.lms[index] if batch.lms is not None else np.stack(
@@ -265,11 +291,11 @@ def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, 
                   "lms": _normalised(lms, fs), "hrms": _normalised(batch.gt[index], fs),
                   **_equalization_arrays([pan_equalization(batch.pan[i], batch.ms_lr[i], batch.ratio)
                                           for i in index], fs)}
-        return arrays, "PanCollection reduced-resolution patches, used as they are"
+        return arrays, "PanCollection reduced-resolution patches, used as they are", None
     parts = [_pair_examples(batch.pair(i), size, stride) for i in index]
     if not parts:
-        return {}, "none"
-    return {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}, parts[0][1]
+        return {}, "none", None
+    return {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}, parts[0][1], None
 
 
 def _upsample(ms_lr: np.ndarray, ratio: int) -> np.ndarray:
@@ -279,11 +305,13 @@ def _upsample(ms_lr: np.ndarray, ratio: int) -> np.ndarray:
 
 
 def unit_examples(unit: Unit, data: PansharpeningPair | PansharpeningBatch, size: int = PATCH_SIZE,
-                  stride: int = PATCH_SIZE // 2) -> tuple[dict[str, np.ndarray], str]:
+                  stride: int = PATCH_SIZE // 2, coregister_ms: bool = False
+                  ) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
+    """(examples, protocol, registration) of one split unit (see `_pair_examples`)."""
     if isinstance(data, PansharpeningBatch):
         chunks = np.array_split(np.arange(len(data)), unit.regions)
         return _batch_examples(data, list(chunks[unit.region]), size, stride)
-    return _pair_examples(_region_of_pair(data, unit.region, unit.regions), size, stride)
+    return _pair_examples(_region_of_pair(data, unit.region, unit.regions), size, stride, coregister_ms)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,13 +374,15 @@ def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
 
 def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, family: str | None = None,
                          validation: float | Sequence[str] = 0.2, split_seed: int = 0, patch_size: int = PATCH_SIZE,
-                         stride: int | None = None, regions: int = 1, overwrite: bool = False,
-                         progress: bool = False) -> dict[str, Any]:
+                         stride: int | None = None, regions: int = 1, coregister: bool = False,
+                         overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Write the training store at `out` from `sources` and return its summary (the store's attributes).
 
     Every source must give the same number of MS bands and the same ratio (the family's when `family` is named).
-    `stride` defaults to half the patch size. An existing store is replaced only with `overwrite`, and only once the
-    new one is complete."""
+    `stride` defaults to half the patch size. The MS offset of every full-resolution pair is measured and recorded
+    (`ssdiff_model.registration`); with `coregister` the training pairs are cropped to it, the validation pairs
+    never (they stay what the quality table scores). An existing store is replaced only with `overwrite`, and only
+    once the new one is complete."""
     import zarr
 
     out = Path(out)
@@ -388,13 +418,14 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             if n_bands != bands or data.ratio != ratio:
                 raise ValueError(f"{where}: {n_bands} MS bands at ratio {data.ratio}, but this store holds {bands} "
                                  f"bands at ratio {ratio}{f' (family {family})' if family else ''}")
+            side = sides[unit.id]
             try:
-                examples, protocol = unit_examples(unit, data, patch_size, stride)
+                examples, protocol, registration = unit_examples(unit, data, patch_size, stride,
+                                                                 coregister and side == "train")
             except SceneTooSmall as err:
-                examples, protocol = {}, f"skipped: {err}"
+                examples, protocol, registration = {}, f"skipped: {err}", None
                 if progress:
                     print(f"{unit.id}: {err}; skipped", flush=True)
-            side = sides[unit.id]
             count = len(examples["pan"]) if examples else 0
             if count:
                 target = arrays[side]
@@ -405,6 +436,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
                 "id": unit.id, "source": unit.source.id, "dataset": unit.source.dataset, "paths": unit.source.files(),
                 "sensor": data.sensor, "ratio": int(data.ratio), "bits": data.bits, "full_scale": float(data.full_scale),
                 "band_names": list(data.band_names), "split": side, "patches": int(count), "protocol": protocol,
+                "ms_offset_pan_px": registration,
                 "region": None if unit.regions == 1 else [unit.region + 1, unit.regions]})
             if progress:
                 print(f"{unit.id}: {count} patches -> {side}", flush=True)
@@ -420,7 +452,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
         attrs = {
             "format": STORE_FORMAT, "version": STORE_VERSION, "family": family, "bands": int(bands),
             "ratio": int(ratio), "band_names": list(band_names), "patch_size": patch_size, "stride": stride,
-            "normalisation": "DN / each scene's full scale, clipped to [0, 1]",
+            "normalisation": "DN / each scene's full scale, clipped to [0, 1]", "coregistered": bool(coregister),
             "full_scale": float(weight.most_common(1)[0][0]),
             "sensors": sorted({str(r["sensor"]) for r in records}),
             "split": {"unit": "scene" if regions == 1 else f"horizontal strip of a scene ({regions} per scene)",

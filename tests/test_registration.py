@@ -1,0 +1,88 @@
+"""PAN-MS co-registration: the MS offset measured on real pairs, and the whole-pixel crops that remove it."""
+import numpy as np
+import pytest
+
+from infra.training_store import TrainingStore, build_training_store, landsat8_source, source_from_shared
+from ssdiff_model.readers import iter_shared_sets
+from ssdiff_model.registration import MSOffset, coregister, coregistration_crop, ms_offset
+
+
+@pytest.fixture(scope="module")
+def landsat_pair(landsat_scene):
+    return landsat8_source(landsat_scene["B8"].parent).load()
+
+
+def test_a_known_pan_shift_is_measured_to_a_fraction_of_a_pixel(landsat_pair):
+    """Dropping PAN rows moves the MS's ground by as many PAN pixels; the measurement follows it."""
+    pair = landsat_pair
+    base = ms_offset(pair.pan, pair.ms_lr, pair.ratio)
+    assert base.bounded and base.correlation > base.correlation_unmoved - 1e-9
+    r = pair.ratio
+    for rows, cols in ((3, 0), (0, 5), (4, 1)):
+        pan = pair.pan[rows:rows + (pair.pan.shape[0] - 8) // r * r, cols:cols + (pair.pan.shape[1] - 8) // r * r]
+        ms = pair.ms_lr[:, : pan.shape[0] // r, : pan.shape[1] // r]
+        moved = ms_offset(pan, ms, r)
+        assert moved.rows == pytest.approx(base.rows - rows, abs=0.25)
+        assert moved.cols == pytest.approx(base.cols - cols, abs=0.25)
+
+
+def test_coregister_crops_a_shifted_pair_back_within_half_a_pixel(landsat_pair):
+    import dataclasses
+
+    pair = landsat_pair
+    r = pair.ratio
+    shifted = dataclasses.replace(pair, pan=pair.pan[5:5 + 560 * r, : 600 * r], ms_lr=pair.ms_lr[:, :560, :600],
+                                  pan_transform=None, ms_transform=None)
+    fixed, measured = coregister(shifted)
+    base = ms_offset(pair.pan, pair.ms_lr, r)
+    assert fixed is not shifted and measured.rows == pytest.approx(base.rows - 5, abs=0.25)
+    after = ms_offset(fixed.pan, fixed.ms_lr, r)
+    assert abs(after.rows) <= 0.55 and abs(after.cols) <= 0.55
+    assert after.correlation_unmoved > measured.correlation_unmoved + 0.1   # the blocks as cropped now match
+    assert fixed.pan.shape == (fixed.ms_lr.shape[1] * r, fixed.ms_lr.shape[2] * r)
+    assert "co-registered" in fixed.notes[-1]
+    # a pair already in place is left as it is
+    again, _ = coregister(fixed)
+    assert again is fixed
+
+
+def test_crops_never_start_before_the_image():
+    def crop(rows, cols, ratio=4):
+        return coregistration_crop(MSOffset(rows, cols, 0.9, 0.5, True), ratio)
+
+    assert crop(-3.59, -3.29) == ((0, 1), (1, 1))     # the MS drops one pixel, the PAN follows within a pixel
+    assert crop(1.38, -0.72) == ((1, 3), (0, 1))
+    assert crop(0.2, -0.4) == ((0, 0), (0, 0))
+    assert crop(-9.0, 0.0, ratio=4) == ((3, 0), (3, 0))
+
+
+def test_the_vhr_pairs_are_off_by_about_one_ms_pixel_and_the_store_fixes_only_training(shared_data, tmp_path):
+    """The MANIFEST's unknown-sensor VHR pairs: their MS is measured 3 to 5 PAN pixels off; a co-registered store
+    crops its training scenes (their PAN detail then lines up with the reference) and only measures validation."""
+    vhr, toulouse = (source_from_shared(s) for s in iter_shared_sets(shared_data, ["vhr_4band_fr", "quickbird_toulouse"])
+                     if s.id in ("vhr_4band_fr:2", "quickbird_toulouse:toulouse"))
+    offset = ms_offset(vhr.load().pan, vhr.load().ms_lr, 4)
+    assert offset.rows < -3 and offset.cols < -3 and offset.correlation > 0.9 > 0.6 > offset.correlation_unmoved
+
+    def alignment(path):
+        """Correlation of the high-passed PAN with the high-passed reference intensity over the training patches."""
+        from scipy.ndimage import uniform_filter
+
+        data = TrainingStore(path).load("train")
+        pan, ref = data["pan"][:, 0], data["hrms"].mean(axis=1)
+        hp = [a - uniform_filter(a, (1, 5, 5)) for a in (pan, ref)]
+        return np.corrcoef(hp[0].ravel(), hp[1].ravel())[0, 1]
+
+    stores = {}
+    for fix in (False, True):
+        stores[fix] = tmp_path / f"fix{fix}.zarr"
+        attrs = build_training_store([vhr, toulouse], stores[fix], family="4band-r4", coregister=fix,
+                                     validation=["quickbird_toulouse:toulouse"])
+        records = {r["id"]: r for r in attrs["sources"]}
+        assert records["vhr_4band_fr:2"]["ms_offset_pan_px"]["coregistered"] is fix
+        assert records["quickbird_toulouse:toulouse"]["ms_offset_pan_px"]["coregistered"] is False
+        assert records["quickbird_toulouse:toulouse"]["ms_offset_pan_px"]["rows"] > 1
+        assert ("co-registered" in records["vhr_4band_fr:2"]["protocol"]) is fix
+    assert alignment(stores[True]) > alignment(stores[False]) + 0.1
+    np.testing.assert_array_equal(TrainingStore(stores[True]).load("validation")["pan"],
+                                  TrainingStore(stores[False]).load("validation")["pan"])
