@@ -29,7 +29,8 @@ from flows.retry import transient_failure
 def build_store_task(out: str, family: str | None = None, data_root: str | None = None,
                      sources: Sequence[Sequence[str]] = (), landsat8: str | None = None,
                      validation: float | list[str] = 0.2, split_seed: int = 0, stride: int | None = None,
-                     regions: int = 1, coregister: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                     regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
+                     overwrite: bool = False) -> dict[str, Any]:
     from infra.training_store import build_training_store, family_sources, source_from_files
 
     scenes = family_sources(family, data_root, landsat8) if family else []
@@ -37,18 +38,20 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
     if not scenes:
         raise ValueError("nothing to build from: name a --family (with --data) or give --source files")
     return build_training_store(scenes, out, family=family, validation=validation, split_seed=split_seed,
-                                stride=stride, regions=regions, coregister=coregister, overwrite=overwrite)
+                                stride=stride, regions=regions, coregister=coregister,
+                                misregistered_copies=misregistered_copies, overwrite=overwrite)
 
 
 @flow(name="ssdiff-prepare-training")
 def prepare_training_flow(out: str, family: str | None = None, data_root: str | None = None,
                           sources: list[list[str]] | None = None, landsat8: str | None = None,
                           validation: float | list[str] = 0.2, split_seed: int = 0, stride: int | None = None,
-                          regions: int = 1, coregister: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                          regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
+                          overwrite: bool = False) -> dict[str, Any]:
     """Build the training store `out` (reduced-resolution 64x64 examples, split by scene) and record its sources."""
     attrs = build_store_task(out, family=family, data_root=data_root, sources=sources or [], landsat8=landsat8,
                              validation=validation, split_seed=split_seed, stride=stride, regions=regions,
-                             coregister=coregister, overwrite=overwrite)
+                             coregister=coregister, misregistered_copies=misregistered_copies, overwrite=overwrite)
     summary = store_summary(out, attrs)
     rows = "\n".join(f"| {s['id']} | {s['split']} | {s['patches']} | {s['sensor']} | {s['protocol']} |"
                      for s in attrs["sources"])
@@ -114,7 +117,7 @@ def _prepare_training(args) -> dict:
     return prepare_training_flow(
         out=args.out, family=args.family, data_root=args.data, sources=args.source or [], landsat8=args.landsat8,
         validation=args.validation, split_seed=args.split_seed, stride=args.stride, regions=args.regions,
-        coregister=args.coregister, overwrite=args.overwrite)
+        coregister=args.coregister, misregistered_copies=args.misregistered_copies, overwrite=args.overwrite)
 
 
 def _train(args) -> dict:
@@ -159,6 +162,9 @@ def add_training_commands(subparsers: argparse._SubParsersAction,
     prepare.add_argument("--coregister", action="store_true",
                          help="crop training scenes whose MS lies half a PAN pixel or more off its place on the PAN "
                               "grid (measured on the images; validation scenes are measured, never changed)")
+    prepare.add_argument("--misregistered-copies", type=int, default=0, metavar="N",
+                         help="add N copies of every full-resolution training scene with its MS moved by whole PAN "
+                              "pixels, up to half the ratio, off its place (real pairs are misregistered too)")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing store (once the new is done)")
     prepare.set_defaults(handler=_prepare_training)
 

@@ -234,43 +234,47 @@ def _normalised(image: np.ndarray, full_scale: float) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.float32) / np.float32(full_scale), 0.0, 1.0)
 
 
-def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_ms: bool = False
-                   ) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
+def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_ms: bool = False,
+                   copies: Sequence[tuple[int, int]] = ()) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
     """(examples, protocol, registration): `registration` is the MS offset measured on a full-resolution pair
-    (`ssdiff_model.registration`; None for a pair with a reference or one too small to measure), and with
-    `coregister_ms` the pair is cropped to it before Wald's protocol."""
+    (`ssdiff_model.registration`; None for a pair with a reference or one too small to measure). With
+    `coregister_ms` the pair is cropped to it before Wald's protocol, and every target of `copies` adds the
+    examples of a copy cropped to sit that many PAN pixels (rows, cols) off instead: the same ground with its PAN
+    misregistered by a known amount, as real pairs are (the network learns not to trust the PAN blindly)."""
     where = ", ".join(str(p) for p in pair.source) or "pair"
     registration = None
     if pair.gt is not None:
-        pan, ms_lr, reference, protocol = pair.pan, pair.ms_lr, pair.gt, "provided reduced-resolution pair"
+        variants = [(pair.pan, pair.ms_lr, pair.gt)]
+        protocol = "provided reduced-resolution pair"
     else:
-        pair, registration = _registered(pair, coregister_ms)
-        pan, ms_lr, reference = reduced_resolution_example(pair)
+        offset = coregistration.measured_offset(pair)
+        first = coregistration.coregister(pair, offset=offset)[0] if coregister_ms and offset else pair
+        moved = ([coregistration.coregister(pair, target=t, offset=offset)[0] for t in copies]
+                 if offset and offset.bounded else [])
+        variants = [reduced_resolution_example(p) for p in (first, *moved)]
         protocol = f"Wald's protocol ({pair.sensor or 'none'} MTF, decimation by {pair.ratio}, interp23tap lms)"
-        if registration and registration["coregistered"]:
-            protocol += f"; {pair.notes[-1]}"
-    if min(pan.shape) < size:
-        raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {pan.shape[0]}x{pan.shape[1]}, smaller than the "
-                         f"{size}x{size} patch")
-    try:
-        patches = cut_patches(pan, ms_lr, reference, size=size, stride=stride, lms_method=_lms_method(pair.ratio))
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        if first is not pair:
+            protocol += f"; {first.notes[-1]}"
+        if moved:
+            protocol += (f"; {len(moved)} misregistered copies, MS moved by "
+                         + ", ".join(f"({a:+d}, {b:+d})" for a, b in copies) + " PAN px")
+        if offset:
+            registration = {**offset.as_attrs(), "coregistered": first is not pair,
+                            "misregistered_copies": [list(t) for t in copies]}
+    if min(variants[0][0].shape) < size:
+        raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {variants[0][0].shape[0]}x"
+                            f"{variants[0][0].shape[1]}, smaller than the {size}x{size} patch")
     fs = pair.full_scale
-    return {"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
-            "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs),
-            **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)
-            }, protocol, registration
-
-
-def _registered(pair: PansharpeningPair, apply: bool) -> tuple[PansharpeningPair, dict[str, Any] | None]:
-    """The pair, co-registered when `apply`, and its measured MS offset (None when it is too small to measure)."""
-    try:
-        moved, offset = (coregistration.coregister(pair) if apply else
-                          (pair, coregistration.ms_offset(pair.pan, pair.ms_lr, pair.ratio)))
-    except ValueError:
-        return pair, None
-    return moved, {**offset.as_attrs(), "coregistered": moved is not pair}
+    parts = []
+    for pan, ms_lr, reference in variants:
+        try:
+            patches = cut_patches(pan, ms_lr, reference, size=size, stride=stride, lms_method=_lms_method(pair.ratio))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        parts.append({"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
+                      "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs),
+                      **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)})
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}, protocol, registration
 
 
 def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarray]:
@@ -305,13 +309,24 @@ def _upsample(ms_lr: np.ndarray, ratio: int) -> np.ndarray:
 
 
 def unit_examples(unit: Unit, data: PansharpeningPair | PansharpeningBatch, size: int = PATCH_SIZE,
-                  stride: int = PATCH_SIZE // 2, coregister_ms: bool = False
-                  ) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
+                  stride: int = PATCH_SIZE // 2, coregister_ms: bool = False,
+                  copies: Sequence[tuple[int, int]] = ()) -> tuple[dict[str, np.ndarray], str, dict[str, Any] | None]:
     """(examples, protocol, registration) of one split unit (see `_pair_examples`)."""
     if isinstance(data, PansharpeningBatch):
         chunks = np.array_split(np.arange(len(data)), unit.regions)
         return _batch_examples(data, list(chunks[unit.region]), size, stride)
-    return _pair_examples(_region_of_pair(data, unit.region, unit.regions), size, stride, coregister_ms)
+    return _pair_examples(_region_of_pair(data, unit.region, unit.regions), size, stride, coregister_ms, copies)
+
+
+def misregistration_targets(unit_id: str, count: int, reach: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`count` distinct (rows, cols) offsets in [-reach, reach], none (0, 0), drawn from the unit's id and `seed`
+    (the same store every time)."""
+    choices = [(a, b) for a in range(-reach, reach + 1) for b in range(-reach, reach + 1) if (a, b) != (0, 0)]
+    if count > len(choices):
+        raise ValueError(f"{count} misregistered copies asked for, but only {len(choices)} offsets lie within "
+                         f"{reach} PAN pixels")
+    rng = np.random.default_rng(int(_rank(unit_id, seed)[:12], 16))
+    return [choices[i] for i in rng.choice(len(choices), size=count, replace=False)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,14 +390,17 @@ def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
 def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, family: str | None = None,
                          validation: float | Sequence[str] = 0.2, split_seed: int = 0, patch_size: int = PATCH_SIZE,
                          stride: int | None = None, regions: int = 1, coregister: bool = False,
+                         misregistered_copies: int = 0, misregistration_reach: int | None = None,
                          overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Write the training store at `out` from `sources` and return its summary (the store's attributes).
 
     Every source must give the same number of MS bands and the same ratio (the family's when `family` is named).
     `stride` defaults to half the patch size. The MS offset of every full-resolution pair is measured and recorded
     (`ssdiff_model.registration`); with `coregister` the training pairs are cropped to it, the validation pairs
-    never (they stay what the quality table scores). An existing store is replaced only with `overwrite`, and only
-    once the new one is complete."""
+    never (they stay what the quality table scores). `misregistered_copies` adds that many copies of every
+    full-resolution training pair with its MS moved by whole PAN pixels, up to `misregistration_reach` (default:
+    half the ratio) off its place. An existing store is replaced only with `overwrite`, and only once the new one is
+    complete."""
     import zarr
 
     out = Path(out)
@@ -395,6 +413,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     if family and spec is None:
         raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
     units = _units(sources, regions)
+    reach = misregistration_reach if misregistration_reach is not None else max(1, (spec.ratio if spec else 4) // 2)
     sides = assign_splits([u.id for u in units], validation, split_seed)
     records: list[dict[str, Any]] = []
     with built_beside(out, "building the training store", replace=overwrite) as tmp:
@@ -419,9 +438,11 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
                 raise ValueError(f"{where}: {n_bands} MS bands at ratio {data.ratio}, but this store holds {bands} "
                                  f"bands at ratio {ratio}{f' (family {family})' if family else ''}")
             side = sides[unit.id]
+            copies = (misregistration_targets(unit.id, misregistered_copies, reach, split_seed)
+                      if side == "train" and misregistered_copies else [])
             try:
                 examples, protocol, registration = unit_examples(unit, data, patch_size, stride,
-                                                                 coregister and side == "train")
+                                                                 coregister and side == "train", copies)
             except SceneTooSmall as err:
                 examples, protocol, registration = {}, f"skipped: {err}", None
                 if progress:
@@ -453,6 +474,8 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             "format": STORE_FORMAT, "version": STORE_VERSION, "family": family, "bands": int(bands),
             "ratio": int(ratio), "band_names": list(band_names), "patch_size": patch_size, "stride": stride,
             "normalisation": "DN / each scene's full scale, clipped to [0, 1]", "coregistered": bool(coregister),
+            "misregistered_copies": {"count": misregistered_copies, "reach_pan_px": reach} if misregistered_copies
+            else None,
             "full_scale": float(weight.most_common(1)[0][0]),
             "sensors": sorted({str(r["sensor"]) for r in records}),
             "split": {"unit": "scene" if regions == 1 else f"horizontal strip of a scene ({regions} per scene)",

@@ -93,24 +93,36 @@ def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None
                     bounded=bool(0 < a < len(shifts) - 1 and 0 < b < len(shifts) - 1))
 
 
-def coregistration_crop(offset: MSOffset, ratio: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def measured_offset(pair: PansharpeningPair, search: int | None = None) -> MSOffset | None:
+    """`ms_offset` of a pair, or None when its MS is too small to measure."""
+    try:
+        return ms_offset(pair.pan, pair.ms_lr, pair.ratio, search)
+    except ValueError:
+        return None
+
+
+def coregistration_crop(offset: MSOffset, ratio: int, target: tuple[int, int] = (0, 0)
+                        ) -> tuple[tuple[int, int], tuple[int, int]]:
     """((PAN first row, first col), (MS first row, first col)) of the crop that leaves the MS within half a PAN
-    pixel of its nominal place: the PAN moves by whole PAN pixels, the MS by whole MS pixels."""
+    pixel of `target` PAN pixels off its nominal place (0, 0: in place): the PAN moves by whole PAN pixels, the MS
+    by whole MS pixels."""
     starts = []
-    for value in (offset.rows, offset.cols):
-        shift = int(np.round(value))              # PAN pixels the PAN must move to follow the MS
+    for value, wanted in zip((offset.rows, offset.cols), target):
+        shift = int(np.round(value - wanted))     # PAN pixels the PAN must move to follow the MS
         ms_start = -(-max(0, -shift) // ratio)    # whole MS pixels dropped so the PAN start is not negative
         starts.append((shift + ratio * ms_start, ms_start))
     (pan_row, ms_row), (pan_col, ms_col) = starts
     return (pan_row, pan_col), (ms_row, ms_col)
 
 
-def coregister(pair: PansharpeningPair, search: int | None = None) -> tuple[PansharpeningPair, MSOffset]:
-    """`pair` cropped so that its MS sits within half a PAN pixel of its nominal place (see the module doc), and
-    the offset measured before. A pair already there, one whose offset could not be bounded (peak on the edge of the
-    search) or one with a reference (its PAN and reference share a grid) is returned as it is."""
-    offset = ms_offset(pair.pan, pair.ms_lr, pair.ratio, search)
-    (pan_row, pan_col), (ms_row, ms_col) = coregistration_crop(offset, pair.ratio)
+def coregister(pair: PansharpeningPair, search: int | None = None, target: tuple[int, int] = (0, 0),
+               offset: MSOffset | None = None) -> tuple[PansharpeningPair, MSOffset]:
+    """`pair` cropped so that its MS sits within half a PAN pixel of its nominal place (see the module doc), or of
+    `target` PAN pixels off it (a misregistered copy of a scene, for training), and the offset measured before
+    (or `offset`, when already measured). A pair already there, one whose offset could not be bounded (peak on the
+    edge of the search) or one with a reference (its PAN and reference share a grid) is returned as it is."""
+    offset = offset or ms_offset(pair.pan, pair.ms_lr, pair.ratio, search)
+    (pan_row, pan_col), (ms_row, ms_col) = coregistration_crop(offset, pair.ratio, target)
     if pair.gt is not None or not offset.bounded or (pan_row, pan_col, ms_row, ms_col) == (0, 0, 0, 0):
         return pair, offset
     r = pair.ratio
@@ -118,7 +130,8 @@ def coregister(pair: PansharpeningPair, search: int | None = None) -> tuple[Pans
     ms_cols = min(pair.ms_lr.shape[2] - ms_col, (pair.pan.shape[1] - pan_col) // r)
     pan = pair.pan[pan_row: pan_row + ms_rows * r, pan_col: pan_col + ms_cols * r]
     ms_lr = pair.ms_lr[:, ms_row: ms_row + ms_rows, ms_col: ms_col + ms_cols]
-    note = (f"co-registered: MS measured {offset.rows:+.2f}, {offset.cols:+.2f} PAN px off; PAN cropped from "
+    aim = "" if target == (0, 0) else f" to {target[0]:+d}, {target[1]:+d}"
+    note = (f"co-registered{aim}: MS measured {offset.rows:+.2f}, {offset.cols:+.2f} PAN px off; PAN cropped from "
             f"({pan_row}, {pan_col}), MS from ({ms_row}, {ms_col}); georeferencing dropped")
     return dataclasses.replace(pair, pan=np.ascontiguousarray(pan), ms_lr=np.ascontiguousarray(ms_lr), lms=None,
                                pan_transform=None, ms_transform=None, notes=(*pair.notes, note)), offset

@@ -44,6 +44,11 @@ def test_coregister_crops_a_shifted_pair_back_within_half_a_pixel(landsat_pair):
     # a pair already in place is left as it is
     again, _ = coregister(fixed)
     assert again is fixed
+    # and a misregistered copy sits where it was asked to
+    for target in ((2, -1), (-1, 0)):
+        copy, _ = coregister(shifted, target=target)
+        moved = ms_offset(copy.pan, copy.ms_lr, r)
+        assert moved.rows == pytest.approx(target[0], abs=0.55) and moved.cols == pytest.approx(target[1], abs=0.55)
 
 
 def test_crops_never_start_before_the_image():
@@ -86,3 +91,15 @@ def test_the_vhr_pairs_are_off_by_about_one_ms_pixel_and_the_store_fixes_only_tr
     assert alignment(stores[True]) > alignment(stores[False]) + 0.1
     np.testing.assert_array_equal(TrainingStore(stores[True]).load("validation")["pan"],
                                   TrainingStore(stores[False]).load("validation")["pan"])
+
+    # misregistered copies: the same training scene twice more, its PAN detail a known amount off the reference
+    attrs = build_training_store([vhr, toulouse], tmp_path / "copies.zarr", family="4band-r4", coregister=True,
+                                 misregistered_copies=2, validation=["quickbird_toulouse:toulouse"])
+    records = {r["id"]: r for r in attrs["sources"]}
+    targets = records["vhr_4band_fr:2"]["ms_offset_pan_px"]["misregistered_copies"]
+    assert len(targets) == 2 and [0, 0] not in targets and all(max(map(abs, t)) <= 2 for t in targets)
+    assert records["quickbird_toulouse:toulouse"]["ms_offset_pan_px"]["misregistered_copies"] == []
+    single = TrainingStore(stores[True]).count("train")
+    assert attrs["counts"] == {"train": 3 * single, "validation": TrainingStore(stores[True]).count("validation")}
+    assert alignment(tmp_path / "copies.zarr") < alignment(stores[True])
+    assert attrs["misregistered_copies"] == {"count": 2, "reach_pan_px": 2}

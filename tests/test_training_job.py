@@ -75,6 +75,8 @@ def test_training_commands_parse():
     assert config_from_args(equalized).pan_equalization and not config_from_args(plain).pan_equalization
     assert config_from_args(equalized).augmentation == "dihedral" and config_from_args(plain).augmentation is None
     assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--coregister"]).coregister
+    assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--misregistered-copies", "2"]
+                             ).misregistered_copies == 2
     assert not parser.parse_args(["prepare-training", "--out", "s.zarr"]).coregister
 
 
