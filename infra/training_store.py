@@ -3,7 +3,8 @@
 Every example is a 64 x 64 PAN patch with its MS, 23-tap upsampled MS (`lms`) and reference (`hrms`), made with
 Wald's protocol from the scene (`ssdiff_model.wald`: the sensor's MTF filters, decimation by the ratio, interp23tap).
 Pairs that already are reduced-resolution pairs with a reference (PAirMax RR, Pleiades, QuickBird RR, PanCollection
-files) are used as they are: their reference is the `hrms`, and a PanCollection file's own `lms` is kept.
+files) are used as they are: their reference is the `hrms`, and a PanCollection file's own `lms` is kept. An example
+that repeats one already in the store (same PAN, MS and reference) is dropped and counted with its source.
 
 Layout (one group per split, `train` and `validation`):
 
@@ -329,6 +330,23 @@ def misregistration_targets(unit_id: str, count: int, reach: int, seed: int = 0)
     return [choices[i] for i in rng.choice(len(choices), size=count, replace=False)]
 
 
+def _without_repeats(examples: dict[str, np.ndarray], seen: set[bytes]) -> tuple[dict[str, np.ndarray], int]:
+    """`examples` less those whose PAN, MS and reference repeat an example already in the store (their digests are
+    added to `seen`), and how many were dropped. The shared PanCollection-style file holds one patch 100 times: kept,
+    it would be most of the 8-band store, and a repeat across sources could put one example on both sides."""
+    if not examples:
+        return examples, 0
+    keep = []
+    for i in range(len(examples["pan"])):
+        digest = hashlib.sha256(b"".join(examples[k][i].tobytes() for k in ("pan", "ms", "hrms"))).digest()
+        if digest not in seen:
+            seen.add(digest)
+            keep.append(i)
+    if len(keep) == len(examples["pan"]):
+        return examples, 0
+    return {k: v[keep] for k, v in examples.items()}, len(examples["pan"]) - len(keep)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The split
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,6 +434,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     reach = misregistration_reach if misregistration_reach is not None else max(1, (spec.ratio if spec else 4) // 2)
     sides = assign_splits([u.id for u in units], validation, split_seed)
     records: list[dict[str, Any]] = []
+    seen: set[bytes] = set()   # digests of the examples written so far
     with built_beside(out, "building the training store", replace=overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         arrays = None
@@ -447,6 +466,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
                 examples, protocol, registration = {}, f"skipped: {err}", None
                 if progress:
                     print(f"{unit.id}: {err}; skipped", flush=True)
+            examples, repeats = _without_repeats(examples, seen)
             count = len(examples["pan"]) if examples else 0
             if count:
                 target = arrays[side]
@@ -457,7 +477,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
                 "id": unit.id, "source": unit.source.id, "dataset": unit.source.dataset, "paths": unit.source.files(),
                 "sensor": data.sensor, "ratio": int(data.ratio), "bits": data.bits, "full_scale": float(data.full_scale),
                 "band_names": list(data.band_names), "split": side, "patches": int(count), "protocol": protocol,
-                "ms_offset_pan_px": registration,
+                "ms_offset_pan_px": registration, "repeats_dropped": repeats,
                 "region": None if unit.regions == 1 else [unit.region + 1, unit.regions]})
             if progress:
                 print(f"{unit.id}: {count} patches -> {side}", flush=True)

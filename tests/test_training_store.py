@@ -134,7 +134,9 @@ def test_families_select_the_shared_scenes(shared_data):
     assert pair.band_names == ("blue", "green", "red", "nir")
 
 
-def test_pancollection_patches_are_used_as_they_are(shared_data, tmp_path):
+def test_pancollection_patches_are_used_as_they_are_once_each(shared_data, tmp_path):
+    """A PanCollection file's patches go in as they are (their own lms kept), each distinct patch once: the shared
+    file holds one patch 100 times, which would otherwise be 70 % of the 8-band store."""
     scenes = {s.id: s for s in iter_shared_sets(shared_data, ["pancollection_wv3_patches", "pairmax"])}
     patches = source_from_shared(scenes["pancollection_wv3_patches:train_wv3_100"])
     munich = source_from_shared(scenes["pairmax:W3_Muni_Mix"])
@@ -143,11 +145,17 @@ def test_pancollection_patches_are_used_as_they_are(shared_data, tmp_path):
     store = TrainingStore(tmp_path / "wv3.zarr")
     train, val = store.load("train"), store.load("validation")
     batch = read_pancollection(patches.paths[0])
-    assert attrs["counts"] == {"train": 100, "validation": len(val["pan"])} and len(val["pan"]) > 0
-    np.testing.assert_allclose(train["hrms"], np.clip(batch.gt / 2047.0, 0, 1), rtol=1e-6)
-    np.testing.assert_allclose(train["lms"], np.clip(batch.lms / 2047.0, 0, 1), rtol=1e-6)
+    _, first = np.unique(np.stack([np.concatenate([batch.pan[i].ravel(), batch.ms_lr[i].ravel(), batch.gt[i].ravel()])
+                                   for i in range(len(batch))]), axis=0, return_index=True)
+    first = np.sort(first)
+    assert len(batch) == 100 and len(first) == 1   # the shared file: 100 copies of one patch
+    assert attrs["counts"] == {"train": len(first), "validation": len(val["pan"])} and len(val["pan"]) > 0
+    assert attrs["sources"][0]["repeats_dropped"] == len(batch) - len(first)
+    np.testing.assert_allclose(train["hrms"], np.clip(batch.gt[first] / 2047.0, 0, 1), rtol=1e-6)
+    np.testing.assert_allclose(train["lms"], np.clip(batch.lms[first] / 2047.0, 0, 1), rtol=1e-6)
     assert attrs["sources"][0]["protocol"].startswith("PanCollection")
     assert attrs["sources"][1]["split"] == "validation" and "Wald" in attrs["sources"][1]["protocol"]
+    assert attrs["sources"][1]["repeats_dropped"] == 0
 
 
 def test_a_scene_too_small_for_a_patch_is_recorded_and_skipped(shared_data, landsat_scene, tmp_path):
