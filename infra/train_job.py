@@ -83,6 +83,7 @@ class TrainJobConfig:
     full_scale: float | None = None        # DN that maps to 1.0 for users; default: the store's dominant one
     pan_equalization: bool = False         # feed the PAN equalized to its scene (kept from a base that does)
     augmentation: str | None = None        # "dihedral": random turns and mirrors of the training examples
+    band_gains: float | None = None        # R: every MS band of an example scaled by a gain in [1/R, R]
     sensor: str | None = None              # what the checkpoint says; default: from the store
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +147,7 @@ def _train_config(cfg: TrainJobConfig, store_attrs: dict[str, Any]):
         grad_clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, lbaf_start=cfg.lbaf_start,
         lbaf_every=cfg.lbaf_every, lbaf_lr=cfg.lbaf_lr, lbaf_first=cfg.lbaf_first, lora_rank=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization, augmentation=cfg.augmentation,
+        band_gains=cfg.band_gains,
         full_scale=float(cfg.full_scale or store_attrs["full_scale"]),
         sensor=cfg.sensor or "+".join(store_attrs["sensors"]),
         band_names=list(store_attrs["band_names"]),
@@ -265,7 +267,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                          f"({store.count('train')} in the store): use fewer workers")
     data = {k: torch.from_numpy(shard[k]) for k in ("pan", "ms", "lms", "hrms")}
     batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step,
-                            augmentation=trainer.config.augmentation)   # the run's own, kept when it resumes
+                            augmentation=trainer.config.augmentation,   # the run's own, kept when it resumes
+                            band_gains=trainer.config.band_gains, equalized_pan=equalize)
     validation = None
     if rank == 0 and store.count("validation"):
         validation = store.load_spread("validation", cfg.val_examples, equalize_pan=equalize)
@@ -471,7 +474,9 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
                                   "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
                                   else "none (raw PAN DN)"),
-        f"- augmentation: {t.get('augmentation') or 'none'}",
+        f"- augmentation: {t.get('augmentation') or 'none'}"
+        + (f"; every MS band scaled by a random gain in [1/{t['band_gains']:g}, {t['band_gains']:g}]"
+           if t.get("band_gains") else ""),
         f"- network: width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",
@@ -534,6 +539,9 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
                         help="feed the PAN equalized to its scene's MS intensity (always on when the base does)")
     parser.add_argument("--augment", action="store_true",
                         help="turn and mirror every training example at random (the 8 elements of the dihedral group)")
+    parser.add_argument("--band-gains", type=float, metavar="R",
+                        help="scale every MS band of a training example by its own random gain in [1/R, R] "
+                             "(reference too), so the network reads each band's injection gain from the scene")
     parser.add_argument("--export", help="write the final checkpoint here (and a model card beside it)")
     parser.add_argument("--half", action="store_true", help="export float16 weights")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
@@ -548,7 +556,8 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         finetune_from=args.finetune_from, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, val_examples=args.val_examples, val_steps=args.val_steps,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, full_scale=args.full_scale,
-        pan_equalization=args.equalize_pan, augmentation="dihedral" if args.augment else None)
+        pan_equalization=args.equalize_pan, augmentation="dihedral" if args.augment else None,
+        band_gains=args.band_gains)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ Batches are dicts of tensors in [0, 1]: pan (N, 1, H, W), ms (N, B, H/r, W/r), l
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
@@ -140,6 +141,7 @@ class TrainConfig:
     # what the checkpoint must tell its users
     pan_equalization: bool = False             # the PAN is fed equalized to its scene (ssdiff_model.equalization)
     augmentation: str | None = None            # "dihedral": random turns and mirrors of every example
+    band_gains: float | None = None            # R: every MS band scaled by a gain in [1/R, R] (patch_batches)
     full_scale: float = 2047.0
     sensor: str = "unknown"
     band_names: list[str] = field(default_factory=list)  # empty: B1..Bn
@@ -221,6 +223,7 @@ class Trainer:
                 "ema_decay": cfg.ema_decay,
                 "pan_equalization": bool(cfg.pan_equalization),
                 "augmentation": cfg.augmentation,
+                "band_gains": cfg.band_gains,
             },
             train_state={"step": self.step, "optimizer": self.optimizer.state_dict(),
                          "rng_state": self.generator.get_state(), "config": asdict(cfg)} if resumable else None,
@@ -258,12 +261,22 @@ def dihedral(image: Tensor, k: int) -> Tensor:
 
 
 def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0,
-                  augmentation: str | None = None) -> Iterator[Batch]:
+                  augmentation: str | None = None, band_gains: float | None = None,
+                  equalized_pan: bool = False) -> Iterator[Batch]:
     """Endless random batches from stacked patches; batch k depends only on (seed, k), so a resumed run
     gets exactly the batches the interrupted one would have had. With ``augmentation="dihedral"`` every example
-    is turned / mirrored by a random element of the dihedral group, the same one for all of its arrays."""
+    is turned / mirrored by a random element of the dihedral group, the same one for all of its arrays.
+
+    With ``band_gains=R`` every MS band of an example (its ms, lms and reference alike) is multiplied by its own
+    gain, log-uniform in [1/R, R]: the same ground seen with another radiometry per band, whose true detail is
+    scaled with it. A network that sees one calibration per training scene learns one injection gain per band and
+    over- or under-injects on a scene whose bands relate to the PAN otherwise; this one has to read the gain from
+    how each band varies with the PAN, as the classical methods' regressions do. An ``equalized_pan`` (scaled to
+    the MS intensity) is rescaled with that intensity; a raw PAN is left as it is."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; expected one of {AUGMENTATIONS}")
+    if band_gains is not None and band_gains < 1:
+        raise ValueError(f"band gain spread must be >= 1, got {band_gains}")
     n = len(data["pan"])
     step = start_step
     while True:
@@ -273,5 +286,19 @@ def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int =
         if augmentation:
             ops = torch.randint(8, (len(index),), generator=generator).tolist()
             batch = {k: torch.stack([dihedral(x, op) for x, op in zip(v, ops)]) for k, v in batch.items()}
+        if band_gains:
+            batch = _with_band_gains(batch, band_gains, generator, equalized_pan)
         yield batch
         step += 1
+
+
+def _with_band_gains(batch: Batch, spread: float, generator: torch.Generator, equalized_pan: bool) -> Batch:
+    gains = torch.exp((2 * torch.rand(batch["lms"].shape[:2], generator=generator) - 1) * math.log(spread))
+    out = dict(batch)
+    for name in ("ms", "lms", "hrms"):
+        out[name] = (batch[name] * gains[:, :, None, None]).clamp(0, 1)
+    if equalized_pan:
+        levels = batch["lms"].mean(dim=(2, 3))   # (N, B): each band's level, so the intensity's change is known
+        change = (levels * gains).sum(1) / levels.sum(1).clamp_min(1e-6)
+        out["pan"] = batch["pan"] * change[:, None, None, None]
+    return out

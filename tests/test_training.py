@@ -248,3 +248,22 @@ def test_dihedral_augmentation_turns_every_array_of_an_example_alike():
     assert all(torch.equal(a, b) for a, b in zip(next(again).values(), after.values()))
     with pytest.raises(ValueError, match="unknown augmentation"):
         next(patch_batches(data, 4, augmentation="mixup"))
+
+
+def test_band_gains_scale_each_band_of_an_example_alike():
+    """One gain per example and band, within [1/R, R], applied to its MS, lms and reference; a raw PAN stays as it
+    is, an equalized one follows the MS intensity."""
+    data = {k: v * 0.5 for k, v in synthetic_patches(n=6).items()}   # below 1/R.. R so nothing clips
+    plain = next(patch_batches(data, 4, seed=1))
+    for equalized in (False, True):
+        gained = next(patch_batches(data, 4, seed=1, band_gains=1.5, equalized_pan=equalized))
+        gains = gained["lms"].mean(dim=(2, 3)) / plain["lms"].mean(dim=(2, 3))
+        assert gains.shape == (4, BANDS) and (gains >= 1 / 1.5 - 1e-6).all() and (gains <= 1.5 + 1e-6).all()
+        assert gains.std() > 0.05   # bands and examples get gains of their own
+        for name in ("ms", "hrms"):
+            np.testing.assert_allclose(gained[name], plain[name] * gains[:, :, None, None], rtol=1e-5, atol=1e-7)
+        intensity = (plain["lms"].mean(dim=(2, 3)) * gains).sum(1) / plain["lms"].mean(dim=(2, 3)).sum(1)
+        expected = plain["pan"] * intensity[:, None, None, None] if equalized else plain["pan"]
+        np.testing.assert_allclose(gained["pan"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="band gain spread"):
+        next(patch_batches(data, 4, band_gains=0.5))

