@@ -26,7 +26,8 @@ so a failure never leaves a half-written store and never touches an existing one
 Every full-resolution pair's MS offset from its nominal place on the PAN grid is measured and recorded with its
 source (`ssdiff_model.registration`); with `coregister` the pairs of the training split are cropped by whole pixels
 to put their MS back (the unknown-sensor VHR pairs are off by about one MS pixel), those of the validation split
-never, so they stay what the quality table scores.
+never, so they stay what the quality table scores. `misregistered_copies` adds copies of every full-resolution
+training pair cropped to sit a known whole number of PAN pixels off instead.
 
 The PAN equalization (`ssdiff_model.equalization`) is taken over the whole reduced-resolution scene (strip) a patch
 comes from, as a mosaic's is over its whole scene; a PanCollection patch used as it is gets its own.
@@ -261,7 +262,7 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_m
                          + ", ".join(f"({a:+d}, {b:+d})" for a, b in copies) + " PAN px")
         if offset:
             registration = {**offset.as_attrs(), "coregistered": first is not pair,
-                            "misregistered_copies": [list(t) for t in copies]}
+                            "misregistered_copies": [list(t) for t in copies] if moved else []}
     if min(variants[0][0].shape) < size:
         raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {variants[0][0].shape[0]}x"
                             f"{variants[0][0].shape[1]}, smaller than the {size}x{size} patch")
