@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
               file=sys.stderr)
         return EXIT_FAILED
+    warnings = result.get("warnings", []) if isinstance(result, dict) else []
+    for warning in warnings:
+        print(f"ssdiff {args.command}: warning: {warning}", file=sys.stderr)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

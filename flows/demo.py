@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"\nmosaic:    {mosaic}   (xr.open_zarr(...) gives hrms (band, y, x) with CRS and transform)")
     print(f"scene:     {results['ingest']['scene_store']}")
     print(f"quicklook: {quality['quicklook']}   (input MS | SSDiff mosaic, true colour)")
+    for warning in results["warnings"]:
+        print(f"warning:   {warning}")
     return results
 
 

@@ -16,10 +16,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
 from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
+from ssdiff_model.registration import MSOffset, misregistration_warning
 from ssdiff_model.sensors import get_sensor
 from tiling import built_beside, nodata_mask, open_scene, require_folder_for, sha256_file, write_scene_store
 
@@ -124,13 +125,19 @@ def _existing_scene(out: Path, inputs: Sequence[Path]) -> dict:
 
 def _summary(store: Path) -> dict:
     scene = open_scene(store)
+    offset = scene.attrs.get("ms_offset_pan_px")
+    warning = misregistration_warning(MSOffset.from_attrs(offset) if offset else None, scene.attrs["ratio"])
     return {"scene_store": str(store), "pan_shape": list(scene["pan"].shape), "ms_shape": list(scene["ms"].shape),
             "ratio": scene.attrs["ratio"], "sensor": scene.attrs["sensor"], "crs": str(scene["pan"].rio.crs),
-            "sources": scene.attrs["sources"], "reused": False}
+            "sources": scene.attrs["sources"], "ms_offset_pan_px": offset,
+            "warnings": [f"{store}: {warning}"] if warning else [], "reused": False}
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_failure)
 def ingest_task(pan: str | None, ms: list[str], out: str, sensor: str | None = None,
                 band_names: list[str] | None = None, nodata: float | None = None,
                 example: int | None = None) -> dict:
-    return ingest_scene(pan, ms, out, sensor=sensor, band_names=band_names or (), nodata=nodata, example=example)
+    summary = ingest_scene(pan, ms, out, sensor=sensor, band_names=band_names or (), nodata=nodata, example=example)
+    for warning in summary["warnings"]:
+        get_run_logger().warning(warning)
+    return summary

@@ -40,7 +40,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                              ray_address=ray_address, progress=progress)
     quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
                             checkpoint=checkpoint)
-    results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality}
+    results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality, "warnings": scene.get("warnings", [])}
     create_markdown_artifact(f"```json\n{json.dumps(results, indent=2, default=str)}\n```",
                              key="ssdiff-run", description=f"pansharpening of {pan} into {mosaic_store}")
     return results

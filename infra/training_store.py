@@ -249,7 +249,7 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_m
         variants = [(pair.pan, pair.ms_lr, pair.gt)]
         protocol = "provided reduced-resolution pair"
     else:
-        offset = coregistration.measured_offset(pair)
+        offset = coregistration.measured_offset(pair.pan, pair.ms_lr, pair.ratio)
         first = coregistration.coregister(pair, offset=offset)[0] if coregister_ms and offset else pair
         moved = ([coregistration.coregister(pair, target=t, offset=offset)[0] for t in copies]
                  if offset and offset.bounded else [])

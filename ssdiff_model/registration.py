@@ -34,6 +34,11 @@ class MSOffset:
     correlation_unmoved: float
     bounded: bool   # False when the peak lies on the edge of the searched window: the true offset may be larger
 
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "MSOffset":
+        return cls(rows=float(attrs["rows"]), cols=float(attrs["cols"]), correlation=float(attrs["correlation"]),
+                   correlation_unmoved=float(attrs["correlation_unmoved"]), bounded=bool(attrs["bounded"]))
+
     def as_attrs(self) -> dict[str, float]:
         return {"rows": round(float(self.rows), 2), "cols": round(float(self.cols), 2), "bounded": self.bounded,
                 "correlation": round(self.correlation, 3), "correlation_unmoved": round(self.correlation_unmoved, 3)}
@@ -58,12 +63,19 @@ def nominal_block_offset(ratio: int) -> float:
     return ratio // 2 - (ratio - 1) / 2
 
 
-def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None = None) -> MSOffset:
+def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None = None,
+              window: int | None = None) -> MSOffset:
     """Measure the MS's offset from its nominal place on the PAN grid (see the module doc), in PAN pixels.
 
-    `search` bounds the whole-pixel shifts tried (default 3 MS pixels). Non-finite pixels are replaced by the
-    image mean so that nodata borders do not match. Needs an MS of at least 24 x 24 pixels."""
-    search = 3 * ratio if search is None else int(search)
+    `search` bounds the whole-pixel shifts tried (default 3 MS pixels, at least 12 PAN pixels); `window` measures on the central window of
+    at most that many MS pixels a side (a large scene's offset is the same everywhere, its cost is not).
+    Non-finite pixels are replaced by the image mean so that nodata borders do not match. Needs an MS of at least
+    about 24 x 24 pixels."""
+    search = max(3 * ratio, 12) if search is None else int(search)
+    if window is not None:
+        (top, height), (left, width) = ((max(0, (n - window) // 2), min(n, window)) for n in ms_lr.shape[1:])
+        ms_lr = ms_lr[:, top: top + height, left: left + width]
+        pan = pan[top * ratio: (top + height) * ratio, left * ratio: (left + width) * ratio]
     pan = np.nan_to_num(np.asarray(pan, dtype=np.float64), nan=float(np.nanmean(pan)))
     intensity = np.asarray(ms_lr, dtype=np.float64).mean(axis=0)
     intensity = _high_pass(np.nan_to_num(intensity, nan=float(np.nanmean(intensity))))
@@ -93,12 +105,23 @@ def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None
                     bounded=bool(0 < a < len(shifts) - 1 and 0 < b < len(shifts) - 1))
 
 
-def measured_offset(pair: PansharpeningPair, search: int | None = None) -> MSOffset | None:
-    """`ms_offset` of a pair, or None when its MS is too small to measure."""
+def measured_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, window: int | None = None) -> MSOffset | None:
+    """`ms_offset`, or None when the MS is too small to measure."""
     try:
-        return ms_offset(pair.pan, pair.ms_lr, pair.ratio, search)
+        return ms_offset(pan, ms_lr, ratio, window=window)
     except ValueError:
         return None
+
+
+def misregistration_warning(offset: MSOffset | None, ratio: int) -> str | None:
+    """A warning when the MS lies three quarters of an MS pixel or more off its place on the PAN grid (None
+    otherwise): well beyond what the measurement and the sensors' own conventions blur."""
+    if offset is None or max(abs(offset.rows), abs(offset.cols)) < 0.75 * ratio:
+        return None
+    far = "" if offset.bounded else "beyond the measured range, at least "
+    return (f"the MS lies {far}{offset.rows:+.1f}, {offset.cols:+.1f} PAN pixels (rows, cols) off its place on the PAN "
+            f"grid, measured on the images (correlation {offset.correlation_unmoved:.2f} as given, "
+            f"{offset.correlation:.2f} moved back): sharpened detail will sit beside its edges; co-register the files")
 
 
 def coregistration_crop(offset: MSOffset, ratio: int, target: tuple[int, int] = (0, 0)

@@ -103,3 +103,33 @@ def test_the_vhr_pairs_are_off_by_about_one_ms_pixel_and_the_store_fixes_only_tr
     assert attrs["counts"] == {"train": 3 * single, "validation": TrainingStore(stores[True]).count("validation")}
     assert alignment(tmp_path / "copies.zarr") < alignment(stores[True])
     assert attrs["misregistered_copies"] == {"count": 2, "reach_pan_px": 2}
+
+
+def test_ingest_measures_the_ms_offset_and_warns_when_it_is_large(landsat_scene, tmp_path, capsys):
+    """A PAN GeoTIFF whose pixels come from 4 rows further up than its georeferencing says: the scene store records
+    the measured offset and ingest warns on stderr (and in its summary); the store is written as given. (The crop
+    as it is already sits 2 to 3 PAN rows off: this Landsat-8 scene is cloudy, and its clouds move between the PAN
+    and the MS exposures.)"""
+    import json
+
+    import rasterio
+
+    from flows.cli import main
+    from tests.conftest import ingest_args, landsat_crop, write_crop
+
+    files = landsat_crop(landsat_scene, tmp_path / "given")
+    assert main(ingest_args(files, tmp_path / "given.zarr")) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["ms_offset_pan_px"]["bounded"] and 1.5 < given["ms_offset_pan_px"]["rows"] < 3.5
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    write_crop([landsat_scene["B8"]], moved / "pan.tif", 396, 400, 256)
+    with rasterio.open(files["pan"]) as src, rasterio.open(moved / "pan.tif", "r+") as dst:
+        dst.transform = src.transform   # placed where the given PAN is, showing ground 4 PAN pixels further down
+    assert main(ingest_args({"pan": moved / "pan.tif", "ms": files["ms"]}, tmp_path / "moved.zarr")) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["ms_offset_pan_px"]["rows"] == pytest.approx(given["ms_offset_pan_px"]["rows"] + 4, abs=0.3)
+    assert len(summary["warnings"]) == 1 and "co-register" in summary["warnings"][0]
+    assert "ssdiff ingest: warning:" in captured.err and "moved.zarr" in captured.err

@@ -6,7 +6,8 @@ Scene store (written once by ingest, read by every tile):
     coords  y, x, y_ms, x_ms (pixel centres from the transforms), band (band names)
     attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
             sources = {name: {path, sha256}} (checksums of the files the scene came from),
-            pan_equalization = {gain, offset} of the whole scene (ssdiff_model.equalization)
+            pan_equalization = {gain, offset} of the whole scene (ssdiff_model.equalization),
+            ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None
 
 Mosaic store (pre-allocated by the sharpen flow, filled core by core):
     hrms (band, y, x)              float32 DN on the PAN grid, NaN = nodata or not yet written,
@@ -47,6 +48,7 @@ import zarr
 from affine import Affine
 
 from ssdiff_model.equalization import PanEqualization, pan_equalization
+from ssdiff_model.registration import measured_offset
 from tiling.grid import Tile, TileGrid
 
 SCENE_LAYOUT = "ssdiff-scene/1"
@@ -55,6 +57,7 @@ PAN, MS, HRMS, DONE = "pan", "ms", "hrms", "done"
 PAN_GRID_MAPPING, MS_GRID_MAPPING = "spatial_ref", "spatial_ref_ms"
 TILE_MISSING, TILE_SHARPENED, TILE_NODATA = 0, 1, 2
 SCENE_CHUNK = 256  # PAN pixels a side; small enough that reading one tile window decompresses little
+OFFSET_WINDOW = 256  # MS pixels a side of the central window the MS offset is measured on (about a second)
 SAMPLER = "ddim"
 
 # Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
@@ -211,8 +214,13 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "band_names": [str(b) for b in pair.band_names],
         "sources": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
         "notes": list(getattr(pair, "notes", ())), "pan_equalization": pan_equalization(pan_dn, ms_dn, ratio).as_attrs(),
+        "ms_offset_pan_px": _offset_attrs(measured_offset(pan_dn, ms_dn, ratio, window=OFFSET_WINDOW)),
     }
     _write_dataset(ds, store, mode="w-")
+
+
+def _offset_attrs(offset):
+    return None if offset is None else offset.as_attrs()
 
 
 def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
