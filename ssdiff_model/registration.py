@@ -7,7 +7,11 @@ then show the same ground. Some real pairs are off by whole PAN pixels (the unkn
 beside the edges it belongs to. `ms_offset` measures the offset by correlating the high-passed MS intensity with the
 means of r x r PAN blocks moved by whole PAN pixels, refined to a fraction of a pixel at the correlation peak;
 `coregister` crops the PAN (and the MS by whole MS pixels) so that what is left is within half a PAN pixel of the
-nominal place. Nothing is resampled, so no pixel value changes.
+nominal place (or of a chosen offset, for misregistered training copies). Nothing is resampled, so no pixel value
+changes. `misregistration_warning` words what ingest tells a user whose MS is three quarters of an MS pixel off.
+
+"Nominal" is where Wald's protocol puts it (`nominal_block_offset`): the offsets are relative to that, so a pair
+that Wald's degradation made measures (0, 0).
 """
 from __future__ import annotations
 
@@ -67,10 +71,10 @@ def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None
               window: int | None = None) -> MSOffset:
     """Measure the MS's offset from its nominal place on the PAN grid (see the module doc), in PAN pixels.
 
-    `search` bounds the whole-pixel shifts tried (default 3 MS pixels, at least 12 PAN pixels); `window` measures on the central window of
-    at most that many MS pixels a side (a large scene's offset is the same everywhere, its cost is not).
-    Non-finite pixels are replaced by the image mean so that nodata borders do not match. Needs an MS of at least
-    about 24 x 24 pixels."""
+    `search` bounds the whole-pixel shifts tried (default 3 MS pixels, at least 12 PAN pixels); `window` measures
+    on the central window of at most that many MS pixels a side (a rigid misregistration is the same everywhere,
+    while the cost grows with the area). Non-finite pixels are replaced by the image mean so that nodata borders do
+    not match. Needs an MS of at least about 24 x 24 pixels (32 at ratio 2)."""
     search = max(3 * ratio, 12) if search is None else int(search)
     if window is not None:
         (top, height), (left, width) = ((max(0, (n - window) // 2), min(n, window)) for n in ms_lr.shape[1:])
