@@ -133,3 +133,15 @@ def test_ingest_measures_the_ms_offset_and_warns_when_it_is_large(landsat_scene,
     assert summary["ms_offset_pan_px"]["rows"] == pytest.approx(given["ms_offset_pan_px"]["rows"] + 4, abs=0.3)
     assert len(summary["warnings"]) == 1 and "co-register" in summary["warnings"][0]
     assert "ssdiff ingest: warning:" in captured.err and "moved.zarr" in captured.err
+
+
+def test_wald_degradation_keeps_the_offset_in_ground_units(landsat_pair):
+    """Offsets are relative to where Wald's protocol puts the MS, so the reduced-resolution pair of a scene is off
+    by the same ground distance: the scene's offset divided by the ratio, in its coarser PAN pixels."""
+    from ssdiff_model.wald import reduced_resolution_example
+
+    pair = landsat_pair
+    pan, ms_lr, _ = reduced_resolution_example(pair)
+    full, reduced = ms_offset(pair.pan, pair.ms_lr, pair.ratio), ms_offset(pan, ms_lr, pair.ratio)
+    assert reduced.rows == pytest.approx(full.rows / pair.ratio, abs=0.2)
+    assert reduced.cols == pytest.approx(full.cols / pair.ratio, abs=0.2)
