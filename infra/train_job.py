@@ -126,7 +126,7 @@ def run_step(trainer, phased: PhasedModel, batch, generator, grad_clip: float | 
     """One iteration of the job: phase, optimiser step on the (DDP) module, EMA update; returns (loss, phase)."""
     module, phase = phased.for_step()
     loss = train_step(module, trainer.diffusion, trainer.optimizer, batch, generator, grad_clip)
-    trainer.ema.update(trainer.net, trainer.step)
+    trainer.update_ema()
     trainer.step += 1
     return loss, phase
 
@@ -183,6 +183,8 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
             raise ValueError(f"{cfg.finetune_from}: checkpoint is for {base.config['bands']} bands at ratio "
                              f"{base.ratio}, the store {store.path} holds {store.bands} bands at ratio {store.ratio}")
         net = network_from_checkpoint(base, ema=True)
+        # its EMA weights average the base's iterations: go on averaging at the decay the base had reached
+        train_config.ema_warmup_from = int(base.training.get("ema_iterations") or base.training.get("iterations") or 0)
         finetuned = {"path": str(cfg.finetune_from), "hash": base.content_hash,
                      "iterations": base.training.get("iterations")}
         return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": finetuned,

@@ -127,6 +127,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
+    # Iterations the starting weights were already averaged over (a fine-tune's base): the EMA goes on at the decay
+    # the base had reached instead of warming up again, which would leave it an average of its last few dozen steps.
+    ema_warmup_from: int = 0
     grad_clip: float | None = 1.0
     seed: int = 0                              # timesteps and diffusion noise
     checkpoint_path: str | None = None         # written every `checkpoint_every` steps and at the end
@@ -172,6 +175,10 @@ class Trainer:
     def phase(self) -> Branch | None:
         return self.lbaf.phase(self.step) if self.lbaf else None
 
+    def update_ema(self) -> None:
+        """After each optimiser step (before `step` counts it): fold the weights into the EMA."""
+        self.ema.update(self.net, self.config.ema_warmup_from + self.step)
+
     def fit(self, batches: Iterable[Batch], on_step: Callable[[int, float], None] | None = None) -> "Trainer":
         """Train until `config.iterations`. After a resume, `batches` must continue where the interrupted
         run stopped (``patch_batches(..., start_step=trainer.step)`` does)."""
@@ -189,7 +196,7 @@ class Trainer:
                                  f"{self.config.iterations}") from None
             batch = {k: v.to(self.device) for k, v in batch.items()}
             loss = train_step(self.net, self.diffusion, self.optimizer, batch, self.generator, self.config.grad_clip)
-            self.ema.update(self.net, self.step)
+            self.update_ema()
             self.step += 1
             if on_step:
                 on_step(self.step, loss)
@@ -221,6 +228,7 @@ class Trainer:
                          if self.lbaf else None),
                 "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None,
                 "ema_decay": cfg.ema_decay,
+                "ema_iterations": cfg.ema_warmup_from + self.step,   # how many iterations the EMA weights average
                 "pan_equalization": bool(cfg.pan_equalization),
                 "augmentation": cfg.augmentation,
                 "band_gains": cfg.band_gains,

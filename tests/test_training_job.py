@@ -32,7 +32,9 @@ def test_lbaf_phases_freeze_the_other_branch_under_ddp(tmp_path):
     try:
         torch.manual_seed(0)
         net = SSDiffNet(bands=4, ratio=2, width=8, head_dim=8, time_embed_dim=16, time_hidden_dim=32)
-        trainer = Trainer(net, TrainConfig(iterations=6, lbaf_start=2, lbaf_every=2, lbaf_lr=1e-3), "cpu")
+        # as a fine-tune of a 100-iteration base, whose EMA it goes on averaging
+        trainer = Trainer(net, TrainConfig(iterations=6, lbaf_start=2, lbaf_every=2, lbaf_lr=1e-3,
+                                           ema_warmup_from=100), "cpu")
         builds = []
         phased = PhasedModel(trainer, lambda m: builds.append(trainer.phase()) or DistributedDataParallel(m))
         g = torch.Generator().manual_seed(0)
@@ -50,6 +52,12 @@ def test_lbaf_phases_freeze_the_other_branch_under_ddp(tmp_path):
                         {"spatial": phase == "spatial", "spectral": phase == "spectral", "shared": False})
             assert changes == expected, (phase, changes)
         assert builds == [None, "spatial", "spectral"] and trainer.step == 6
+        assert trainer.checkpoint(resumable=False).training["ema_iterations"] == 106
+        ema_before = {k: v.clone() for k, v in trainer.ema.shadow.items()}
+        run_step(trainer, phased, batch, torch.Generator().manual_seed(6), 1.0)
+        weight = 1 - trainer.ema.decay_at(106)
+        for name, value in trainer.ema.shadow.items():
+            torch.testing.assert_close(value, ema_before[name].lerp(net.state_dict()[name], weight))
     finally:
         dist.destroy_process_group()
 
