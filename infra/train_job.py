@@ -483,7 +483,9 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",
         f"- iterations: {t.get('iterations')} (batch {job.get('batch_size_per_worker')} per worker x "
-        f"{job.get('world_size')} workers), EMA decay {t.get('ema_decay')}",
+        f"{job.get('world_size')} workers), EMA decay {t.get('ema_decay')}"
+        + (f" over {t['ema_iterations']} iterations (the base's too)"
+           if t.get("ema_iterations", t.get("iterations")) != t.get("iterations") else ""),
         f"- L-BAF: {t.get('lbaf') or 'not used'}; phase at the last iteration: {t.get('lbaf_phase') or 'all'}",
         f"- LoRA: {t.get('lora_merged') or t.get('lora') or 'not used'}"
         f"{' (merged into the weights)' if t.get('lora_merged') else ''}",
