@@ -1,0 +1,62 @@
+"""The checkpoints shipped in ssdiff_model/checkpoints: each resolves by its bare name, is what its model card says,
+and sharpens a scene it never trained on better than interpolation does. (How much better, against the classical
+methods, is bench/quality_table.py's job.)"""
+import numpy as np
+import pytest
+
+from infra.training_store import family_sources
+from ssdiff_model.checkpoint import SHIPPED_DIR, load_checkpoint, shipped_names
+from ssdiff_model.metrics import ergas, sam
+from ssdiff_model.pansharpener import Pansharpener
+from ssdiff_model.resample import upsample_ms
+from ssdiff_model.wald import reduced_resolution_example
+
+SHIPPED = shipped_names()
+
+
+def test_checkpoints_are_shipped():
+    assert "ssdiff-landsat-r2" in SHIPPED   # the demo's
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_checkpoint_is_what_its_model_card_says(name):
+    ckpt = load_checkpoint(name)  # verifies the content hash
+    card = (SHIPPED_DIR / f"{name}.md").read_text()
+    assert ckpt.content_hash in card
+    assert f"{len(ckpt.band_names)} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}" in card
+    assert f"iterations: {ckpt.training['iterations']} " in card
+    assert ckpt.train_state is None, "a shipped checkpoint carries weights only"
+    held_out = _held_out(ckpt)
+    assert held_out, "a shipped checkpoint names the scenes it was validated on"
+    for scene_id in held_out:
+        assert f"| {scene_id} | validation |" in card
+
+
+def _held_out(ckpt) -> list[str]:
+    return [s["id"] for s in ckpt.training["store"]["sources"] if s["split"] == "validation"]
+
+
+def _central_crop(pan, ms_lr, reference, ratio: int, size: int):
+    rows, cols = ((n - size) // 2 // ratio * ratio for n in pan.shape)
+    lr = (slice(rows // ratio, (rows + size) // ratio), slice(cols // ratio, (cols + size) // ratio))
+    hr = (slice(rows, rows + size), slice(cols, cols + size))
+    return pan[hr], ms_lr[(slice(None), *lr)], reference[(slice(None), *hr)]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_checkpoint_beats_interpolation_on_a_scene_it_never_trained_on(name, shared_data):
+    ckpt = load_checkpoint(name)
+    scene_id = _held_out(ckpt)[0]
+    # loaded as the training store loaded it (same reader, same band selection)
+    pair = next(s for s in family_sources(ckpt.training["store"]["family"], shared_data) if s.id == scene_id).load()
+    pan, ms_lr, reference = _central_crop(*reduced_resolution_example(pair), ratio=pair.ratio, size=128)
+
+    fused = Pansharpener.from_checkpoint(name, device="cpu").sharpen(pan, ms_lr, steps=10, seed=0,
+                                                                      full_scale=pair.full_scale)
+    interpolated = upsample_ms(ms_lr, pair.ratio)
+    print(f"{name} on {scene_id}: ERGAS {ergas(reference, fused, pair.ratio):.3f} (interpolated "
+          f"{ergas(reference, interpolated, pair.ratio):.3f}), SAM {sam(reference, fused):.3f} "
+          f"({sam(reference, interpolated):.3f})")
+    assert fused.shape == reference.shape and np.isfinite(fused).all()
+    assert ergas(reference, fused, pair.ratio) < 0.9 * ergas(reference, interpolated, pair.ratio)
+    assert sam(reference, fused) < sam(reference, interpolated)
