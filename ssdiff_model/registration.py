@@ -22,6 +22,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from ssdiff_model.readers import PansharpeningPair
+from ssdiff_model.resample import central_window
 
 # The high-pass at the MS scale: the image minus its 5 x 5 mean, so brightness trends do not drive the match.
 _HIGH_PASS_SIZE = 5
@@ -77,9 +78,7 @@ def ms_offset(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, search: int | None
     not match. Needs an MS of at least about 24 x 24 pixels (32 at ratio 2)."""
     search = max(3 * ratio, 12) if search is None else int(search)
     if window is not None:
-        (top, height), (left, width) = ((max(0, (n - window) // 2), min(n, window)) for n in ms_lr.shape[1:])
-        ms_lr = ms_lr[:, top: top + height, left: left + width]
-        pan = pan[top * ratio: (top + height) * ratio, left * ratio: (left + width) * ratio]
+        pan, ms_lr = central_window(pan, ms_lr, ratio, window)
     pan = np.nan_to_num(np.asarray(pan, dtype=np.float64), nan=float(np.nanmean(pan)))
     intensity = np.asarray(ms_lr, dtype=np.float64).mean(axis=0)
     intensity = _high_pass(np.nan_to_num(intensity, nan=float(np.nanmean(intensity))))

@@ -149,6 +149,16 @@ def check_pair(pan: np.ndarray, ms: np.ndarray, ratio: int, ms_name: str = "ms")
                          f"(expected {(ms.shape[1] * ratio, ms.shape[2] * ratio)})")
 
 
+def central_window(pan: np.ndarray, ms: np.ndarray, ratio: int, ms_size: int,
+                   *on_pan_grid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The central window of at most `ms_size` x `ms_size` MS pixels: (pan, ms, *on_pan_grid) cropped to the same
+    ground (`on_pan_grid`: (B, H, W) images on the PAN grid, such as a reference)."""
+    (top, height), (left, width) = ((max(0, (n - ms_size) // 2), min(n, ms_size)) for n in ms.shape[1:])
+    rows, cols = slice(top * ratio, (top + height) * ratio), slice(left * ratio, (left + width) * ratio)
+    return (pan[rows, cols], ms[:, top: top + height, left: left + width],
+            *(image[:, rows, cols] for image in on_pan_grid))
+
+
 def wald_degrade(pan, ms, ratio: int, sensor: str | Sensor, pan_method: str = "mtf") -> tuple[np.ndarray, np.ndarray]:
     """Wald's protocol: degrade a full-resolution pair by `ratio` -> (pan_lr (H/r, W/r), ms_lr (B, h/r, w/r)).
 

@@ -8,7 +8,7 @@ from infra.training_store import family_sources
 from ssdiff_model.checkpoint import SHIPPED_DIR, load_checkpoint, shipped_names
 from ssdiff_model.metrics import ergas, sam
 from ssdiff_model.pansharpener import Pansharpener
-from ssdiff_model.resample import upsample_ms
+from ssdiff_model.resample import central_window, upsample_ms
 from ssdiff_model.wald import reduced_resolution_example
 
 SHIPPED = shipped_names()
@@ -36,20 +36,14 @@ def _held_out(ckpt) -> list[str]:
     return [s["id"] for s in ckpt.training["store"]["sources"] if s["split"] == "validation"]
 
 
-def _central_crop(pan, ms_lr, reference, ratio: int, size: int):
-    rows, cols = ((n - size) // 2 // ratio * ratio for n in pan.shape)
-    lr = (slice(rows // ratio, (rows + size) // ratio), slice(cols // ratio, (cols + size) // ratio))
-    hr = (slice(rows, rows + size), slice(cols, cols + size))
-    return pan[hr], ms_lr[(slice(None), *lr)], reference[(slice(None), *hr)]
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_checkpoint_beats_interpolation_on_a_scene_it_never_trained_on(name, shared_data):
     ckpt = load_checkpoint(name)
     scene_id = _held_out(ckpt)[0]
     # loaded as the training store loaded it (same reader, same band selection)
     pair = next(s for s in family_sources(ckpt.training["store"]["family"], shared_data) if s.id == scene_id).load()
-    pan, ms_lr, reference = _central_crop(*reduced_resolution_example(pair), ratio=pair.ratio, size=128)
+    pan, ms_lr, reference = reduced_resolution_example(pair)
+    pan, ms_lr, reference = central_window(pan, ms_lr, pair.ratio, 128 // pair.ratio, reference)
 
     fused = Pansharpener.from_checkpoint(name, device="cpu").sharpen(pan, ms_lr, steps=10, seed=0,
                                                                       full_scale=pair.full_scale)
