@@ -109,3 +109,21 @@ def test_the_image_installs_every_package_and_the_console_script(prefect_yaml):
     assert (module, function) == ("flows.cli", "main")
     assert callable(getattr(__import__(module, fromlist=[function]), function))
     assert "ray[default]" in text, "ray job submit needs the dashboard's job server"
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, 180), ("7", 7)])
+def test_importing_flows_gives_the_ephemeral_prefect_server_time_to_migrate_a_new_database(user_value, expected):
+    # Prefect's own 20 s ran out on a fresh PREFECT_HOME (its first start migrates the database) on 2 busy cores.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    if user_value is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_value
+    code = ("import flows.cli\n"
+            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout\n"
+            "print(timeout.value())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         check=True)
+    assert int(out.stdout.split()[-1]) == expected
