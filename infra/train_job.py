@@ -82,6 +82,7 @@ class TrainJobConfig:
     max_failures: int = 0
     full_scale: float | None = None        # DN that maps to 1.0 for users; default: the store's dominant one
     pan_equalization: bool = False         # feed the PAN equalized to its scene (kept from a base that does)
+    band_equalization: bool = False        # and the MS bands (implies pan_equalization; kept from a base that does)
     augmentation: str | None = None        # "dihedral": random turns and mirrors of the training examples
     band_gains: float | None = None        # R: every MS band of an example scaled by a gain in [1/R, R]
     sensor: str | None = None              # what the checkpoint says; default: from the store
@@ -146,7 +147,8 @@ def _train_config(cfg: TrainJobConfig, store_attrs: dict[str, Any]):
         iterations=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay,
         grad_clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, lbaf_start=cfg.lbaf_start,
         lbaf_every=cfg.lbaf_every, lbaf_lr=cfg.lbaf_lr, lbaf_first=cfg.lbaf_first, lora_rank=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization, augmentation=cfg.augmentation,
+        lora_alpha=cfg.lora_alpha, pan_equalization=cfg.pan_equalization or cfg.band_equalization,
+        band_equalization=cfg.band_equalization, augmentation=cfg.augmentation,
         band_gains=cfg.band_gains,
         full_scale=float(cfg.full_scale or store_attrs["full_scale"]),
         sensor=cfg.sensor or "+".join(store_attrs["sensors"]),
@@ -179,6 +181,7 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
         base = load_checkpoint(cfg.finetune_from)
         # a base fed equalized PANs must go on being fed them; one fed raw PANs may learn equalized ones
         train_config.pan_equalization |= bool(base.training.get("pan_equalization"))
+        train_config.band_equalization |= bool(base.training.get("band_equalization"))
         if (int(base.config["bands"]), int(base.ratio)) != (store.bands, store.ratio):
             raise ValueError(f"{cfg.finetune_from}: checkpoint is for {base.config['bands']} bands at ratio "
                              f"{base.ratio}, the store {store.path} holds {store.bands} bands at ratio {store.ratio}")
@@ -198,10 +201,13 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
 
 
 def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
-             seed: int = 0, batch_size: int = 8) -> dict[str, float]:
-    """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples."""
+             seed: int = 0, batch_size: int = 8, equalized_bands: bool = False) -> dict[str, float]:
+    """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples.
+    With `equalized_bands` the examples come band-equalized (`TrainingStore.load(equalize_bands=True)`): the samples
+    are clipped where the scene's valid images lie and scored back in the scene's units."""
     import torch
 
+    from ssdiff_model.equalization import equalize_bands, restore_bands
     from ssdiff_model.metrics import index_scale, reduced_resolution
     from ssdiff_model.training import evaluation_loss
 
@@ -214,18 +220,26 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
     out = {"val_loss": evaluation_loss(net, diffusion, batches, seed=seed)}
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(tuple(tensors["lms"].shape), generator=generator).to(device)
+    bands = (data["band_gain"][:, :, None, None], data["band_mean"][:, :, None, None]) if equalized_bands else None
     fused = []
     with torch.no_grad():
         for i, batch in zip(range(0, n, batch_size), batches):
+            bounds = (0.0, 1.0)
+            if bands:
+                part = [b[i:i + batch_size] for b in bands]
+                bounds = tuple(torch.from_numpy(equalize_bands(np.float32(v), *part)).to(device) for v in (0, 1))
             fused.append(diffusion.ddim_sample(net, batch["pan"], batch["lms"], batch["ms"], steps=steps,
-                                               noise=noise[i:i + batch_size]).float().cpu().numpy())
+                                               noise=noise[i:i + batch_size], bounds=bounds).float().cpu().numpy())
     fused = np.concatenate(fused)
+    reference = data["hrms"]
+    if bands:
+        fused, reference = restore_bands(fused, *bands), restore_bands(reference, *bands)
     scores: dict[str, list[float]] = {}
     for k in range(n):
         source = sources[int(data["scene_index"][k])]
         bits, to_dn = index_scale(source.get("bits"), float(source["full_scale"]))
         scale = float(source["full_scale"]) * to_dn   # the examples are DN / full scale
-        indexes = reduced_resolution(fused[k] * scale, data["hrms"][k] * scale, ratio, bits)
+        indexes = reduced_resolution(fused[k] * scale, reference[k] * scale, ratio, bits)
         for name, value in indexes.items():
             scores.setdefault(name, []).append(float(value))
     out.update({f"val_{name}": float(np.nanmean(values)) for name, values in scores.items()})
@@ -262,18 +276,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     store = TrainingStore(cfg.store)
     trainer, origin = _build_trainer(cfg, store, device)
     start_step = trainer.step
-    equalize = trainer.config.pan_equalization   # the run's own setting, kept when it resumes
-    shard = store.load("train", rank, world, equalize_pan=equalize)
+    equalize = dict(equalize_pan=trainer.config.pan_equalization,   # the run's own settings, kept when it resumes
+                    equalize_bands=trainer.config.band_equalization)
+    shard = store.load("train", rank, world, **equalize)
     if len(shard["pan"]) == 0:
         raise ValueError(f"{cfg.store}: worker {rank} of {world} got no training examples "
                          f"({store.count('train')} in the store): use fewer workers")
     data = {k: torch.from_numpy(shard[k]) for k in ("pan", "ms", "lms", "hrms")}
     batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step,
                             augmentation=trainer.config.augmentation,   # the run's own, kept when it resumes
-                            band_gains=trainer.config.band_gains, equalized_pan=equalize)
+                            band_gains=trainer.config.band_gains, equalized_pan=equalize["equalize_pan"])
     validation = None
     if rank == 0 and store.count("validation"):
-        validation = store.load_spread("validation", cfg.val_examples, equalize_pan=equalize)
+        validation = store.load_spread("validation", cfg.val_examples, **equalize)
     hardware = f"{world} x {_hardware(device)}"
     started = time.time()
 
@@ -304,7 +319,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ema_net = copy.deepcopy(trainer.net)
             ema_net.load_state_dict(trainer.ema.weights(trainer.net))
             last_validation = validate(ema_net, trainer.diffusion, validation, store.sources, store.ratio,
-                                       cfg.val_steps, seed=cfg.seed)
+                                       cfg.val_steps, seed=cfg.seed, equalized_bands=equalize["equalize_bands"])
             metrics.update(last_validation)
             log.info("step %d validation %s", trainer.step, json.dumps(last_validation))
         if rank == 0 and (trainer.step % max(1, cfg.log_every) == 0 or done or trainer.step == start_step + 1):
@@ -476,6 +491,9 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
                                   "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
                                   else "none (raw PAN DN)"),
+        "- band equalization: " + ("each MS band's contrast divided by its slope on the equalized PAN of its scene, "
+                                   "and the output scaled back (`ssdiff_model.equalization`)"
+                                   if t.get("band_equalization") else "none"),
         f"- augmentation: {t.get('augmentation') or 'none'}"
         + (f"; every MS band scaled by a random gain in [1/{t['band_gains']:g}, {t['band_gains']:g}]"
            if t.get("band_gains") else ""),
@@ -541,6 +559,9 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     parser.add_argument("--full-scale", type=float, help="full scale the checkpoint declares (default: the store's)")
     parser.add_argument("--equalize-pan", action="store_true",
                         help="feed the PAN equalized to its scene's MS intensity (always on when the base does)")
+    parser.add_argument("--equalize-bands", action="store_true",
+                        help="also feed every MS band with its contrast divided by its slope on the equalized PAN of "
+                             "its scene (implies --equalize-pan; always on when the base does)")
     parser.add_argument("--augment", action="store_true",
                         help="turn and mirror every training example at random (the 8 elements of the dihedral group)")
     parser.add_argument("--band-gains", type=float, metavar="R",
@@ -560,7 +581,8 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         finetune_from=args.finetune_from, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, val_examples=args.val_examples, val_steps=args.val_steps,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, full_scale=args.full_scale,
-        pan_equalization=args.equalize_pan, augmentation="dihedral" if args.augment else None,
+        pan_equalization=args.equalize_pan or args.equalize_bands, band_equalization=args.equalize_bands,
+        augmentation="dihedral" if args.augment else None,
         band_gains=args.band_gains)
 
 

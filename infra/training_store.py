@@ -15,6 +15,8 @@ Layout (one group per split, `train` and `validation`):
     <store>/train/scene_index  (n,)                 int32, index into attrs["sources"]
     <store>/train/pan_gain     (n,)                 float32, PAN equalization of the example's scene
     <store>/train/pan_offset   (n,)                 float32, its offset in the same [0, 1] units as `pan`
+    <store>/train/band_gain    (n, B)               float32, band equalization of the example's scene: the gains
+    <store>/train/band_mean    (n, B)               float32, and the band means, in the [0, 1] units of `ms`
     <store>/validation/...     the same
 
 The split is by scene (a whole scene, or with `regions > 1` a whole horizontal strip of one): no scene is on both
@@ -29,8 +31,8 @@ to put their MS back (the unknown-sensor VHR pairs are off by about one MS pixel
 never, so they stay what the quality table scores. `misregistered_copies` adds copies of every full-resolution
 training pair cropped to sit a known whole number of PAN pixels off instead.
 
-The PAN equalization (`ssdiff_model.equalization`) is taken over the whole reduced-resolution scene (strip) a patch
-comes from, as a mosaic's is over its whole scene; a PanCollection patch used as it is gets its own.
+The PAN and band equalization (`ssdiff_model.equalization`) is taken over the whole reduced-resolution scene (strip)
+a patch comes from, as a mosaic's is over its whole scene; a PanCollection patch used as it is gets its own.
 
 The store knows nothing of Ray: `TrainingStore.load(split, shard, num_shards)` gives a worker its examples.
 """
@@ -46,6 +48,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ssdiff_model import equalization
 from ssdiff_model.equalization import pan_equalization
 from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
                                   read_geotiff_pair, read_pair)
@@ -55,9 +58,10 @@ from ssdiff_model.wald import cut_patches, reduced_resolution_example
 from tiling import built_beside
 
 STORE_FORMAT = "ssdiff-training-store"
-STORE_VERSION = 2   # 2: pan_gain and pan_offset
+STORE_VERSION = 3   # 2: pan_gain and pan_offset; 3: band_gain and band_mean
+READABLE_VERSIONS = (2, STORE_VERSION)   # a version 2 store serves every run but those equalizing bands
 SPLITS = ("train", "validation")
-ARRAYS = ("pan", "ms", "lms", "hrms", "scene_index", "pan_gain", "pan_offset")
+ARRAYS = ("pan", "ms", "lms", "hrms", "scene_index", "pan_gain", "pan_offset", "band_gain", "band_mean")
 PATCH_SIZE = 64
 CHUNK_EXAMPLES = 32
 
@@ -281,7 +285,9 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_m
 
 def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarray]:
     return {"pan_gain": np.array([e.gain for e in equalizations], dtype=np.float32),
-            "pan_offset": np.array([e.offset / full_scale for e in equalizations], dtype=np.float32)}
+            "pan_offset": np.array([e.offset / full_scale for e in equalizations], dtype=np.float32),
+            "band_gain": np.array([e.band_gains for e in equalizations], dtype=np.float32),
+            "band_mean": np.array([e.band_means for e in equalizations], dtype=np.float32) / np.float32(full_scale)}
 
 
 def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, stride: int
@@ -403,6 +409,8 @@ def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
     out["scene_index"] = group.create_array("scene_index", shape=(0,), chunks=(4096,), dtype="int32")
     for name in ("pan_gain", "pan_offset"):
         out[name] = group.create_array(name, shape=(0,), chunks=(4096,), dtype="float32")
+    for name in ("band_gain", "band_mean"):
+        out[name] = group.create_array(name, shape=(0, bands), chunks=(4096, bands), dtype="float32")
     return out
 
 
@@ -471,7 +479,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
             count = len(examples["pan"]) if examples else 0
             if count:
                 target = arrays[side]
-                for name in ("pan", "ms", "lms", "hrms", "pan_gain", "pan_offset"):
+                for name in (a for a in ARRAYS if a != "scene_index"):
                     target[name].append(examples[name], axis=0)
                 target["scene_index"].append(np.full(count, len(records), dtype=np.int32), axis=0)
             records.append({
@@ -528,7 +536,7 @@ class TrainingStore:
         if self.attrs.get("format") != STORE_FORMAT:
             raise ValueError(f"{self.path}: not a training store (format {self.attrs.get('format')!r}, expected "
                              f"{STORE_FORMAT!r}); build one with `ssdiff prepare-training`")
-        if self.attrs.get("version") != STORE_VERSION:
+        if self.attrs.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"{self.path}: training store version {self.attrs.get('version')!r}, this code reads "
                              f"version {STORE_VERSION}; rebuild it with `ssdiff prepare-training ... --overwrite`")
 
@@ -548,15 +556,17 @@ class TrainingStore:
         return int(self.attrs["counts"][split])
 
     def load(self, split: str = "train", shard: int = 0, num_shards: int = 1, limit: int | None = None,
-             equalize_pan: bool = False) -> dict[str, np.ndarray]:
+             equalize_pan: bool = False, equalize_bands: bool = False) -> dict[str, np.ndarray]:
         """Examples shard::num_shards of a split (all of them by default), at most `limit`, read chunk by chunk.
-        With `equalize_pan`, `pan` comes equalized to its scene's MS intensity (what such a model is fed)."""
+        With `equalize_pan`, `pan` comes equalized to its scene's MS intensity, with `equalize_bands` `ms`, `lms`
+        and `hrms` come band-equalized to their scene (what such a model is fed and learns)."""
         if not 0 <= shard < num_shards:
             raise ValueError(f"shard {shard} out of range for {num_shards} shards")
         index = np.arange(shard, self._group(split)["pan"].shape[0], num_shards)
-        return self._take(split, index if limit is None else index[:limit], equalize_pan)
+        return self._take(split, index if limit is None else index[:limit], equalize_pan, equalize_bands)
 
-    def load_spread(self, split: str, limit: int, equalize_pan: bool = False) -> dict[str, np.ndarray]:
+    def load_spread(self, split: str, limit: int, equalize_pan: bool = False,
+                    equalize_bands: bool = False) -> dict[str, np.ndarray]:
         """At most `limit` examples of a split taken in turn from each of its scenes, evenly spaced within each, so
         a few validation examples score every held-out scene and not just the one with the most patches."""
         scene_of = self._group(split)["scene_index"][:]
@@ -567,18 +577,23 @@ class TrainingStore:
                 if left > 0 and share[i] < len(m):
                     share[i], left = share[i] + 1, left - 1
         picked = [m[np.linspace(0, len(m) - 1, k).round().astype(int)] for m, k in zip(members, share) if k]
-        return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int), equalize_pan)
+        return self._take(split, np.sort(np.concatenate(picked)) if picked else np.zeros(0, int), equalize_pan,
+                          equalize_bands)
 
     def _group(self, split: str):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return self.group[split]
 
-    def _take(self, split: str, index: np.ndarray, equalize_pan: bool = False) -> dict[str, np.ndarray]:
+    def _take(self, split: str, index: np.ndarray, equalize_pan: bool = False,
+              equalize_bands: bool = False) -> dict[str, np.ndarray]:
         group = self._group(split)
         n = group["pan"].shape[0]
+        if equalize_bands and "band_gain" not in group:
+            raise ValueError(f"{self.path}: training store version {self.attrs.get('version')} has no band "
+                             f"equalization; rebuild it with `ssdiff prepare-training ... --overwrite`")
         out = {}
-        for name in ARRAYS:
+        for name in (a for a in ARRAYS if a in group):
             array = group[name]
             parts = []
             for start in range(0, n, CHUNK_EXAMPLES * 32):
@@ -589,6 +604,10 @@ class TrainingStore:
             out[name] = np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), array.dtype)
         if equalize_pan:
             out["pan"] = out["pan"] * out["pan_gain"][:, None, None, None] + out["pan_offset"][:, None, None, None]
+        if equalize_bands:
+            gain, mean = out["band_gain"][:, :, None, None], out["band_mean"][:, :, None, None]
+            for name in ("ms", "lms", "hrms"):
+                out[name] = equalization.equalize_bands(out[name], gain, mean)
         return out
 
 

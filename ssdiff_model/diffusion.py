@@ -93,11 +93,14 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def ddim_sample(self, model: ResidualDenoiser, pan: Tensor, lms: Tensor, ms: Tensor, steps: int = 10,
-                    noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                    noise: Tensor | None = None, generator: torch.Generator | None = None,
+                    bounds: tuple[Tensor | float, Tensor | float] = (0.0, 1.0)) -> Tensor:
         """Sample HRMS in [0, 1] from x_T = noise (or N(0, I) drawn from `generator`).
 
         At each step the prediction is made consistent with a valid image, clip(x0_hat + lms, 0, 1) - lms,
         and the DDIM update re-derives eps from that clipped residual. Deterministic given the noise.
+        `bounds`: where a valid image lies when the bands are fed equalized ((1, B, 1, 1) tensors, the images of
+        0 and full scale; see ``ssdiff_model.equalization``).
         """
         if noise is None:
             noise = random_normal(tuple(lms.shape), lms, generator)
@@ -107,7 +110,7 @@ class GaussianDiffusion:
         timesteps = self.ddim_timesteps(steps)
         for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
             t_batch = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
-            image = (model(x_t, t_batch, pan, lms, ms) + lms).clamp(0, 1)
+            image = (model(x_t, t_batch, pan, lms, ms) + lms).clamp(*bounds)
             x_t = self.ddim_step(x_t, image - lms, t, t_prev)
         # The last step ends at t = 0 where DDIM returns its prediction: return that image itself rather
         # than (image - lms) + lms, which could differ in the last bit.

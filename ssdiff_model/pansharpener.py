@@ -5,7 +5,8 @@
 
 ``sharpen_tiles`` is the batch entry point of the tiling and Ray code: it takes a stack of equally sized
 tiles and the starting noise of each (the caller derives it from global pixel positions, so overlapping
-tiles see the same noise) and, for a checkpoint trained on equalized PANs, the equalization of the whole scene.
+tiles see the same noise) and, for a checkpoint trained on equalized PANs (or MS bands), the equalization of the
+whole scene.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
 class Pansharpener:
     def __init__(self, net: nn.Module, *, full_scale: float, ratio: int, sensor: str, band_names: list[str],
                  checkpoint_hash: str = "", source: str = "<in memory>", equalizes_pan: bool = False,
-                 device: torch.device | str | None = None):
+                 equalizes_bands: bool = False, device: torch.device | str | None = None):
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.net = net.to(self.device).eval()
@@ -56,6 +57,7 @@ class Pansharpener:
         self.checkpoint_hash = checkpoint_hash
         self.source = source  # where the weights came from, for error messages
         self.equalizes_pan = bool(equalizes_pan)  # trained on PANs equalized to their scene (see sharpen_tiles)
+        self.equalizes_bands = bool(equalizes_bands)  # and on MS bands equalized to that PAN
         if len(self.band_names) != self.bands:
             raise ValueError(f"{len(self.band_names)} band names given for a {self.bands}-band network")
 
@@ -66,12 +68,17 @@ class Pansharpener:
         return cls(network_from_checkpoint(ckpt, ema), full_scale=ckpt.full_scale, ratio=ckpt.ratio,
                    sensor=ckpt.sensor, band_names=ckpt.band_names, checkpoint_hash=ckpt.content_hash,
                    source=str(path_or_name), equalizes_pan=bool(ckpt.training.get("pan_equalization")),
-                   device=device)
+                   equalizes_bands=bool(ckpt.training.get("band_equalization")), device=device)
 
     @property
     def _upsampling(self) -> str:
         """The toolbox's 23-tap interpolator, which exists for powers of 2 only; bicubic otherwise."""
         return "interp23tap" if self.ratio & (self.ratio - 1) == 0 else "bicubic"
+
+    @property
+    def equalizes(self) -> bool:
+        """Does the network see the scene equalized (its PAN, its MS bands): then it needs the scene's statistics."""
+        return self.equalizes_pan or self.equalizes_bands
 
     @property
     def bands(self) -> int:
@@ -89,14 +96,14 @@ class Pansharpener:
 
         `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
         by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own.
-        A checkpoint trained on equalized PANs equalizes this PAN with the statistics of these arrays."""
+        A checkpoint trained on equalized PANs (bands) equalizes these with the statistics of these arrays."""
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         if pan.ndim != 2 or ms_lr.ndim != 3:
             raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
                              f"and ms_lr {ms_lr.shape}")
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
-        equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes_pan else None
+        equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale,
                                   equalization=equalization)[0]
 
@@ -104,27 +111,36 @@ class Pansharpener:
                       full_scale: float | None = None, equalization: PanEqualization | None = None) -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
 
-        `equalization`: the PAN equalization of the scene the tiles come from (``pan_equalization`` over the whole
-        scene), required by a checkpoint trained on equalized PANs and unused by others."""
+        `equalization`: the equalization of the scene the tiles come from (``pan_equalization`` over the whole
+        scene), required by a checkpoint trained on equalized PANs or bands and unused by others."""
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
         scale = float(full_scale or self.full_scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"full scale must be a positive number of DN, got {full_scale}")
+        if self.equalizes and equalization is None:
+            what = "MS bands" if self.equalizes_bands else "PANs"
+            raise ValueError(f"checkpoint {self.source} was trained on {what} equalized to their scene: pass the "
+                             f"scene's equalization (ssdiff_model.equalization.pan_equalization of the whole "
+                             f"PAN and MS)")
         if self.equalizes_pan:
-            if equalization is None:
-                raise ValueError(f"checkpoint {self.source} was trained on PANs equalized to their scene: pass the "
-                                 f"scene's equalization (ssdiff_model.equalization.pan_equalization of the whole "
-                                 f"PAN and MS)")
             pan = equalization.apply(pan.astype(np.float32))
+        bounds = (0.0, 1.0)
+        if self.equalizes_bands:
+            ms_lr = equalization.apply_bands(ms_lr.astype(np.float32))
+            # a valid image lies between the images of 0 and of the full scale
+            limits = (equalization.apply_bands(np.full((self.bands, 1, 1), dn, np.float32)) / scale for dn in (0, scale))
+            bounds = tuple(torch.from_numpy(limit[None]).to(self.device) for limit in limits)
         lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
                    (pan[:, None] / scale, lms / scale, ms_lr / scale, noise)]
         pan_t, lms_t, ms_t, noise_t = self._pad(*tensors)
         with torch.inference_mode():
-            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t)
+            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t, bounds=bounds)
         height, width = pan.shape[-2:]
         hrms = image[..., :height, :width].float().cpu().numpy() * scale
+        if self.equalizes_bands:
+            hrms = equalization.invert_bands(hrms)
         return np.clip(hrms, 0, scale).astype(np.float32)
 
     # ---- helpers -----------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ class TrainConfig:
     lora_alpha: float = 4.0
     # what the checkpoint must tell its users
     pan_equalization: bool = False             # the PAN is fed equalized to its scene (ssdiff_model.equalization)
+    band_equalization: bool = False            # and the MS bands too (needs pan_equalization)
     augmentation: str | None = None            # "dihedral": random turns and mirrors of every example
     band_gains: float | None = None            # R: every MS band scaled by a gain in [1/R, R] (patch_batches)
     full_scale: float = 2047.0
@@ -153,6 +154,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.lbaf_start is not None and self.lora_rank is not None:
             raise ValueError("TrainConfig: choose L-BAF (lbaf_start) or LoRA (lora_rank), not both")
+        if self.band_equalization and not self.pan_equalization:
+            raise ValueError("TrainConfig: band equalization is relative to the equalized PAN: it needs "
+                             "pan_equalization")
+        if self.band_equalization and self.band_gains:
+            raise ValueError("TrainConfig: band gains and band equalization exclude each other: equalized bands "
+                             "take each scene's band gains out")
 
 
 class Trainer:
@@ -230,6 +237,7 @@ class Trainer:
                 "ema_decay": cfg.ema_decay,
                 "ema_iterations": cfg.ema_warmup_from + self.step,   # how many iterations the EMA weights average
                 "pan_equalization": bool(cfg.pan_equalization),
+                "band_equalization": bool(cfg.band_equalization),
                 "augmentation": cfg.augmentation,
                 "band_gains": cfg.band_gains,
             },

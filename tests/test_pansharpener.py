@@ -1,4 +1,6 @@
 """The public API end to end on a real Landsat-8 crop (PAN 15 m, MS bands 2-5 at 30 m, ratio 2)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import rasterio
@@ -6,7 +8,7 @@ import torch
 from rasterio.windows import Window
 
 from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
-from ssdiff_model.equalization import PanEqualization, pan_equalization
+from ssdiff_model.equalization import BAND_GAIN_MIN, PanEqualization, pan_equalization
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.pansharpener import Pansharpener
 
@@ -111,6 +113,65 @@ def test_pan_equalization_matches_the_pan_to_the_ms_intensity(landsat_scene):
     flat = pan_equalization(np.full_like(pan, 7), ms, ratio=2)
     assert flat.gain == 1 and flat.offset == pytest.approx(intensity.mean() - 7)
     assert PanEqualization.from_attrs(equalization.as_attrs()) == equalization
+
+
+def test_band_equalization_gives_every_band_the_slope_of_the_equalized_pan(landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=200, col=150, size=128)
+    equalization = pan_equalization(pan, ms, ratio=2)
+    blocks = equalization.apply(pan.astype(np.float64)).reshape(64, 2, 64, 2).mean(axis=(1, 3)).ravel()
+    centred = blocks - blocks.mean()
+
+    def slopes(image):
+        return [float((band.ravel() - band.mean()) @ centred / (centred @ centred)) for band in image]
+
+    assert len(set(np.round(slopes(ms), 3))) == 4   # the bands relate to the PAN each in its own way
+    assert slopes(ms) == pytest.approx(list(equalization.band_gains), rel=1e-6)
+    equalized = equalization.apply_bands(ms.astype(np.float64))
+    assert slopes(equalized) == pytest.approx([1.0] * 4, rel=1e-5)
+    assert equalized.mean(axis=(1, 2)) == pytest.approx(ms.mean(axis=(1, 2)), rel=1e-6)   # levels kept
+    np.testing.assert_allclose(equalization.invert_bands(equalized), ms, rtol=1e-5)
+    assert PanEqualization.from_attrs(equalization.as_attrs()) == equalization
+    # an equalization recorded before band equalization existed has none to apply
+    older = PanEqualization.from_attrs({"gain": equalization.gain, "offset": equalization.offset})
+    assert older.band_gains is None
+    with pytest.raises(ValueError, match="no band gains"):
+        older.apply_bands(ms)
+    # a band that does not follow the PAN at all is not blown up beyond 1 / BAND_GAIN_MIN
+    flat_band = ms.astype(np.float64)
+    flat_band[3] = 1000 + np.random.default_rng(0).normal(0, 1, flat_band[3].shape)
+    assert pan_equalization(pan, flat_band, ratio=2).band_gains[3] == BAND_GAIN_MIN
+
+
+def test_a_band_equalizing_model_takes_each_bands_gain_from_the_scene(sharpener, landsat_scene):
+    """Stretch two bands' contrast about their means, and their band gains with them: a band-equalizing model sees
+    the same inputs and returns the same image with those bands stretched alike; a plain model is thrown off."""
+    equalizing = Pansharpener(sharpener.net, full_scale=FULL_SCALE, ratio=2, sensor="Landsat8",
+                              band_names=BAND_NAMES, equalizes_pan=True, equalizes_bands=True, device="cpu")
+    pan, ms = read_crop(landsat_scene, row=300, col=250, size=64)
+    ms = ms.astype(np.float32)
+    equalization = pan_equalization(pan, ms, ratio=2)
+    stretch = np.array([1.0, 1.7, 1.0, 0.6], np.float32)
+    mean = np.array(equalization.band_means, np.float32)[:, None, None]
+    stretched = mean + (ms - mean) * stretch[:, None, None]
+    stretched_equalization = dataclasses.replace(
+        equalization, band_gains=tuple(float(g) for g in np.array(equalization.band_gains) * stretch))
+    noise = np.random.default_rng(0).normal(size=(1, 4, 64, 64)).astype(np.float32)
+    # One step: the untrained network's wild output is clipped to the DN range band by band, and with more steps a
+    # clipped pixel of one band would feed back into every band.
+    hrms = equalizing.sharpen_tiles(pan[None], ms[None], noise, steps=1, equalization=equalization)[0]
+    again = equalizing.sharpen_tiles(pan[None], stretched[None], noise, steps=1, equalization=stretched_equalization)
+    expected = mean + (hrms - mean) * stretch[:, None, None]
+    inside = (expected > 0) & (expected < FULL_SCALE) & (hrms > 0) & (hrms < FULL_SCALE)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(again[0][inside], expected[inside], rtol=0, atol=0.5)
+    plain = sharpener.sharpen_tiles(pan[None], ms[None], noise, steps=2)[0]
+    assert np.abs(sharpener.sharpen_tiles(pan[None], stretched[None], noise, steps=2)[0, 0] - plain[0]).max() > 1
+    # sharpen() takes the equalization from the arrays it is given
+    np.testing.assert_array_equal(equalizing.sharpen(pan, ms, steps=2, seed=3), equalizing.sharpen_tiles(
+        pan[None], ms[None], torch.randn((1, 4, 64, 64), generator=torch.Generator().manual_seed(3)).numpy(),
+        steps=2, equalization=equalization)[0])
+    with pytest.raises(ValueError, match="trained on MS bands equalized to their scene"):
+        equalizing.sharpen_tiles(pan[None], ms[None], noise)
 
 
 def test_an_equalizing_model_sees_only_the_pattern_of_the_pan(sharpener, landsat_scene):

@@ -45,14 +45,16 @@ def crop(pair, y0: int, x0: int, size: int):
         ms_transform=pair.ms_transform @ Affine.translation(x0 // r, y0 // r))
 
 
-def random_sharpener(path, pair, width: int = 8, equalizes_pan: bool = False) -> Pansharpener:
+def random_sharpener(path, pair, width: int = 8, equalizes_pan: bool = False,
+                     equalizes_bands: bool = False) -> Pansharpener:
     """An untrained SSDiff network for the pair's bands and ratio, through a real checkpoint file."""
     torch.manual_seed(0)
     net = SSDiffNet(bands=pair.n_bands, ratio=pair.ratio, width=width, head_dim=8)
     save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None,
                                full_scale=pair.full_scale, sensor=pair.sensor or "test",
                                band_names=list(pair.band_names), ratio=pair.ratio,
-                               training={"pan_equalization": equalizes_pan}), path)
+                               training={"pan_equalization": equalizes_pan or equalizes_bands,
+                                         "band_equalization": equalizes_bands}), path)
     return Pansharpener.from_checkpoint(path, device="cpu")
 
 
@@ -324,3 +326,29 @@ def test_an_equalizing_model_feeds_every_tile_the_whole_scenes_equalization(refe
     recorded = PanEqualization.from_attrs(open_mosaic(tmp_path / "older-mosaic.zarr").attrs["pan_equalization"])
     assert recorded.gain == pytest.approx(scene_eq.gain, rel=1e-6)
     assert recorded.offset == pytest.approx(scene_eq.offset, rel=1e-6)
+
+
+def test_a_band_equalizing_model_gets_the_scenes_band_gains_even_from_an_older_store(landsat_store, landsat_pair,
+                                                                                     tmp_path):
+    """A scene store ingested before band equalization existed records its PAN equalization without band gains: a
+    band-equalizing model's mosaic computes them from the whole scene, records them, and sharpens with them."""
+    scene_eq = PanEqualization.from_attrs(open_scene(landsat_store).attrs["pan_equalization"])
+    assert scene_eq.band_gains is not None and len(scene_eq.band_gains) == landsat_pair.n_bands
+    older = tmp_path / "older.zarr"
+    shutil.copytree(landsat_store, older)
+    group = zarr.open_group(str(older), mode="r+")
+    group.attrs["pan_equalization"] = {"gain": scene_eq.gain, "offset": scene_eq.offset}
+    zarr.consolidate_metadata(str(older))
+    bands = random_sharpener(tmp_path / "bands.pt", landsat_pair, equalizes_bands=True)
+    assert bands.equalizes_bands and bands.equalizes_pan
+    crop_store = tmp_path / "crop.zarr"
+    write_scene_store(crop_store, crop(landsat_pair, 0, 0, 64))
+    hrms = sharpen(crop_store, tmp_path / "crop-mosaic.zarr", bands)
+    assert np.isfinite(hrms).all()
+    pan_only = sharpen(crop_store, tmp_path / "crop-pan.zarr", random_sharpener(tmp_path / "pan.pt", landsat_pair,
+                                                                          equalizes_pan=True))
+    assert np.abs(hrms - pan_only).max() > 1   # the bands were fed otherwise
+    create_mosaic_store(tmp_path / "older-mosaic.zarr", older, bands, tile_size=TILE, halo=HALO, seed=0, steps=STEPS)
+    recorded = PanEqualization.from_attrs(open_mosaic(tmp_path / "older-mosaic.zarr").attrs["pan_equalization"])
+    assert recorded.band_gains == pytest.approx(scene_eq.band_gains, rel=1e-6)
+    assert recorded.band_means == pytest.approx(scene_eq.band_means, rel=1e-6)

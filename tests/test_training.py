@@ -281,3 +281,11 @@ def test_band_gains_scale_each_band_of_an_example_alike():
         np.testing.assert_allclose(gained["pan"], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="band gain spread"):
         next(patch_batches(data, 4, band_gains=0.5))
+
+
+def test_band_equalization_needs_the_equalized_pan_and_excludes_band_gains():
+    assert TrainConfig(iterations=1, pan_equalization=True, band_equalization=True).band_equalization
+    with pytest.raises(ValueError, match="band equalization is relative to the equalized PAN"):
+        TrainConfig(iterations=1, band_equalization=True)
+    with pytest.raises(ValueError, match="band gains and band equalization exclude each other"):
+        TrainConfig(iterations=1, pan_equalization=True, band_equalization=True, band_gains=1.5)

@@ -82,6 +82,10 @@ def test_training_commands_parse():
                                    "--augment"])
     assert config_from_args(equalized).pan_equalization and not config_from_args(plain).pan_equalization
     assert config_from_args(equalized).augmentation == "dihedral" and config_from_args(plain).augmentation is None
+    bands = config_from_args(parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n",
+                                                "--equalize-bands"]))
+    assert bands.band_equalization and bands.pan_equalization   # band equalization is relative to the equalized PAN
+    assert not config_from_args(equalized).band_equalization
     gained = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--band-gains", "1.5"])
     assert config_from_args(gained).band_gains == 1.5 and config_from_args(plain).band_gains is None
     assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--coregister"]).coregister
@@ -145,3 +149,35 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     from infra.train_job import finetune_source
 
     assert load_checkpoint(finetune_source(Path(cfg.storage_path, cfg.name))).training["iterations"] == 5
+
+
+def test_validation_scores_band_equalized_examples_in_the_scenes_units(tmp_path, landsat_scene):
+    """A network that adds nothing to the upsampled MS scores the same whether the examples come band-equalized
+    (sampled there, then restored) or raw: the indexes are always those of the scene's own units."""
+    from infra.train_job import validate
+    from ssdiff_model.diffusion import GaussianDiffusion
+
+    store_path = tmp_path / "landsat.zarr"
+    build_training_store([landsat8_source(landsat_scene["B8"].parent)], store_path, family="r2", validation=0.5,
+                         regions=2, stride=64)
+    store = TrainingStore(store_path)
+
+    class NoDetail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))   # validate finds the device from the parameters
+
+        def forward(self, x_t, t, pan, lms, ms):
+            return torch.zeros_like(lms)
+
+    scores = {}
+    for equalized in (False, True):
+        data = store.load_spread("validation", 4, equalize_pan=True, equalize_bands=equalized)
+        scores[equalized] = validate(NoDetail(), GaussianDiffusion(), data, store.sources, store.ratio, steps=2,
+                                     equalized_bands=equalized)
+    assert scores[True]["val_examples"] == 4
+    for index in ("val_SAM", "val_ERGAS", "val_Q2n"):
+        assert scores[True][index] == pytest.approx(scores[False][index], rel=1e-3)
+    assert scores[True]["val_ERGAS"] > 0.1   # the upsampled MS is not the reference
+    unrestored = validate(NoDetail(), GaussianDiffusion(), data, store.sources, store.ratio, steps=2)
+    assert abs(unrestored["val_ERGAS"] / scores[True]["val_ERGAS"] - 1) > 0.01   # equalized units differ

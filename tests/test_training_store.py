@@ -60,6 +60,41 @@ def test_examples_carry_the_pan_equalization_of_their_scene(landsat_store):
         assert blocks.std() == pytest.approx(intensity.std(), rel=0.2)
 
 
+def test_examples_carry_the_band_equalization_of_their_scene(landsat_store):
+    """Each example records its scene's band gains and means; fed band-equalized, every band of a scene has the
+    slope of the equalized PAN (1) at the MS scale, and the PAN and the residual's shape are unchanged."""
+    store = TrainingStore(landsat_store[0])
+    raw = store.load("train")
+    fed = store.load("train", equalize_pan=True, equalize_bands=True)
+    assert raw["band_gain"].shape == raw["band_mean"].shape == (len(raw["pan"]), 4)
+    assert len(np.unique(raw["band_gain"], axis=0)) == 1   # one set per scene (strip)
+    gain, mean = raw["band_gain"][0], raw["band_mean"][0]
+    assert len(set(np.round(gain, 3))) == 4 and 0 < mean.min() and mean.max() < 1
+    np.testing.assert_allclose(fed["pan"], store.load("train", equalize_pan=True)["pan"])
+    for name in ("ms", "lms", "hrms"):
+        np.testing.assert_allclose(fed[name], mean[:, None, None] + (raw[name] - mean[:, None, None]) /
+                                   gain[:, None, None], rtol=1e-5, atol=1e-6)
+    blocks = fed["pan"][:, 0].reshape(len(fed["pan"]), 32, 2, 32, 2).mean(axis=(2, 4)).ravel()
+    centred = blocks - blocks.mean()
+    for band in range(4):
+        values = fed["ms"][:, band].ravel()
+        assert (values - values.mean()) @ centred / (centred @ centred) == pytest.approx(1, abs=0.15)
+
+
+def test_a_version_2_store_serves_runs_that_do_not_equalize_bands(landsat_store, tmp_path):
+    old = tmp_path / "v2.zarr"
+    shutil.copytree(landsat_store[0], old)
+    group = zarr.open_group(str(old), mode="r+")
+    group.attrs["version"] = 2
+    for split in ("train", "validation"):
+        del group[split]["band_gain"], group[split]["band_mean"]
+    store = TrainingStore(old)
+    np.testing.assert_array_equal(store.load("train", equalize_pan=True)["pan"],
+                                  TrainingStore(landsat_store[0]).load("train", equalize_pan=True)["pan"])
+    with pytest.raises(ValueError, match=f"{old}: training store version 2 has no band equalization; rebuild it"):
+        store.load("train", equalize_pan=True, equalize_bands=True)
+
+
 def test_a_store_of_an_older_version_asks_to_be_rebuilt(landsat_store, tmp_path):
     old = tmp_path / "old.zarr"
     shutil.copytree(landsat_store[0], old)

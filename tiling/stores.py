@@ -6,7 +6,7 @@ Scene store (written once by ingest, read by every tile):
     coords  y, x, y_ms, x_ms (pixel centres from the transforms), band (band names)
     attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
             sources = {name: {path, sha256}} (checksums of the files the scene came from),
-            pan_equalization = {gain, offset} of the whole scene (ssdiff_model.equalization),
+            pan_equalization = {gain, offset, band_gains, band_means} of the whole scene (ssdiff_model.equalization),
             ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None
 
 Mosaic store (pre-allocated by the sharpen flow, filled core by core):
@@ -17,7 +17,7 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
                                    tile's core is in ``hrms``
     attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler, steps, seed, model
             (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
-            created time, pan_equalization (the scene's, when the model equalizes its PAN, else None),
+            created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
             plus whatever the caller adds (cluster, flow run)
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
@@ -267,9 +267,10 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         return grid
 
     equalization = None
-    if pansharpener.equalizes_pan:   # a store ingested before equalization existed gets it computed here
-        equalization = attrs.get("pan_equalization") or pan_equalization(
-            scene[PAN].values, scene[MS].values, attrs["ratio"]).as_attrs()
+    if pansharpener.equalizes:   # a store ingested before (band) equalization existed gets it computed here
+        equalization = attrs.get("pan_equalization")
+        if not equalization or (pansharpener.equalizes_bands and "band_gains" not in equalization):
+            equalization = pan_equalization(scene[PAN].values, scene[MS].values, attrs["ratio"]).as_attrs()
 
     # Placeholders of ONE dask chunk each, never computed: a dask chunk per core would make a task graph (and
     # memory) growing with the scene. The Zarr chunks come from the encoding.
