@@ -14,12 +14,15 @@ records its equalization (``tiling.stores``), and training stores one per exampl
 Band equalization goes one step further, for checkpoints trained with it. How much of the PAN's detail belongs in
 each MS band differs from scene to scene: over the 4-band scenes the true injection gain of the blue band (the
 slope of its reference detail on the equalized PAN's) runs from 0.38 to 0.99 and that of the NIR band from 0.79 to
-2.18. The slope of each band on the equalized PAN's block means, which the scene's own MS shows at its scale,
-follows them: its ratio to the true gain varies far less (0.68 to 0.88 over the bands of QuickBird Toulouse, 1.21
-to 1.40 over IKONOS). So each band's contrast is divided by that slope about the band's mean before the network
-sees it, and the network's output is scaled back: the network learns one gain where it otherwise learns the
-training scenes' average per band and misses a scene whose bands relate to its PAN otherwise (on Toulouse it
-injected 1.5 times the true blue detail and 0.75 of the red).
+2.18. The slope of each band's detail on the equalized PAN's detail one scale down, at the MS scale (what a Gaussian
+high-pass leaves of the MS and of the PAN's block means), follows them band by band: the ratio of true gain to that
+slope varies over a scene's bands by 6 % (median coefficient of variation over the 4-band scenes; at most 17 %,
+`bench/band_gains.py`),
+where the slope of the whole signal, dominated by land cover, is off by up to 3.5 times in the NIR bands of a
+vegetated scene. So each band's contrast is divided by its detail slope about the band's mean before the network
+sees it, and the network's output is scaled back: the network learns how much detail a scene takes, the same for
+all its bands, where it otherwise learns the training scenes' average per band and misses a scene whose bands
+relate to its PAN otherwise (on Toulouse it injected 1.5 times the true blue detail and 0.75 of the red).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 
 def equalize_bands(ms, gains, means):
@@ -40,6 +44,8 @@ def restore_bands(ms, gains, means):
     return means + (ms - means) * gains
 
 
+# Band gains regress detail on detail: what is left of the MS scale after a Gaussian low-pass of this width.
+DETAIL_SIGMA_MS_PX = 1.0
 # A band whose slope on the PAN is near zero (or negative) has no detail to learn from the PAN: its contrast is
 # scaled by at most 1 / BAND_GAIN_MIN, and never shrunk by more than BAND_GAIN_MAX.
 BAND_GAIN_MIN, BAND_GAIN_MAX = 0.2, 5.0
@@ -85,10 +91,16 @@ class PanEqualization:
         return cls(gain=float(attrs["gain"]), offset=float(attrs["offset"]), **bands)
 
 
+def _detail(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The valid pixels of `image` (at the MS scale) less a Gaussian low-pass of it (nodata filled with the mean)."""
+    filled = np.where(valid, image, image[valid].mean())
+    return (filled - gaussian_filter(filled, DETAIL_SIGMA_MS_PX, mode="reflect"))[valid]
+
+
 def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int) -> PanEqualization:
     """The equalization of a scene from its PAN (H, W) and MS (B, H/r, W/r) in DN: afterwards the PAN's ratio x
-    ratio block means have the mean and standard deviation of the MS intensity, and each MS band's slope on those
-    equalized block means is its band gain (clipped to [BAND_GAIN_MIN, BAND_GAIN_MAX]). A flat or empty PAN (no
+    ratio block means have the mean and standard deviation of the MS intensity, and each MS band's detail regressed
+    on the detail of those equalized block means is its band gain (clipped to [BAND_GAIN_MIN, BAND_GAIN_MAX]). A flat or empty PAN (no
     contrast to scale) gets gain 1, only the offset, and band gains 1; NaN pixels are left out of every statistic."""
     # float64 sums without a float64 copy of the scene: ingest already holds it in memory once or twice
     pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
@@ -99,19 +111,17 @@ def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int) -> PanEqual
     bands = ms_lr.shape[0]
     if not valid.any():
         return PanEqualization(gain=1.0, offset=0.0, band_gains=(1.0,) * bands, band_means=(0.0,) * bands)
-    pan_lp, intensity = pan_lp[valid], intensity[valid]
-    spread = pan_lp.std()
-    gain = float(intensity.std() / spread) if spread > 0 else 1.0
-    offset = float(intensity.mean() - gain * pan_lp.mean())
-    equalized = pan_lp * gain + offset
-    centred = equalized - equalized.mean()
-    variance = float(centred @ centred)
+    spread = pan_lp[valid].std()
+    gain = float(intensity[valid].std() / spread) if spread > 0 else 1.0
+    offset = float(intensity[valid].mean() - gain * pan_lp[valid].mean())
+    pan_detail = _detail(pan_lp * gain + offset, valid)
+    variance = float(pan_detail @ pan_detail)
     means, slopes = np.empty(bands), np.ones(bands)
     for k in range(bands):   # one band in float64 at a time
-        values = ms_lr[k, :rows, :cols][valid].astype(np.float64)
-        means[k] = values.mean()
+        band = ms_lr[k, :rows, :cols].astype(np.float64)
+        means[k] = band[valid].mean()
         if variance > 0:
-            slopes[k] = (values - means[k]) @ centred / variance
+            slopes[k] = _detail(band, valid) @ pan_detail / variance
     band_gains = np.clip(slopes, BAND_GAIN_MIN, BAND_GAIN_MAX)
     return PanEqualization(gain=gain, offset=offset, band_gains=tuple(float(g) for g in band_gains),
                            band_means=tuple(float(m) for m in means))

@@ -7,6 +7,7 @@ import zarr
 
 from infra.training_store import (FAMILIES, FUSEBOX_TO_VNIR, TrainingStore, assign_splits, build_training_store,
                                   family_sources, landsat8_source, source_from_files, source_from_shared)
+from ssdiff_model.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN
 from ssdiff_model.readers import iter_shared_sets, read_pancollection
 
 
@@ -61,8 +62,8 @@ def test_examples_carry_the_pan_equalization_of_their_scene(landsat_store):
 
 
 def test_examples_carry_the_band_equalization_of_their_scene(landsat_store):
-    """Each example records its scene's band gains and means; fed band-equalized, every band of a scene has the
-    slope of the equalized PAN (1) at the MS scale, and the PAN and the residual's shape are unchanged."""
+    """Each example records its scene's band gains and means (`ssdiff_model.equalization`, whose test checks what
+    they mean); fed band-equalized, every band's contrast is divided by its gain about its mean, the PAN unchanged."""
     store = TrainingStore(landsat_store[0])
     raw = store.load("train")
     fed = store.load("train", equalize_pan=True, equalize_bands=True)
@@ -74,11 +75,7 @@ def test_examples_carry_the_band_equalization_of_their_scene(landsat_store):
     for name in ("ms", "lms", "hrms"):
         np.testing.assert_allclose(fed[name], mean[:, None, None] + (raw[name] - mean[:, None, None]) /
                                    gain[:, None, None], rtol=1e-5, atol=1e-6)
-    blocks = fed["pan"][:, 0].reshape(len(fed["pan"]), 32, 2, 32, 2).mean(axis=(2, 4)).ravel()
-    centred = blocks - blocks.mean()
-    for band in range(4):
-        values = fed["ms"][:, band].ravel()
-        assert (values - values.mean()) @ centred / (centred @ centred) == pytest.approx(1, abs=0.15)
+    assert BAND_GAIN_MIN <= gain.min() and gain.max() <= BAND_GAIN_MAX
 
 
 def test_a_version_2_store_serves_runs_that_do_not_equalize_bands(landsat_store, tmp_path):
