@@ -14,21 +14,16 @@ Prints a table and one JSON line; exits 2 when ../shared/data is absent.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from infra.training_store import FAMILIES, family_sources
+from family_scenes import family_arguments, family_pairs
 from ssdiff_model.equalization import pan_equalization
-from ssdiff_model.readers import PansharpeningBatch
 from ssdiff_model.resample import decimate, filter_replicate, interp23tap, mtf_kernel
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_pair
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def true_gains(pan: np.ndarray, ms_lr: np.ndarray, reference: np.ndarray, ratio: int, sensor: str,
@@ -46,17 +41,12 @@ def true_gains(pan: np.ndarray, ms_lr: np.ndarray, reference: np.ndarray, ratio:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="4band-r4")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    args = parser.parse_args(argv)
+    args = family_arguments(__doc__, argv)
     if not args.data.is_dir():
         print(f"no shared data at {args.data}: nothing to measure", file=sys.stderr)
         return 2
     rows = []
-    for source in family_sources(args.family, args.data):
-        data = source.load()
-        pair = data.pair(0) if isinstance(data, PansharpeningBatch) else data
+    for source, pair in family_pairs(args.family, args.data):
         rr = pair if pair.gt is not None else reduced_resolution_pair(pair)
         if min(rr.ms_lr.shape[1:]) < 8:
             continue

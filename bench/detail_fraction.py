@@ -12,19 +12,14 @@ Prints a table and one JSON line; exits 2 when ../shared/data is absent.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from infra.training_store import FAMILIES, family_sources
-from ssdiff_model.readers import PansharpeningBatch
+from family_scenes import family_arguments, family_pairs
 from ssdiff_model.resample import decimate, interp23tap, mtf_filter
 from ssdiff_model.wald import reduced_resolution_example
-
-ROOT = Path(__file__).resolve().parents[1]
 
 BORDER = 8
 
@@ -50,17 +45,12 @@ def scene_fractions(pair, sensor: str) -> tuple[np.ndarray, float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--family", default="4band-r4", choices=sorted(FAMILIES))
-    args = parser.parse_args(argv)
+    args = family_arguments(__doc__, argv)
     if not args.data.is_dir():
         print(f"no shared data at {args.data}: nothing to measure", file=sys.stderr)
         return 2
     rows = []
-    for source in family_sources(args.family, args.data):
-        data = source.load()
-        pair = data.pair(0) if isinstance(data, PansharpeningBatch) else data
+    for source, pair in family_pairs(args.family, args.data):
         ms, pan = scene_fractions(pair, source.sensor or "none")
         rows.append({"scene": source.id, "sensor": source.sensor, "ms": [round(float(v), 3) for v in ms],
                      "pan": round(pan, 3), "ms_over_pan": [round(float(v) / pan, 2) for v in ms]})

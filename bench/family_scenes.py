@@ -1,0 +1,26 @@
+"""What the per-scene measurements of bench/ share: the command line that picks a family of ../shared/data, and the
+family's scenes, each as one PAN+MS pair (the first pair of a PanCollection-style file)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Iterator
+
+from infra.training_store import FAMILIES, family_sources
+from ssdiff_model.readers import PansharpeningBatch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def family_arguments(description: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="4band-r4")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    return parser.parse_args(argv)
+
+
+def family_pairs(family: str, data: Path) -> Iterator[tuple]:
+    """(source, pair) for every scene of the family."""
+    for source in family_sources(family, data):
+        loaded = source.load()
+        yield source, loaded.pair(0) if isinstance(loaded, PansharpeningBatch) else loaded
