@@ -46,9 +46,6 @@ def scene_fractions(pair, sensor: str) -> tuple[np.ndarray, float]:
 
 def main(argv=None) -> int:
     args = family_arguments(__doc__, argv)
-    if not args.data.is_dir():
-        print(f"no shared data at {args.data}: nothing to measure", file=sys.stderr)
-        return 2
     rows = []
     for source, pair in family_pairs(args.family, args.data):
         ms, pan = scene_fractions(pair, source.sensor or "none")

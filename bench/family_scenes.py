@@ -13,10 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def family_arguments(description: str, argv=None) -> argparse.Namespace:
+    """--family and --data; exits 2 when the data folder is absent."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=sorted(FAMILIES), default="4band-r4")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.exit(2, f"no shared data at {args.data}: nothing to measure\n")
+    return args
 
 
 def family_pairs(family: str, data: Path) -> Iterator[tuple]:
