@@ -6,7 +6,7 @@ gets the reduced-resolution indexes against the reference (SAM, ERGAS, Q2n, SCC;
 full-resolution ones on its own input pair (D_lambda, D_s, HQNR), as the toolbox's tables do, and its seconds per scene.
 
     python bench/quality_table.py [--out bench/results/quality]
-    python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10]
+    python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10] [--seed 0]
 
 With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses), and
 the scenes are the validation scenes of the checkpoint's training store (never trained on, taken with the same
@@ -111,7 +111,7 @@ def classical_method(fuse):
     return run
 
 
-def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int):
+def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0):
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import sharpen_array
 
@@ -119,7 +119,7 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int):
 
     def run(pair: PansharpeningPair):
         # The network sees DN / the scene's own full scale, as in training.
-        return sharpen_array(model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=0,
+        return sharpen_array(model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
                              full_scale=pair.full_scale)
 
     return run
@@ -162,6 +162,9 @@ def main(argv=None) -> int:
                         help="add SSDiff with this checkpoint (shipped name or path; repeatable) and use the "
                              "validation scenes of its training store")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of SSDiff's starting noise: how much an index moves from seed to seed says how "
+                             "large a difference between two checkpoints has to be to mean something")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--no-wald", dest="wald", action="store_false",
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     ssdiff = {}
     for checkpoint in args.checkpoint:
         ssdiff[f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"] = ssdiff_method(
-            checkpoint, args.steps, args.tile, args.halo)
+            checkpoint, args.steps, args.tile, args.halo, args.seed)
     methods.update(ssdiff)
     scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
               reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))
