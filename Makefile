@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench clean train-landsat-r2 train-8band-r4 train-4band-r4
 
 venv: $(STAMP)
 
@@ -26,6 +26,43 @@ demo: venv
 
 bench: venv
 	$(PY) bench/model_speed.py
+
+# The recipes of the shipped checkpoints, one target each: the training store (built once), then each training run
+# (rerunning a target resumes every run from its latest checkpoint), exported to $(RUNS)/export/<name>.pt.
+RUNS ?= runs
+DATA ?= ../shared/data
+SSDIFF := $(VENV)/bin/ssdiff
+TRAIN := --storage-path $(RUNS)/ray --batch-size 16 --cpus-per-worker 2 --val-examples 16
+
+$(RUNS)/train-r2.zarr: | venv
+	$(SSDIFF) prepare-training --family r2 --data $(DATA) --out $@
+
+$(RUNS)/train-8band-s8.zarr: | venv
+	$(SSDIFF) prepare-training --family 8band-r4 --data $(DATA) --coregister --stride 8 --out $@
+
+$(RUNS)/train-4band-s16.zarr: | venv
+	$(SSDIFF) prepare-training --family 4band-r4 --data $(DATA) --coregister --stride 16 --out $@
+
+train-landsat-r2: $(RUNS)/train-r2.zarr
+	$(SSDIFF) train --store $< $(TRAIN) --name landsat-r2 --steps 1600 --width 16 --checkpoint-every 200 \
+	    --validate-every 400 --export $(RUNS)/export/ssdiff-landsat-r2-base.pt --half
+	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/landsat-r2 --store $< $(TRAIN) --name landsat-r2-lbaf \
+	    --steps 300 --lbaf-every 100 --lbaf-lr 2e-4 --checkpoint-every 100 --validate-every 150 \
+	    --export $(RUNS)/export/ssdiff-landsat-r2.pt --half
+
+train-8band-r4: $(RUNS)/train-8band-s8.zarr
+	$(SSDIFF) train --store $< $(TRAIN) --name 8band-s8 --steps 1600 --width 16 --checkpoint-every 200 \
+	    --validate-every 800 --equalize-pan --augment --band-gains 1.5 --export $(RUNS)/export/8band-s8-1600.pt --half
+	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/8band-s8 --store $< $(TRAIN) --name 8band-s8-lbaf-dbeq \
+	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-3 --checkpoint-every 200 --validate-every 300 --equalize-bands \
+	    --augment --export $(RUNS)/export/ssdiff-8band-r4.pt --half
+
+train-4band-r4: $(RUNS)/train-4band-s16.zarr
+	$(SSDIFF) train --store $< $(TRAIN) --name 4band-dbeq --steps 2400 --width 16 --checkpoint-every 200 \
+	    --validate-every 400 --equalize-bands --augment --export $(RUNS)/export/4band-dbeq-2400.pt --half
+	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/4band-dbeq --store $< $(TRAIN) --name 4band-dbeq-lbaf \
+	    --steps 200 --lbaf-every 50 --lbaf-lr 1e-4 --checkpoint-every 100 --validate-every 200 --augment \
+	    --export $(RUNS)/export/ssdiff-4band-r4.pt --half
 
 clean:
 	rm -rf $(VENV) .pytest_cache
