@@ -61,7 +61,7 @@ train-4band-r4: $(RUNS)/train-4band-s16.zarr
 	$(SSDIFF) train --store $< $(TRAIN) --name 4band-dbeq --steps 2400 --width 16 --checkpoint-every 200 \
 	    --validate-every 400 --equalize-bands --augment --export $(RUNS)/export/4band-dbeq-2400.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/4band-dbeq --store $< $(TRAIN) --name 4band-dbeq-lbaf \
-	    --steps 200 --lbaf-every 50 --lbaf-lr 1e-4 --checkpoint-every 100 --validate-every 200 --augment \
+	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-4 --checkpoint-every 200 --validate-every 600 --augment \
 	    --export $(RUNS)/export/ssdiff-4band-r4.pt --half
 
 clean:
