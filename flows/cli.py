@@ -6,6 +6,7 @@
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
     ssdiff prepare-training / train / finetune                           see flows/training.py
+    ssdiff import-release-checkpoint FILE --bands 8 --sensor WV3 --out NAME.pt   see flows/release_import.py
 
 Each command prints a JSON summary on stdout. Every error is one line ``ssdiff <command>: error: ...`` on
 stderr naming the file and the problem, and any store that existed before is left as it was. Exit status:
@@ -42,6 +43,9 @@ def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or the name of a shipped checkpoint")
     parser.add_argument("--steps", type=int, default=10, help="DDIM sampling steps (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the position-keyed noise (default 0)")
+    parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent",
+                        help="DDIM as trained (consistent, the default) or as the authors' release samples (release: "
+                             "step indices fed as timesteps, image space after the first step)")
     parser.add_argument("--tile", type=int, default=64, help="tile side in PAN pixels (default 64)")
     parser.add_argument("--halo", type=int, default=16, help="halo in PAN pixels around each tile's core (default 16)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default 8)")
@@ -85,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefect-api-url", help="Prefect server to record the run in (default: PREFECT_API_URL, "
                                                "else Prefect's ephemeral local API)")
 
+    from flows.release_import import add_import_command
     from flows.training import add_training_commands
 
     add_training_commands(commands, COMMANDS)
+    add_import_command(commands, COMMANDS)
     return parser
 
 
@@ -103,7 +109,7 @@ def _sharpen(args) -> dict:
 
     connect_ray(args.ray_address)
     return sharpen_scene(args.scene, args.out, args.checkpoint, steps=args.steps, seed=args.seed,
-                         tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
+                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
                          progress=not args.no_progress)
 
 
@@ -126,7 +132,7 @@ def _run(args) -> dict:
         return pansharpen_scene(
             pan=args.pan, ms=args.ms, mosaic_store=args.out, scene_store=args.scene, checkpoint=args.checkpoint,
             sensor=args.sensor, band_names=args.band_names, nodata=args.nodata, example=args.example,
-            steps=args.steps, seed=args.seed, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
+            steps=args.steps, seed=args.seed, sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
             actors=args.actors, ray_address=args.ray_address, reference=args.reference, reduced=args.reduced,
             quicklook=args.quicklook, progress=not args.no_progress)
 

@@ -27,7 +27,7 @@ SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
 def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str] | None = None,
                      scene_store: str | None = None, sensor: str | None = None, band_names: list[str] | None = None,
                      nodata: float | None = None, example: int | None = None, steps: int = 10, seed: int = 0,
-                     tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+                     sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
                      ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
@@ -36,7 +36,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
     scene = ingest_task(pan, list(ms or []), scene_store, sensor=sensor, band_names=band_names, nodata=nodata,
                         example=example)
     sharpened = sharpen_task(scene["scene_store"], mosaic_store, checkpoint, steps=steps, seed=seed,
-                             tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
+                             sampler=sampler, tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
                              ray_address=ray_address, progress=progress)
     quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
                             checkpoint=checkpoint)

@@ -81,10 +81,10 @@ class TileSharpener:
                 "device": str(self.pansharpener.device), "threads": torch.get_num_threads(), "calls": self.calls}
 
     def sharpen(self, scene_store: str, mosaic_store: str, tiles: Sequence[Tile], batch_size: int, seed: int,
-                steps: int) -> dict[str, int]:
+                steps: int, sampler: str = "consistent") -> dict[str, int]:
         self.calls += 1
         return run_tiles(scene_store, mosaic_store, self.pansharpener, tiles, batch_size=batch_size, seed=seed,
-                         steps=steps)
+                         steps=steps, sampler=sampler)
 
 
 class SharpenerPool:
@@ -136,8 +136,8 @@ class SharpenerPool:
         ray.kill(self._handles[slot], no_restart=True)
 
     def sharpen(self, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, tiles: Sequence[Tile], *,
-                seed: int, steps: int, batch_size: int = 8, progress: bool | tqdm = True,
-                on_batch_done=None) -> dict[str, int]:
+                seed: int, steps: int, sampler: str = "consistent", batch_size: int = 8,
+                progress: bool | tqdm = True, on_batch_done=None) -> dict[str, int]:
         """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
         Returns counts: tiles sharpened / all-nodata, actor calls made, batches retried after an actor died."""
         scene_store, mosaic_store = str(scene_store), str(mosaic_store)
@@ -154,7 +154,8 @@ class SharpenerPool:
             for slot, handle in enumerate(self._handles):
                 while queue and load[slot] < CALLS_IN_FLIGHT_PER_ACTOR:
                     index = queue.popleft()
-                    ref = handle.sharpen.remote(scene_store, mosaic_store, batches[index], batch_size, seed, steps)
+                    ref = handle.sharpen.remote(scene_store, mosaic_store, batches[index], batch_size, seed, steps,
+                                                 sampler)
                     in_flight[ref] = (slot, handle, index)
                     load[slot] += 1
                     totals["actor_calls"] += 1
@@ -204,8 +205,8 @@ class SharpenerPool:
 
 
 def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
-                  *, steps: int = 10, seed: int = 0, tile_size: int = 64, halo: int = 16, batch_size: int = 8,
-                  actors: int | None = None, pool: SharpenerPool | None = None, progress: bool = True,
+                  *, steps: int = 10, seed: int = 0, sampler: str = "consistent", tile_size: int = 64,
+                  halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None, progress: bool = True,
                   provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
     the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
@@ -221,14 +222,15 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     cluster = cluster_resources()
     with store_lock(mosaic_store):
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
-                            steps=steps, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
+                            steps=steps, sampler=sampler, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
         del described
         grid = mosaic_grid(mosaic_store)
         todo = missing_tiles(mosaic_store)
         counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
         if todo:
             counts = _sharpen_missing(pool, checkpoint, actors, scene_store, mosaic_store, todo, len(grid),
-                                      seed=seed, steps=steps, batch_size=batch_size, progress=progress)
+                                      seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
+                                      progress=progress)
         finished = now_utc()
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
@@ -245,7 +247,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
 
 def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None, scene_store, mosaic_store,
-                     todo: Sequence[Tile], total: int, *, seed: int, steps: int, batch_size: int,
+                     todo: Sequence[Tile], total: int, *, seed: int, steps: int, sampler: str, batch_size: int,
                      progress: bool) -> dict[str, int]:
     """Run ``todo`` on ``pool``, or on a pool of its own that is closed (its actors killed) before returning."""
     own_pool = pool is None
@@ -253,7 +255,8 @@ def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None,
     try:
         with tqdm(total=total, initial=total - len(todo), unit="tile", disable=not progress,
                   desc=Path(mosaic_store).name) as bar:
-            return pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps, batch_size=batch_size,
+            return pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps, sampler=sampler,
+                                batch_size=batch_size,
                                 progress=bar)
     finally:
         if own_pool:

@@ -70,11 +70,11 @@ def mosaic_path(scene_store: Path, out_dir: Path) -> Path:
 
 
 def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int = 10, seed: int = 0,
-              tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+              sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
               ray_address: str | None = None, progress: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     cluster = connect_ray(ray_address)
-    settings = {"steps": steps, "seed": seed, "tile_size": tile_size, "halo": halo}
+    settings = {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size, "halo": halo}
     todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
     skipped = [str(s) for s in scene_stores if s not in todo]
     for store in skipped:
@@ -86,7 +86,7 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, s
             for scene_store in todo:
                 try:
                     summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), checkpoint,
-                                            steps=steps, seed=seed, tile_size=tile_size, halo=halo,
+                                            steps=steps, seed=seed, sampler=sampler, tile_size=tile_size, halo=halo,
                                             batch_size=batch_size, pool=pool, progress=progress,
                                             provenance={"ray_job": "infra.reprocess"})
                 except Exception as err:  # noqa: BLE001 - report the scene and go on with the archive
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not stores:
             raise ValueError("no scene stores given (positional paths or --list)")
         summary = reprocess(stores, Path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
-                            tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
+                            sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
                             ray_address=args.ray_address)
     except (StoreBusyError, *BAD_INPUT, OSError) as err:   # one line, and the exit status the CLI gives
         return report("infra.reprocess", err)

@@ -63,6 +63,7 @@ class TrainJobConfig:
     seed: int = 0
     width: int = 32                        # network width d (fresh runs)
     head_dim: int = 16
+    architecture: str = "release"          # the authors' released network; "legacy": the project's first layout
     lbaf_start: int | None = None          # iteration at which L-BAF starts (None: no L-BAF)
     lbaf_every: int = 1000
     lbaf_lr: float = 1e-4
@@ -161,7 +162,7 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
     import ray.train
 
     from ssdiff_model.checkpoint import load_checkpoint
-    from ssdiff_model.network import SSDiffNet
+    from ssdiff_model.network import build_network
     from ssdiff_model.pansharpener import network_from_checkpoint
     from ssdiff_model.training import Trainer
 
@@ -195,7 +196,8 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
     import torch
 
     torch.manual_seed(cfg.seed)  # every rank builds the same initial network (DDP broadcasts rank 0's anyway)
-    net = SSDiffNet(bands=store.bands, ratio=store.ratio, width=cfg.width, head_dim=cfg.head_dim)
+    net = build_network(dict(bands=store.bands, ratio=store.ratio, width=cfg.width, head_dim=cfg.head_dim,
+                             architecture=cfg.architecture))
     return Trainer(net, train_config, device), {"resumed_from_step": None, "finetuned_from": None,
                                                 "wall_time_before_s": 0.0}
 
@@ -497,7 +499,8 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         f"- augmentation: {t.get('augmentation') or 'none'}"
         + (f"; every MS band scaled by a random gain in [1/{t['band_gains']:g}, {t['band_gains']:g}]"
            if t.get("band_gains") else ""),
-        f"- network: width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
+        f"- network: {ckpt.config.get('architecture', 'legacy')} architecture, width {ckpt.config['width']}, "
+        f"head size {ckpt.config['head_dim']}; "
         f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
         "## Training", "",
         f"- iterations: {t.get('iterations')} (batch {job.get('batch_size_per_worker')} per worker x "
@@ -542,6 +545,9 @@ def add_job_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     parser.add_argument("--batch-size", type=int, default=16, help="examples per worker per step (default 16)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=32, help="network width of a fresh model (default 32)")
+    parser.add_argument("--architecture", choices=("release", "legacy"), default="release",
+                        help="network of a fresh model: the authors' released SSDiff (default) or the project's "
+                             "first layout (only to compare with checkpoints trained on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lbaf-start", type=int, default=0 if finetune else None,
                         help="iteration at which L-BAF starts" + (" (default 0)" if finetune else " (default: none)"))
@@ -576,7 +582,7 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
     lbaf_start = args.lbaf_start if args.lora_rank is None else None
     return TrainJobConfig(
         store=args.store, storage_path=args.storage_path, name=args.name, workers=args.workers, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed, lbaf_start=lbaf_start,
+        batch_size=args.batch_size, lr=args.lr, width=args.width, architecture=args.architecture, seed=args.seed, lbaf_start=lbaf_start,
         lbaf_every=args.lbaf_every, lbaf_lr=args.lbaf_lr, lora_rank=args.lora_rank,
         finetune_from=args.finetune_from, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, val_examples=args.val_examples, val_steps=args.val_steps,

@@ -24,7 +24,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 @dataclass
 class Checkpoint:
-    config: dict[str, Any]                    # SSDiffNet(**config) rebuilds the network
+    config: dict[str, Any]                    # network.build_network(config) rebuilds the network
     weights: dict[str, Tensor]                # raw (last optimiser step) weights
     ema_weights: dict[str, Tensor] | None     # EMA weights, the ones to sample with
     full_scale: float                         # DN that maps to 1.0 (2047 for 11-bit data)
@@ -142,11 +142,18 @@ def load_checkpoint(path_or_name: str | Path, map_location: str | torch.device =
 def save_untrained(path: str | Path, *, bands: int, ratio: int, full_scale: float, sensor: str,
                    band_names: list[str], seed: int = 0, **network: Any) -> Path:
     """A randomly initialised SSDiff (seeded: the same weights every time) saved as a real checkpoint, for tests
-    and benchmarks that exercise or time the machinery, never the quality. `network`: SSDiffNet options."""
-    from ssdiff_model.network import SSDiffNet  # the network module only when a model is built
+    and benchmarks that exercise or time the machinery, never the quality. `network`: SSDiffNet options.
+
+    Every parameter is then moved by N(0, 0.02), as the release's reference weights are: the release initialises
+    its stems' last convs to zero, and a network whose output ignores x_t and the PAN would hide the sampler and
+    the PAN path from the tests."""
+    from ssdiff_model.network import build_network  # the network module only when a model is built
 
     torch.manual_seed(seed)
-    net = SSDiffNet(bands=bands, ratio=ratio, **network)
+    net = build_network(dict(bands=bands, ratio=ratio, **{"architecture": "release", **network}))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
     save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=full_scale,
                                sensor=sensor, band_names=list(band_names), ratio=ratio), path)
     return Path(path)

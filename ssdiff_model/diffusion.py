@@ -4,14 +4,18 @@ Everything here works on tensors already divided by the sensor's full scale, so 
 The diffused quantity is the residual ``x0 = hrms - lms``; the network predicts ``x0`` directly
 (x0-parameterisation), and the sampler stays in residual space from the first step to the last.
 
-Timesteps are always the TRUE diffusion timesteps in [0, T): the network was trained on them, so the
-sampler feeds it 900, 800, ..., 0 for 10 steps, never the step index 0..9 (a quirk of the authors'
-release that we deliberately do not copy).
+The default sampler ("consistent") feeds the network the TRUE diffusion timesteps in [0, T), the ones it
+was trained on: 900, 800, ..., 0 for 10 steps. The authors' release does two things differently, and
+``sampler="release"`` copies both so that its samples can be reproduced: it feeds the step index
+9, 8, ..., 0 (timesteps the network saw only at the very end of the diffusion during training), and its
+DDIM update takes the clipped *image* x0_hat + lms as the prediction, so from the second step on the
+chain runs in image space although it started from residual-space noise. We do not make that the
+default: the network is asked about noise levels it was not trained on.
 """
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +42,10 @@ def random_normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generat
     """N(0, I) drawn on the generator's device (so a CPU generator reproduces on any device), moved to `like`."""
     device = generator.device if generator is not None else like.device
     return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+Sampler = Literal["consistent", "release"]
+SAMPLERS: tuple[str, ...] = ("consistent", "release")
 
 
 class GaussianDiffusion:
@@ -94,24 +102,41 @@ class GaussianDiffusion:
     @torch.no_grad()
     def ddim_sample(self, model: ResidualDenoiser, pan: Tensor, lms: Tensor, ms: Tensor, steps: int = 10,
                     noise: Tensor | None = None, generator: torch.Generator | None = None,
-                    bounds: tuple[Tensor | float, Tensor | float] = (0.0, 1.0)) -> Tensor:
+                    bounds: tuple[Tensor | float, Tensor | float] = (0.0, 1.0),
+                    sampler: Sampler = "consistent") -> Tensor:
         """Sample HRMS in [0, 1] from x_T = noise (or N(0, I) drawn from `generator`).
 
         At each step the prediction is made consistent with a valid image, clip(x0_hat + lms, 0, 1) - lms,
         and the DDIM update re-derives eps from that clipped residual. Deterministic given the noise.
-        `bounds`: where a valid image lies when the bands are fed equalized ((1, B, 1, 1) tensors, the images of
-        0 and full scale; see ``ssdiff_model.equalization``).
+
+        Args:
+            model: the denoiser (x_t, t, pan, lms, ms) -> x0_hat.
+            pan, lms, ms: (N, 1, H, W), (N, B, H, W), (N, B, H/r, W/r) in [0, 1].
+            steps: DDIM steps.
+            noise, generator: the starting noise, or the generator to draw it from.
+            bounds: where a valid image lies when the bands are fed equalized ((1, B, 1, 1) tensors, the images
+                of 0 and full scale; see ``ssdiff_model.equalization``).
+            sampler: "consistent" (true timesteps, residual space throughout) or "release" (the authors'
+                release: step indices fed as timesteps, image space after the first step; see the module doc).
+
+        Returns:
+            (N, B, H, W) images in [0, 1] (within `bounds`).
         """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
         if noise is None:
             noise = random_normal(tuple(lms.shape), lms, generator)
         elif noise.shape != lms.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected lms's shape {tuple(lms.shape)}")
         x_t = noise.to(device=lms.device, dtype=lms.dtype)
         timesteps = self.ddim_timesteps(steps)
-        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
-            t_batch = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
+        release = sampler == "release"
+        for index, (t, t_prev) in enumerate(zip(timesteps, timesteps[1:] + [-1])):
+            fed = steps - 1 - index if release else t
+            t_batch = torch.full((x_t.shape[0],), fed, dtype=torch.int64, device=x_t.device)
             image = (model(x_t, t_batch, pan, lms, ms) + lms).clamp(*bounds)
-            x_t = self.ddim_step(x_t, image - lms, t, t_prev)
+            # The release takes the image itself as DDIM's x0; the consistent sampler its residual.
+            x_t = self.ddim_step(x_t, image if release else image - lms, t, t_prev)
         # The last step ends at t = 0 where DDIM returns its prediction: return that image itself rather
         # than (image - lms) + lms, which could differ in the last bit.
         return image

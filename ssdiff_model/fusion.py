@@ -49,22 +49,33 @@ class APFM(nn.Module):
     other's features; the product of both projections is added to the spectral features X.
 
     forward(x_spectral, y_spatial) -> updated spectral features, all (N, C, H, W).
+
+    The release's layout (the default) normalises both inputs with one LayerNorm, has no bias on the four
+    projections and a LeakyReLU of slope 0.01 in its feed-forward. ``legacy=True`` builds this project's first
+    layout (a LayerNorm per input, biased projections, slope 0.2), which only its early checkpoints need.
+
+    Args:
+        dim: channels C (a multiple of ``head_dim``).
+        head_dim: channels per head d_h.
+        legacy: the project's first layout instead of the release's.
     """
 
-    def __init__(self, dim: int, head_dim: int = 16):
+    def __init__(self, dim: int, head_dim: int = 16, legacy: bool = False):
         super().__init__()
         if dim % head_dim:
             raise ValueError(f"dim {dim} is not a multiple of head_dim {head_dim}")
-        self.dim, self.head_dim, self.heads = dim, head_dim, dim // head_dim
+        self.dim, self.head_dim, self.heads, self.legacy = dim, head_dim, dim // head_dim, legacy
         self.norm_x = nn.LayerNorm(dim)
-        self.norm_y = nn.LayerNorm(dim)
-        self.proj_a = nn.Linear(dim, dim)  # on spatial features Y
-        self.proj_b = nn.Linear(dim, dim)  # on spatial features Y
-        self.proj_c = nn.Linear(dim, dim)  # on spectral features X
-        self.proj_d = nn.Linear(dim, dim)  # on spectral features X
+        # The release passes the spatial features through the same norm as the spectral ones.
+        self.norm_y = nn.LayerNorm(dim) if legacy else None
+        self.proj_a = nn.Linear(dim, dim, bias=legacy)  # on spatial features Y
+        self.proj_b = nn.Linear(dim, dim, bias=legacy)  # on spatial features Y
+        self.proj_c = nn.Linear(dim, dim, bias=legacy)  # on spectral features X
+        self.proj_d = nn.Linear(dim, dim, bias=legacy)  # on spectral features X
         self.proj_out = nn.Linear(dim, dim)
         self.norm_ffn = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim // 2), nn.LeakyReLU(0.2), nn.Linear(dim // 2, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, dim // 2), nn.LeakyReLU(0.2 if legacy else 0.01),
+                                 nn.Linear(dim // 2, dim))
 
     # The benchmark swaps this for an explicit N x N version to measure what the fused kernel saves.
     spatial_projection = staticmethod(spatial_projection)
@@ -73,16 +84,20 @@ class APFM(nn.Module):
         n, length, _ = tokens.shape  # (N, L, C) -> (N, heads, L, d_h): a strided view, no copy
         return tokens.view(n, length, self.heads, self.head_dim).transpose(1, 2)
 
+    @staticmethod
+    def _pair(first: nn.Linear, second: nn.Linear, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # One matmul for two projections of the same tokens (fewer, larger GEMMs than two Linear calls).
+        bias = None if first.bias is None else torch.cat([first.bias, second.bias])
+        return F.linear(tokens, torch.cat([first.weight, second.weight]), bias).chunk(2, dim=-1)
+
     def forward(self, x_spectral: torch.Tensor, y_spatial: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x_spectral.shape
         x = to_tokens(x_spectral)
         y = to_tokens(y_spatial)
-        x_norm, y_norm = self.norm_x(x), self.norm_y(y)
-        # One matmul per branch for its two projections (fewer, larger GEMMs than four separate Linear calls).
-        ya, yb = F.linear(y_norm, torch.cat([self.proj_a.weight, self.proj_b.weight]),
-                          torch.cat([self.proj_a.bias, self.proj_b.bias])).chunk(2, dim=-1)
-        xc, xd = F.linear(x_norm, torch.cat([self.proj_c.weight, self.proj_d.weight]),
-                          torch.cat([self.proj_c.bias, self.proj_d.bias])).chunk(2, dim=-1)
+        x_norm = self.norm_x(x)
+        y_norm = (self.norm_y if self.norm_y is not None else self.norm_x)(y)
+        ya, yb = self._pair(self.proj_a, self.proj_b, y_norm)
+        xc, xd = self._pair(self.proj_c, self.proj_d, x_norm)
         ya, yb, xc, xd = map(self._split_heads, (ya, yb, xc, xd))
         fused = self.spatial_projection(ya, yb, xc) * spectral_projection(ya, xc, xd)  # (N, heads, L, d_h)
         fused = fused.transpose(1, 2).reshape(n, h * w, c)  # merge heads

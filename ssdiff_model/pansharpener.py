@@ -22,7 +22,7 @@ from ssdiff_model.checkpoint import Checkpoint, load_checkpoint
 from ssdiff_model.diffusion import GaussianDiffusion
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.lora import add_lora, merge_lora
-from ssdiff_model.network import SSDiffNet
+from ssdiff_model.network import build_network
 from ssdiff_model.resample import upsample_ms
 
 # The network's U-shape has three scales, so its PAN-size input must halve twice.
@@ -32,7 +32,7 @@ NETWORK_SIZE_MULTIPLE = 4
 def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
     """Rebuild the network (EMA weights by default); LoRA adapters, if the run used them, are merged."""
     weights = ckpt.ema_weights if ema and ckpt.ema_weights is not None else ckpt.weights
-    net = SSDiffNet(**ckpt.config)
+    net = build_network(ckpt.config)
     lora = ckpt.training.get("lora")
     if lora:
         add_lora(net, lora["rank"], lora["alpha"])
@@ -91,7 +91,7 @@ class Pansharpener:
     # ---- public entry points -----------------------------------------------------------------------
 
     def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
-                full_scale: float | None = None) -> np.ndarray:
+                full_scale: float | None = None, sampler: str = "consistent") -> np.ndarray:
         """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale].
 
         `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
@@ -105,16 +105,26 @@ class Pansharpener:
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale,
-                                  equalization=equalization)[0]
+                                  equalization=equalization, sampler=sampler)[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
-                      full_scale: float | None = None, equalization: PanEqualization | None = None) -> np.ndarray:
+                      full_scale: float | None = None, equalization: PanEqualization | None = None,
+                      sampler: str = "consistent", lms: np.ndarray | None = None) -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
 
-        `equalization`: the equalization of the scene the tiles come from (``pan_equalization`` over the whole
-        scene), required by a checkpoint trained on equalized PANs or bands and unused by others."""
+        Args:
+            equalization: the equalization of the scene the tiles come from (``pan_equalization`` over the whole
+                scene), required by a checkpoint trained on equalized PANs or bands and unused by others.
+            sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+            lms: (N, B, H, W) DN, the MS already upsampled to the PAN grid (a PanCollection file's ``lms``);
+                default: upsampled here with the toolbox's interpolator.
+        """
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
+        if lms is not None and np.shape(lms) != noise.shape:
+            raise ValueError(f"lms has shape {np.shape(lms)}, expected {noise.shape} (the tiles' MS on the PAN grid)")
+        if lms is not None and self.equalizes_bands:
+            raise ValueError(f"checkpoint {self.source} equalizes the MS bands: it upsamples them itself, pass no lms")
         scale = float(full_scale or self.full_scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"full scale must be a positive number of DN, got {full_scale}")
@@ -131,12 +141,14 @@ class Pansharpener:
             # a valid image lies between the images of 0 and of the full scale
             limits = (equalization.apply_bands(np.full((self.bands, 1, 1), dn, np.float32)) / scale for dn in (0, scale))
             bounds = tuple(torch.from_numpy(limit[None]).to(self.device) for limit in limits)
-        lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
+        if lms is None:
+            lms = np.stack([upsample_ms(tile, self.ratio, self._upsampling) for tile in ms_lr.astype(np.float64)])
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
                    (pan[:, None] / scale, lms / scale, ms_lr / scale, noise)]
         pan_t, lms_t, ms_t, noise_t = self._pad(*tensors)
         with torch.inference_mode():
-            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t, bounds=bounds)
+            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t,
+                                               bounds=bounds, sampler=sampler)
         height, width = pan.shape[-2:]
         hrms = image[..., :height, :width].float().cpu().numpy() * scale
         if self.equalizes_bands:

@@ -251,13 +251,13 @@ class Trainer:
     @classmethod
     def resume(cls, path: str | Path, device: torch.device | str | None = None, **overrides) -> "Trainer":
         """Rebuild the trainer of a resumable checkpoint (overrides: TrainConfig fields, e.g. iterations)."""
-        from ssdiff_model.network import SSDiffNet  # the heavy module only when needed
+        from ssdiff_model.network import build_network  # the heavy module only when needed
 
         ckpt = load_checkpoint(path)
         if ckpt.train_state is None:
             raise ValueError(f"{path}: checkpoint holds no training state (saved with resumable=False)")
         state = ckpt.train_state
-        trainer = cls(SSDiffNet(**ckpt.config), TrainConfig(**{**state["config"], **overrides}), device)
+        trainer = cls(build_network(ckpt.config), TrainConfig(**{**state["config"], **overrides}), device)
         trainer.net.load_state_dict(ckpt.weights)
         trainer.ema.load(ckpt.ema_weights)
         trainer.optimizer.load_state_dict(state["optimizer"])

@@ -61,6 +61,9 @@ def test_half_precision_storage_is_smaller_and_close(tmp_path):
     assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
     half = load_checkpoint(tmp_path / "half.pt")
     for key, value in original.weights.items():
+        if not value.is_floating_point():  # BatchNorm's batch counter stays an integer
+            assert torch.equal(half.weights[key], value)
+            continue
         assert half.weights[key].dtype == torch.float16
         torch.testing.assert_close(half.weights[key].float(), value, rtol=1e-3, atol=1e-4)
 

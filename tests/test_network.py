@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssdiff_model.fusion import APFM, fmim_lowpass_scale, spatial_projection, spectral_projection
-from ssdiff_model.network import SSDiffNet
+from ssdiff_model.network import SSDiffNet, build_network
 
 
 def make_inputs(n: int, bands: int, h: int, w: int, ratio: int, seed: int = 0):
@@ -21,10 +21,20 @@ def make_inputs(n: int, bands: int, h: int, w: int, ratio: int, seed: int = 0):
     return x_t, t, pan, lms, ms
 
 
+def moved(net: SSDiffNet, seed: int = 0) -> SSDiffNet:
+    """Every parameter moved by N(0, 0.02), as after some training: a fresh network's zero-initialised convs
+    hide whatever sits behind them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    return net
+
+
 @pytest.fixture(scope="module")
 def net() -> SSDiffNet:
     torch.manual_seed(0)
-    return SSDiffNet()
+    return moved(SSDiffNet()).eval()
 
 
 @pytest.mark.parametrize("bands, ratio, h, w", [(8, 4, 32, 32), (8, 4, 16, 48), (4, 2, 24, 40), (4, 4, 20, 12)])
@@ -42,27 +52,60 @@ def test_rejects_tile_not_multiple_of_4(net):
         net(*make_inputs(1, 8, 30, 32, 2))
 
 
-def test_parameter_count_matches_paper_scale(net):
-    count = sum(p.numel() for p in net.parameters())
-    assert 1.3e6 <= count <= 1.7e6, count  # paper: 1420K
+@pytest.mark.parametrize("bands, expected", [(8, 1_300_024), (4, 1_288_500)])
+def test_parameter_count_is_the_releases_live_parameters(bands, expected):
+    """The release builds 1,426,616 parameters for 8 bands (1,413,940 for 4), of which 126,592 are never used by its
+    forward pass; we build exactly the ones it uses."""
+    count = sum(p.numel() for p in SSDiffNet(bands=bands).parameters())
+    assert count == expected
 
 
 def test_config_round_trip(net):
     config = json.loads(json.dumps(net.config))
-    rebuilt = SSDiffNet(**config)
+    rebuilt = build_network(config)
+    assert config["architecture"] == "release" and isinstance(rebuilt, SSDiffNet)
     assert [(n, p.shape) for n, p in rebuilt.named_parameters()] == [(n, p.shape) for n, p in net.named_parameters()]
     assert SSDiffNet(**{**config, "bands": 4}).config["bands"] == 4
 
 
-def test_every_parameter_gets_a_gradient(net):
-    net.zero_grad(set_to_none=True)
+def test_configs_without_architecture_are_the_legacy_network():
+    """Checkpoints written before the release layout existed carry no architecture: they load as they were."""
+    legacy = build_network(dict(bands=4, ratio=2, width=16))
+    assert type(legacy).__name__ == "LegacySSDiffNet" and legacy.config["architecture"] == "legacy"
+    with pytest.raises(ValueError, match="unknown network architecture"):
+        build_network(dict(bands=4, ratio=2, architecture="unet"))
+
+
+def test_fresh_stems_output_zero():
+    """As in the release: no identity path, so a fresh network's output is independent of x_t and the PAN."""
+    torch.manual_seed(0)
+    net = SSDiffNet().eval()
+    x_t, t, pan, lms, ms = make_inputs(2, 8, 32, 32, 4)
+    with torch.no_grad():
+        assert torch.equal(net.spatial_stem(torch.cat([pan, x_t], 1), torch.zeros(2, 512)),
+                           torch.zeros(2, 32, 32, 32))
+        torch.testing.assert_close(net(x_t, t, pan, lms, ms), net(torch.zeros_like(x_t), t, pan * 0, lms, ms))
+
+
+def test_every_parameter_gets_a_gradient():
+    """At the release's initialisation everything behind a zero-initialised conv gets a zero gradient; once those
+    convs have moved (as after the first steps), every parameter gets one."""
+    torch.manual_seed(0)
+    net = SSDiffNet(bands=8)
     net(*make_inputs(2, 8, 32, 32, 4)).abs().mean().backward()
-    missing = [name for name, p in net.named_parameters() if p.grad is None]
-    assert not missing
-    # The stems' norms sit behind a zero-initialised conv, so their gradient is exactly zero at initialisation;
-    # everything else, the zero-initialised convs included, must get a non-zero gradient.
+    assert not [name for name, p in net.named_parameters() if p.grad is None]
     zero = {name for name, p in net.named_parameters() if not p.grad.abs().sum() > 0}
-    assert zero == {f"{b}_stem.norm.{k}" for b in ("spatial", "spectral") for k in ("weight", "bias")}
+    assert any(name.startswith("spatial_stem.conv_in") for name in zero)  # behind the zero conv
+    assert not any("conv_zero" in name for name in zero)
+    moved(net).zero_grad(set_to_none=True)
+    net.train()(*make_inputs(2, 8, 32, 32, 4)).abs().mean().backward()
+    assert not [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+@pytest.mark.parametrize("width, groups", [(32, (32, 32, 32)), (16, (16, 32, 32)), (24, (8, 16, 32))])
+def test_norm_groups_follow_the_width(width, groups):
+    net = SSDiffNet(bands=4, width=width, head_dim=8)
+    assert tuple(block.norm.num_groups for block in net.spatial_blocks[:3]) == groups
 
 
 def test_gradients_reach_both_branches(net):
@@ -125,22 +168,25 @@ def test_spectral_projection_matches_explicit_softmax():
     torch.testing.assert_close(spectral_projection(ya, xc, xd).double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_apfm_forward_matches_reference():
-    """The whole block, head by head in float64, from the module's own weights."""
+@pytest.mark.parametrize("legacy", [False, True])
+def test_apfm_forward_matches_reference(legacy):
+    """The whole block, head by head in float64, from the module's own weights (the release's layout: one norm for
+    both inputs, unbiased projections; the legacy layout: a norm per input, biased projections)."""
     torch.manual_seed(3)
     dim, d_h, h, w = 32, 16, 4, 5
-    block = APFM(dim, d_h).double()
+    block = APFM(dim, d_h, legacy=legacy).double()
+    assert (block.proj_a.bias is None) is not legacy and (block.norm_y is None) is not legacy
     for p in block.parameters():  # non-trivial LayerNorm affine too
         torch.nn.init.normal_(p, std=0.3)
     x, y = torch.randn(2, dim, h, w, dtype=torch.float64), torch.randn(2, dim, h, w, dtype=torch.float64)
 
     def lin(layer, v):
-        return v @ layer.weight.T + layer.bias
+        return v @ layer.weight.T + (0 if layer.bias is None else layer.bias)
 
     out = torch.empty_like(x)
     for i in range(2):
         xt, yt = x[i].reshape(dim, -1).T, y[i].reshape(dim, -1).T  # (L, C)
-        xn, yn = block.norm_x(xt), block.norm_y(yt)
+        xn, yn = block.norm_x(xt), (block.norm_y if legacy else block.norm_x)(yt)
         ya, yb, xc, xd = lin(block.proj_a, yn), lin(block.proj_b, yn), lin(block.proj_c, xn), lin(block.proj_d, xn)
         fused = []
         for k in range(dim // d_h):

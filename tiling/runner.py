@@ -44,14 +44,14 @@ def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: 
 
 
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
-              batch_size: int, seed: int, steps: int) -> dict[str, int]:
+              batch_size: int, seed: int, steps: int, sampler: str = "consistent") -> dict[str, int]:
     """Sharpen ``tiles`` of the scene into the mosaic store (created by ``create_mosaic_store`` with the same
     seed, steps and checkpoint), ``batch_size`` tiles per network call, and mark each in the manifest once its
     core is written. Returns how many tiles were sharpened and how many were skipped as all-nodata."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     scene_attrs = store_attrs(scene_store, SCENE_LAYOUT)
-    attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, checkpoint_hash=pansharpener.checkpoint_hash,
+    attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler, checkpoint_hash=pansharpener.checkpoint_hash,
                                scene_sources=scene_attrs["sources"])
     scene = zarr.open_group(scene_store, mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
@@ -89,7 +89,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         if not work:
             continue
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
-        sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps,
+        sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, sampler=sampler,
                                                full_scale=scene_attrs["full_scale"], equalization=equalization)
         for (tile, core_valid), out in zip(work, sharpened):
             core = out[(slice(None), *tile.core_in_window)]

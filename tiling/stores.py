@@ -15,7 +15,8 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
     done (tile_row, tile_col)      uint8 tile manifest, one chunk per tile so concurrent writers never share
                                    one: TILE_MISSING, TILE_SHARPENED or TILE_NODATA, set only AFTER the
                                    tile's core is in ``hrms``
-    attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler, steps, seed, model
+    attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler ("consistent" or "release", see
+            ssdiff_model.diffusion; "ddim" in stores written before the release mode existed), steps, seed, model
             (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
             plus whatever the caller adds (cluster, flow run)
@@ -58,10 +59,11 @@ PAN_GRID_MAPPING, MS_GRID_MAPPING = "spatial_ref", "spatial_ref_ms"
 TILE_MISSING, TILE_SHARPENED, TILE_NODATA = 0, 1, 2
 SCENE_CHUNK = 256  # PAN pixels a side; small enough that reading one tile window decompresses little
 OFFSET_WINDOW = 256  # MS pixels a side of the central window the MS offset is measured on (about a second)
-SAMPLER = "ddim"
+# Stores written before the release's sampler existed say "ddim": that is the consistent sampler.
+LEGACY_SAMPLER_NAMES = {"ddim": "consistent"}
 
 # Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
-_RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "checkpoint_hash", "scene_sources")
+_RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "checkpoint_hash", "scene_sources")
 
 StorePath = str | os.PathLike
 
@@ -246,7 +248,8 @@ def _code_version() -> str:
 
 
 def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, pansharpener, *, tile_size: int,
-                        halo: int, seed: int, steps: int, provenance: Mapping[str, Any] | None = None,
+                        halo: int, seed: int, steps: int, sampler: str = "consistent",
+                        provenance: Mapping[str, Any] | None = None,
                         overwrite: bool = False) -> TileGrid:
     """Pre-allocate the mosaic store for sharpening ``scene_store`` with ``pansharpener`` and return its grid.
 
@@ -260,7 +263,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         raise ValueError(f"{scene_store}: scene has {bands} bands at ratio {attrs['ratio']}, the checkpoint "
                          f"{pansharpener.source} expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
     grid = TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=tile_size, halo=halo)
-    settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps,
+    settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps, "sampler": sampler,
                 "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"]}
     if Path(mosaic_store).exists() and not overwrite:
         check_run_settings(mosaic_store, **settings)
@@ -286,7 +289,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
     ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
     ds.attrs = {
-        "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "sampler": SAMPLER, "eta": 0.0,
+        "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "eta": 0.0,
         **settings,
         "model": "SSDiff", "model_config": dict(pansharpener.config), "model_sensor": str(pansharpener.sensor),
         # The network sees DN / the scene's full scale, as in training (every scene over its own full scale).
@@ -319,8 +322,11 @@ def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
     for name, value in settings.items():
         if name not in _RUN_SETTINGS:
             raise TypeError(f"unknown run setting {name!r}")
-        if attrs[name] != value:
-            raise ValueError(f"{mosaic_store}: mosaic was created with {name}={attrs[name]!r}, this run has "
+        recorded = attrs.get(name, "ddim") if name == "sampler" else attrs[name]
+        if name == "sampler":
+            recorded = LEGACY_SAMPLER_NAMES.get(recorded, recorded)
+        if recorded != value:
+            raise ValueError(f"{mosaic_store}: mosaic was created with {name}={recorded!r}, this run has "
                              f"{value!r}; use a new mosaic store (or overwrite it) to change it")
     return attrs
 
