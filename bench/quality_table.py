@@ -7,6 +7,7 @@ full-resolution ones on its own input pair (D_lambda, D_s, HQNR), as the toolbox
 
     python bench/quality_table.py [--out bench/results/quality]
     python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10] [--seed 0]
+                                  [--sampler consistent --sampler release]
 
 With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses), and
 the scenes are the validation scenes of the checkpoint's training store (never trained on, taken with the same
@@ -111,7 +112,7 @@ def classical_method(fuse):
     return run
 
 
-def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0):
+def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0, sampler: str = "consistent"):
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import sharpen_array
 
@@ -120,7 +121,7 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int =
     def run(pair: PansharpeningPair):
         # The network sees DN / the scene's own full scale, as in training.
         return sharpen_array(model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
-                             full_scale=pair.full_scale)
+                             full_scale=pair.full_scale, sampler=sampler)
 
     return run
 
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of SSDiff's starting noise: how much an index moves from seed to seed says how "
                              "large a difference between two checkpoints has to be to mean something")
+    parser.add_argument("--sampler", action="append", choices=("consistent", "release"),
+                        help="SSDiff's sampler (repeatable, to compare both; default: consistent)")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--no-wald", dest="wald", action="store_false",
@@ -179,9 +182,12 @@ def main(argv=None) -> int:
 
     methods = {name: classical_method(fuse) for name, fuse in CLASSICAL.items()}
     ssdiff = {}
+    samplers = args.sampler or ["consistent"]
     for checkpoint in args.checkpoint:
-        ssdiff[f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"] = ssdiff_method(
-            checkpoint, args.steps, args.tile, args.halo, args.seed)
+        for sampler in samplers:
+            name = f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"
+            name += f" ({sampler})" if len(samplers) > 1 else ""
+            ssdiff[name] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo, args.seed, sampler)
     methods.update(ssdiff)
     scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
               reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))

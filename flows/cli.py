@@ -46,6 +46,9 @@ def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent",
                         help="DDIM as trained (consistent, the default) or as the authors' release samples (release: "
                              "step indices fed as timesteps, image space after the first step)")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N",
+                        help="first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced "
+                             "resolution (Wald's protocol on the scene; kept beside the mosaic, reused by reruns)")
     parser.add_argument("--tile", type=int, default=64, help="tile side in PAN pixels (default 64)")
     parser.add_argument("--halo", type=int, default=16, help="halo in PAN pixels around each tile's core (default 16)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default 8)")
@@ -110,7 +113,7 @@ def _sharpen(args) -> dict:
     connect_ray(args.ray_address)
     return sharpen_scene(args.scene, args.out, args.checkpoint, steps=args.steps, seed=args.seed,
                          sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, adapt=args.adapt)
 
 
 def _evaluate(args) -> dict:
@@ -134,7 +137,7 @@ def _run(args) -> dict:
             sensor=args.sensor, band_names=args.band_names, nodata=args.nodata, example=args.example,
             steps=args.steps, seed=args.seed, sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
             actors=args.actors, ray_address=args.ray_address, reference=args.reference, reduced=args.reduced,
-            quicklook=args.quicklook, progress=not args.no_progress)
+            quicklook=args.quicklook, progress=not args.no_progress, adapt=args.adapt)
 
 
 COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}

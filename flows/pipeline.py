@@ -29,7 +29,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                      nodata: float | None = None, example: int | None = None, steps: int = 10, seed: int = 0,
                      sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
                      ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
-                     quicklook: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     quicklook: str | None = None, progress: bool = True, adapt: int = 0) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
     an identical scene store is reused and only missing tiles are sharpened."""
     scene_store = scene_store or str(default_scene_store(mosaic_store))
@@ -37,7 +37,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                         example=example)
     sharpened = sharpen_task(scene["scene_store"], mosaic_store, checkpoint, steps=steps, seed=seed,
                              sampler=sampler, tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
-                             ray_address=ray_address, progress=progress)
+                             ray_address=ray_address, progress=progress, adapt=adapt)
     quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
                             checkpoint=checkpoint)
     results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality, "warnings": scene.get("warnings", [])}
@@ -106,7 +106,7 @@ def _inside(folder: Path, relative: str) -> str:
 @flow(name="ssdiff-watch-inbox")
 def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int = 10, seed: int = 0, tile_size: int = 64,
                   halo: int = 16, batch_size: int = 8, actors: int | None = None,
-                  ray_address: str | None = None) -> list[dict[str, Any]]:
+                  ray_address: str | None = None, adapt: int = 0) -> list[dict[str, Any]]:
     """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
     deployment of infra/prefect.yaml runs this on a cron schedule). One failing scene does not stop the others."""
     for folder in ("scenes", "mosaics"):
@@ -116,7 +116,7 @@ def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int = 10, see
         name = scene.pop("name")
         state = pansharpen_scene(**scene, checkpoint=checkpoint, steps=steps, seed=seed, tile_size=tile_size,
                                  halo=halo, batch_size=batch_size, actors=actors, ray_address=ray_address,
-                                 progress=False, return_state=True)
+                                 progress=False, adapt=adapt, return_state=True)
         results.append({"scene": name, "state": state.type.value,
                         "mosaic_store": scene["mosaic_store"], "message": state.message})
     failed = [r["scene"] for r in results if r["state"] != "COMPLETED"]

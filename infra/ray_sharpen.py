@@ -206,13 +206,18 @@ class SharpenerPool:
 
 def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
                   *, steps: int = 10, seed: int = 0, sampler: str = "consistent", tile_size: int = 64,
-                  halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None, progress: bool = True,
-                  provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None,
+                  progress: bool = True, provenance: Mapping[str, Any] | None = None,
+                  adapt: int = 0) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
     the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
 
     The run holds the store's lock (tiling.store_lock) from before it creates the store to after its last write:
-    a second run on the same store is refused with StoreBusyError, and a killed run leaves no stale lock."""
+    a second run on the same store is refused with StoreBusyError, and a killed run leaves no stale lock.
+
+    With ``adapt`` > 0 the checkpoint is first fine-tuned on the scene for that many L-BAF iterations (seeded with
+    ``seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic and reused by reruns,
+    and the actors (a pool of their own: ``pool`` holds another model) load them."""
     from ssdiff_model.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
@@ -221,8 +226,16 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
     cluster = cluster_resources()
     with store_lock(mosaic_store):
+        extra = {"checkpoint": str(checkpoint)}
+        if adapt:
+            from infra.adapt import ensure_adapted
+
+            adaptation = ensure_adapted(checkpoint, scene_store, mosaic_store, iterations=adapt, seed=seed)
+            checkpoint, pool = adaptation["adapted_checkpoint"], None
+            described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+            extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
-                            steps=steps, sampler=sampler, provenance={"checkpoint": str(checkpoint), **dict(provenance or {})})
+                            steps=steps, sampler=sampler, provenance={**extra, **dict(provenance or {})})
         del described
         grid = mosaic_grid(mosaic_store)
         todo = missing_tiles(mosaic_store)
@@ -235,7 +248,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
-                   "ray_cluster": cluster}
+                   "ray_cluster": cluster, **({"adaptation": adaptation} if adapt else {})}
         if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
             # disk); a rerun with nothing to do leaves the store untouched.

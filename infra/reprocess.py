@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -71,7 +72,7 @@ def mosaic_path(scene_store: Path, out_dir: Path) -> Path:
 
 def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int = 10, seed: int = 0,
               sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
-              ray_address: str | None = None, progress: bool = False) -> dict:
+              ray_address: str | None = None, progress: bool = False, adapt: int = 0) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     cluster = connect_ray(ray_address)
     settings = {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size, "halo": halo}
@@ -82,13 +83,14 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, s
               flush=True)
     finished, failed = [], []
     if todo:
-        with SharpenerPool(checkpoint, actors) as pool:
+        # Adapted scenes each get their own model, so their own pool (sharpen_scene starts it).
+        with (nullcontext() if adapt else SharpenerPool(checkpoint, actors)) as pool:
             for scene_store in todo:
                 try:
                     summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), checkpoint,
                                             steps=steps, seed=seed, sampler=sampler, tile_size=tile_size, halo=halo,
                                             batch_size=batch_size, pool=pool, progress=progress,
-                                            provenance={"ray_job": "infra.reprocess"})
+                                            provenance={"ray_job": "infra.reprocess"}, adapt=adapt)
                 except Exception as err:  # noqa: BLE001 - report the scene and go on with the archive
                     failed.append(str(scene_store))
                     print(json.dumps({"scene_store": str(scene_store), "status": "failed",
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N",
+                        help="fine-tune the checkpoint on each scene for N L-BAF iterations first (infra.adapt)")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -128,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("no scene stores given (positional paths or --list)")
         summary = reprocess(stores, Path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
                             sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
-                            ray_address=args.ray_address)
+                            ray_address=args.ray_address, adapt=args.adapt)
     except (StoreBusyError, *BAD_INPUT, OSError) as err:   # one line, and the exit status the CLI gives
         return report("infra.reprocess", err)
     return 1 if summary["failed"] else 0

@@ -48,13 +48,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ssdiff_model import equalization
 from ssdiff_model.equalization import pan_equalization
+from ssdiff_model.examples import equalization_arrays, equalized, lms_method, normalised, patch_examples
 from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
                                   read_geotiff_pair, read_pair)
 from ssdiff_model import registration as coregistration
 from ssdiff_model.sensors import get_sensor
-from ssdiff_model.wald import cut_patches, reduced_resolution_example
+from ssdiff_model.wald import reduced_resolution_example
 from tiling import built_beside
 
 STORE_FORMAT = "ssdiff-training-store"
@@ -214,10 +214,6 @@ class SceneTooSmall(ValueError):
     """A scene whose reduced-resolution PAN cannot hold one patch: recorded with no patches, not fatal."""
 
 
-def _lms_method(ratio: int) -> str:
-    return "interp23tap" if ratio & (ratio - 1) == 0 else "bicubic"
-
-
 def _region_of_pair(pair: PansharpeningPair, region: int, regions: int) -> PansharpeningPair:
     """Horizontal strip `region` of `regions` of a pair, cut on whole MS pixels (multiples of the ratio, so the
     Wald-degraded strip has whole pixels too)."""
@@ -234,10 +230,6 @@ def _region_of_pair(pair: PansharpeningPair, region: int, regions: int) -> Pansh
         gt=None if pair.gt is None else pair.gt[:, pan_rows], lms=None if pair.lms is None else pair.lms[:, pan_rows],
         pan_transform=None, ms_transform=None,
         notes=(*pair.notes, f"region {region + 1} of {regions}: MS rows {lo}:{hi}"))
-
-
-def _normalised(image: np.ndarray, full_scale: float) -> np.ndarray:
-    return np.clip(np.asarray(image, dtype=np.float32) / np.float32(full_scale), 0.0, 1.0)
 
 
 def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_ms: bool = False,
@@ -270,24 +262,13 @@ def _pair_examples(pair: PansharpeningPair, size: int, stride: int, coregister_m
     if min(variants[0][0].shape) < size:
         raise SceneTooSmall(f"{where}: the reduced-resolution PAN is {variants[0][0].shape[0]}x"
                             f"{variants[0][0].shape[1]}, smaller than the {size}x{size} patch")
-    fs = pair.full_scale
     parts = []
     for pan, ms_lr, reference in variants:
         try:
-            patches = cut_patches(pan, ms_lr, reference, size=size, stride=stride, lms_method=_lms_method(pair.ratio))
+            parts.append(patch_examples(pan, ms_lr, reference, pair.ratio, pair.full_scale, size=size, stride=stride))
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
-        parts.append({"pan": _normalised(patches.pan[:, None], fs), "ms": _normalised(patches.ms_lr, fs),
-                      "lms": _normalised(patches.lms, fs), "hrms": _normalised(patches.reference, fs),
-                      **_equalization_arrays([pan_equalization(pan, ms_lr, pair.ratio)] * len(patches.pan), fs)})
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}, protocol, registration
-
-
-def _equalization_arrays(equalizations, full_scale: float) -> dict[str, np.ndarray]:
-    return {"pan_gain": np.array([e.gain for e in equalizations], dtype=np.float32),
-            "pan_offset": np.array([e.offset / full_scale for e in equalizations], dtype=np.float32),
-            "band_gain": np.array([e.band_gains for e in equalizations], dtype=np.float32),
-            "band_mean": np.array([e.band_means for e in equalizations], dtype=np.float32) / np.float32(full_scale)}
 
 
 def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, stride: int
@@ -299,9 +280,9 @@ def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, 
         fs = batch.full_scale
         lms = batch.lms[index] if batch.lms is not None else np.stack(
             [_upsample(batch.ms_lr[i], batch.ratio) for i in index])
-        arrays = {"pan": _normalised(batch.pan[index][:, None], fs), "ms": _normalised(batch.ms_lr[index], fs),
-                  "lms": _normalised(lms, fs), "hrms": _normalised(batch.gt[index], fs),
-                  **_equalization_arrays([pan_equalization(batch.pan[i], batch.ms_lr[i], batch.ratio)
+        arrays = {"pan": normalised(batch.pan[index][:, None], fs), "ms": normalised(batch.ms_lr[index], fs),
+                  "lms": normalised(lms, fs), "hrms": normalised(batch.gt[index], fs),
+                  **equalization_arrays([pan_equalization(batch.pan[i], batch.ms_lr[i], batch.ratio)
                                           for i in index], fs)}
         return arrays, "PanCollection reduced-resolution patches, used as they are", None
     parts = [_pair_examples(batch.pair(i), size, stride) for i in index]
@@ -313,7 +294,7 @@ def _batch_examples(batch: PansharpeningBatch, index: Sequence[int], size: int, 
 def _upsample(ms_lr: np.ndarray, ratio: int) -> np.ndarray:
     from ssdiff_model.resample import upsample_ms
 
-    return upsample_ms(ms_lr.astype(np.float64), ratio, _lms_method(ratio)).astype(np.float32)
+    return upsample_ms(ms_lr.astype(np.float64), ratio, lms_method(ratio)).astype(np.float32)
 
 
 def unit_examples(unit: Unit, data: PansharpeningPair | PansharpeningBatch, size: int = PATCH_SIZE,
@@ -602,13 +583,7 @@ class TrainingStore:
                 if len(wanted):
                     parts.append(array[start:stop][wanted - start])
             out[name] = np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), array.dtype)
-        if equalize_pan:
-            out["pan"] = out["pan"] * out["pan_gain"][:, None, None, None] + out["pan_offset"][:, None, None, None]
-        if equalize_bands:
-            gain, mean = out["band_gain"][:, :, None, None], out["band_mean"][:, :, None, None]
-            for name in ("ms", "lms", "hrms"):
-                out[name] = equalization.equalize_bands(out[name], gain, mean)
-        return out
+        return equalized(out, pan=equalize_pan, bands=equalize_bands)
 
 
 def iter_sources_summary(attrs: dict[str, Any]) -> Iterator[str]:

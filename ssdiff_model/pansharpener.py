@@ -58,17 +58,53 @@ class Pansharpener:
         self.source = source  # where the weights came from, for error messages
         self.equalizes_pan = bool(equalizes_pan)  # trained on PANs equalized to their scene (see sharpen_tiles)
         self.equalizes_bands = bool(equalizes_bands)  # and on MS bands equalized to that PAN
+        self.checkpoint: Checkpoint | None = None  # what it was loaded from (from_checkpoint)
         if len(self.band_names) != self.bands:
             raise ValueError(f"{len(self.band_names)} band names given for a {self.bands}-band network")
 
     @classmethod
-    def from_checkpoint(cls, path_or_name: str | Path, device: torch.device | str | None = None,
+    def from_checkpoint(cls, path_or_name: str | Path | Checkpoint, device: torch.device | str | None = None,
                         ema: bool = True) -> "Pansharpener":
-        ckpt = load_checkpoint(path_or_name)
-        return cls(network_from_checkpoint(ckpt, ema), full_scale=ckpt.full_scale, ratio=ckpt.ratio,
-                   sensor=ckpt.sensor, band_names=ckpt.band_names, checkpoint_hash=ckpt.content_hash,
-                   source=str(path_or_name), equalizes_pan=bool(ckpt.training.get("pan_equalization")),
-                   equalizes_bands=bool(ckpt.training.get("band_equalization")), device=device)
+        """The Pansharpener of a checkpoint file, a shipped checkpoint's name, or a Checkpoint in memory."""
+        ckpt = path_or_name if isinstance(path_or_name, Checkpoint) else load_checkpoint(path_or_name)
+        source = "<adapted in memory>" if isinstance(path_or_name, Checkpoint) else str(path_or_name)
+        sharpener = cls(network_from_checkpoint(ckpt, ema), full_scale=ckpt.full_scale, ratio=ckpt.ratio,
+                        sensor=ckpt.sensor, band_names=ckpt.band_names, checkpoint_hash=ckpt.content_hash,
+                        source=source, equalizes_pan=bool(ckpt.training.get("pan_equalization")),
+                        equalizes_bands=bool(ckpt.training.get("band_equalization")), device=device)
+        sharpener.checkpoint = ckpt
+        return sharpener
+
+    def adapted(self, pan: np.ndarray, ms_lr: np.ndarray, iterations: int = 60, seed: int = 0,
+                full_scale: float | None = None, sensor: str | None = None, **settings: Any) -> "Pansharpener":
+        """A new Pansharpener fine-tuned on this scene at reduced resolution (target-adaptive L-BAF, see
+        ``ssdiff_model.adaptation``); this one is left unchanged. The same seed gives the same weights.
+
+        Args:
+            pan, ms_lr: the scene in DN, (H, W) and (B, H/r, W/r).
+            iterations: L-BAF steps on the scene.
+            seed: timesteps, noise, batches and augmentation of the fine-tune.
+            full_scale: the scene's full scale in DN (default the checkpoint's).
+            sensor: the scene's sensor for Wald's MTF filters (default the checkpoint's).
+            settings: further ``AdaptationConfig`` fields (lr, every, batch_size, stride).
+
+        Returns:
+            The adapted Pansharpener; its ``checkpoint`` records the base's hash and the settings.
+        """
+        from ssdiff_model.adaptation import AdaptationConfig, adapt_checkpoint
+
+        config = AdaptationConfig(iterations=iterations, seed=seed, **settings)
+        base = self.checkpoint if self.checkpoint is not None else self._as_checkpoint()
+        adapted = adapt_checkpoint(base, pan, ms_lr, config, full_scale=full_scale, sensor=sensor, device=self.device)
+        return Pansharpener.from_checkpoint(adapted, device=self.device)
+
+    def _as_checkpoint(self) -> Checkpoint:
+        """The live network as a checkpoint (for a Pansharpener built from a network, not a file)."""
+        weights = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        return Checkpoint(config=dict(self.net.config), weights=weights, ema_weights=None, full_scale=self.full_scale,
+                          sensor=self.sensor, band_names=self.band_names, ratio=self.ratio,
+                          training={"pan_equalization": self.equalizes_pan, "band_equalization": self.equalizes_bands},
+                          content_hash=self.checkpoint_hash)
 
     @property
     def _upsampling(self) -> str:

@@ -1,0 +1,89 @@
+"""Adapting the checkpoint to a scene once, in a Ray task, before the sharpening actors load it.
+
+The adapted weights are a real checkpoint written beside the mosaic (``<mosaic>.adapted.pt``, atomically), and the
+actors load that file, so a rerun reuses the very same weights and resumes bit for bit. The file records what it
+was adapted from (the base's hash, the scene's source checksums, the settings); a rerun whose inputs differ is
+refused rather than mixing two models in one mosaic.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from tiling import SCENE_LAYOUT, store_attrs
+
+__all__ = ["adapted_path", "ensure_adapted"]
+
+
+def adapted_path(mosaic_store: str | os.PathLike) -> Path:
+    """Where the adapted weights of a mosaic live: ``out/name.zarr`` -> ``out/name.adapted.pt``."""
+    mosaic = Path(mosaic_store)
+    return mosaic.with_name(mosaic.name.removesuffix(".zarr") + ".adapted.pt")
+
+
+def _scene_record(scene_store: str | os.PathLike) -> dict[str, Any]:
+    attrs = store_attrs(scene_store, SCENE_LAYOUT)
+    return {"sources": attrs["sources"], "sensor": attrs["sensor"], "full_scale": float(attrs["full_scale"])}
+
+
+def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int, seed: int) -> str:
+    """Read the scene's central window, adapt, write the checkpoint atomically; returns its hash."""
+    import numpy as np
+
+    from ssdiff_model.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
+    from ssdiff_model.checkpoint import load_checkpoint, save_checkpoint
+    from tiling.stores import MS, PAN, open_scene
+
+    base = load_checkpoint(checkpoint)
+    scene = open_scene(scene_store, dask=False)
+    ratio = int(scene.attrs["ratio"])
+    # Only the central window adaptation uses is read: a 40k x 40k scene costs what a 1k one does.
+    ms_rows, ms_cols = scene[MS].shape[1:]
+    size = MAX_WINDOW // ratio
+    top, left = max(0, (ms_rows - size) // 2), max(0, (ms_cols - size) // 2)
+    rows, cols = slice(top, top + min(size, ms_rows)), slice(left, left + min(size, ms_cols))
+    ms = np.asarray(scene[MS][:, rows, cols].values)
+    pan = np.asarray(scene[PAN][rows.start * ratio: rows.stop * ratio, cols.start * ratio: cols.stop * ratio].values)
+    record = _scene_record(scene_store)
+    adapted = adapt_checkpoint(base, pan, ms, AdaptationConfig(iterations=iterations, seed=seed),
+                               full_scale=record["full_scale"], sensor=record["sensor"], scene=record)
+    return save_checkpoint(adapted, out)
+
+
+def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike,
+                   *, iterations: int, seed: int) -> dict[str, Any]:
+    """The adapted checkpoint of this mosaic: reused when it exists and fits, else made in a Ray task
+    (``connect_ray`` first). Returns its provenance: base checkpoint and hash, adapted path and hash, settings.
+
+    Raises:
+        ValueError: an adapted file exists beside the mosaic but was made from another checkpoint, scene or
+            settings (remove it, or write the mosaic elsewhere).
+    """
+    from ssdiff_model.checkpoint import load_checkpoint
+
+    if iterations < 1:
+        raise ValueError(f"--adapt needs at least 1 iteration, got {iterations}")
+    base = load_checkpoint(checkpoint)
+    path = adapted_path(mosaic_store)
+    wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
+              "scene": _scene_record(scene_store)}
+    reused = path.exists()
+    if not reused:
+        resources = ray.cluster_resources()
+        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        cpus = 1 if gpus else max(1, int(resources.get("CPU", 1)))
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(_adapt_in_task)
+        ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
+    adapted = load_checkpoint(path)
+    record = adapted.training.get("adaptation") or {}
+    found = {key: record.get(key) for key in wanted}
+    if found != wanted:
+        differs = sorted(key for key in wanted if found[key] != wanted[key])
+        raise ValueError(f"{path}: adapted weights beside the mosaic were made with other {', '.join(differs)} "
+                         f"than this run's; remove the file (and the mosaic) or write the mosaic elsewhere")
+    return {"base_checkpoint": str(checkpoint), "base_hash": base.content_hash, "adapted_checkpoint": str(path),
+            "adapted_hash": adapted.content_hash, "iterations": iterations, "seed": seed, "reused": reused,
+            "examples": record.get("examples")}
