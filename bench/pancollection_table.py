@@ -263,8 +263,8 @@ def main(argv=None) -> int:
     try:
         if not args.test.is_file():
             raise FileNotFoundError(f"{args.test}: no such test file")
-        for name in ("steps", "batch_size", "tile"):
-            if getattr(args, name) < 1:
+        for name in ("steps", "batch_size", "tile", "limit"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         table = evaluate(args)
     except (*BAD_INPUT, OSError) as err:

@@ -40,26 +40,30 @@ def write_pancollection(path: Path, pan: np.ndarray, ms: np.ndarray, gt: np.ndar
     return path
 
 
-def reduced_scene(shared_data: Path, scene: str):
-    """A PAirMax WorldView-3 scene (512 x 512 PAN, no reference) one scale down by Wald's protocol: PAN 128 x 128,
+def reduced_scene(shared_data: Path, scene: str, sensor: str = "WV3"):
+    """A PAirMax 8-band scene (512 x 512 PAN, no reference) one scale down by Wald's protocol: PAN 128 x 128,
     MS 32 x 32, and the original MS as the reference."""
     from ssdiff_model.readers import read_pair
     from ssdiff_model.wald import reduced_resolution_pair
 
     folder = shared_data / "pairmax" / scene / "RR"
-    return reduced_resolution_pair(read_pair(folder / "PAN.tif", folder / "MS_LR.tif", sensor="WV3"))
+    return reduced_resolution_pair(read_pair(folder / "PAN.tif", folder / "MS_LR.tif", sensor=sensor))
 
 
 @pytest.fixture(scope="module")
 def pancollection(shared_data, tmp_path_factory) -> Path:
-    """A tiny PanCollection folder: train_wv3.h5 (nine 64 x 64 patches of Munich "Mix") and test_wv3_multiExm1.h5
-    (two 120 x 120 images of Munich "Nat", another scene)."""
+    """A tiny PanCollection folder: train_wv3.h5 (nine 64 x 64 patches of Munich "Mix"), valid_wv3.h5 (two of
+    Miami, a WorldView-2 scene with the same eight bands) and test_wv3_multiExm1.h5 (two 120 x 120 images of Munich
+    "Nat", another scene)."""
     from ssdiff_model.wald import cut_patches
 
     folder = tmp_path_factory.mktemp("pancollection")
     train = reduced_scene(shared_data, "W3_Muni_Mix")
     patches = cut_patches(train.pan, train.ms_lr, train.gt, size=64, stride=32)
     write_pancollection(folder / "train_wv3.h5", patches.pan, patches.ms_lr, patches.reference)
+    valid = reduced_scene(shared_data, "W2_Miam_Mix", sensor="WV2")
+    patches = cut_patches(valid.pan[:64], valid.ms_lr[:, :16], valid.gt[:, :64], size=64, stride=64)
+    write_pancollection(folder / "valid_wv3.h5", patches.pan, patches.ms_lr, patches.reference)
     test = reduced_scene(shared_data, "W3_Muni_Nat")
     n, small = TEST_SIZE, TEST_SIZE // 4
     corners = [(0, 0), (8, 8)]   # PAN offsets, multiples of the ratio
@@ -232,11 +236,40 @@ def test_make_reproduce_paper_trains_and_ends_with_the_table(pancollection, tmp_
     from ssdiff_model.checkpoint import load_checkpoint
 
     store = TrainingStore(runs / "paper-wv3.zarr")
-    # the nine PanCollection patches are the training examples, as they are
-    assert store.count("train") == 9 and store.bands == WV3_BANDS
+    # the nine PanCollection patches are the training examples, as they are; valid_wv3.h5 is the validation split
+    assert (store.count("train"), store.count("validation"), store.bands) == (9, 2, WV3_BANDS)
+    assert [(s["paths"], s["split"]) for s in store.sources] == [
+        ([str(pancollection / "train_wv3.h5")], "train"), ([str(pancollection / "valid_wv3.h5")], "validation")]
     assert store.sources[0]["protocol"] == "PanCollection reduced-resolution patches, used as they are"
     ckpt = load_checkpoint(runs / "export" / "ssdiff-paper-wv3.pt")
     assert ckpt.config["width"] == 16 and ckpt.full_scale == 2047.0 and ckpt.config["bands"] == WV3_BANDS
     assert ckpt.training["lbaf"] and ckpt.training["iterations"] == 2
+    assert {"val_SAM", "val_ERGAS", "val_Q2n"} <= set(ckpt.training["job"]["validation"])
     assert ckpt.training["job"]["finetuned_from"]["iterations"] == 2
     assert table["checkpoint"] == str(runs / "export" / "ssdiff-paper-wv3.pt")
+
+
+@pytest.mark.parametrize("sensor, iterations, full_scale", [("wv3", 150000, 2047), ("gf2", 100000, 1023),
+                                                            ("qb", 200000, 2047)])
+def test_reproduce_paper_recipe_has_the_papers_settings(sensor, iterations, full_scale, tmp_path):
+    """What `make reproduce-paper` runs (make -n prints it): the paper's settings per sensor, one worker per GPU."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = Path(sys.prefix)
+    done = subprocess.run(["make", "-n", "-C", str(PROJECT_ROOT), "--no-print-directory", f"VENV={venv}", "-o",
+                           str(venv / ".installed"), "reproduce-paper", f"DATA={tmp_path}", f"SENSOR={sensor}",
+                           "GPUS=4", "RUNS=runs"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.replace("\\\n", " ").split("\n")
+    prepare = next(line for line in lines if "prepare-training" in line)
+    train = " ".join(next(line for line in lines if " train --store" in line).split())
+    finetune = " ".join(next(line for line in lines if " finetune --lbaf" in line).split())
+    table = " ".join(next(line for line in lines if "pancollection_table.py" in line).split())
+    assert f"--source {tmp_path}/train_{sensor}.h5" in prepare and "--validation 0" in prepare
+    for stage in (train, finetune):
+        assert "--batch-size 20 --workers 4" in stage and f"--full-scale {full_scale}" in stage
+    assert f"--steps {iterations} --width 32 --lr 1e-3" in train
+    assert f"--finetune-from runs/ray/paper-{sensor}" in finetune
+    assert "--steps 30000" in finetune and "--lbaf-lr 1e-4" in finetune
+    assert f"--test {tmp_path}/test_{sensor}_multiExm1.h5" in table and f"--full-scale {full_scale}" in table
+    assert "--steps 10" in table and f"--out runs/paper-{sensor}.json" in table
