@@ -209,7 +209,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": protocol, "sampler": args.sampler, "steps": args.steps, "seed": args.seed,
         "full_scale": full_scale, "index_settings": settings,
         "per_image": rows, "mean": mean,
-        "std": {k: float(np.std([r[k] for r in rows])) for k in INDEXES},
+        # MATLAB's std (N - 1), as the community's analysis reports mean and std
+        "std": {k: float(np.std([r[k] for r in rows], ddof=1 if count > 1 else 0)) for k in INDEXES},
         "paper": {**paper, "source": PAPER_SOURCE} if paper else None,
         "ours_minus_paper": {k: mean[k] - v for k, v in paper.items()} if paper else None,
         "seconds": round(time.perf_counter() - started, 2), "device": str(model.device),

@@ -80,8 +80,8 @@ def wv3_checkpoint(tmp_path_factory) -> Path:
     from ssdiff_model.sensors import get_sensor
 
     return save_untrained(tmp_path_factory.mktemp("ckpt") / "tiny-wv3.pt", bands=WV3_BANDS, ratio=4,
-                          full_scale=2047.0, sensor="WV3", band_names=list(get_sensor("WV3").band_names), width=16,
-                          head_dim=8, time_embed_dim=32, time_hidden_dim=64)
+                          full_scale=2047.0, sensor="WV3", band_names=list(get_sensor("WV3").band_names), width=8,
+                          head_dim=8, time_embed_dim=16, time_hidden_dim=32)
 
 
 def run_bench(args: list[str], capsys) -> tuple[int, dict | None, str]:
@@ -148,6 +148,7 @@ def test_table_indexes_are_the_metrics_of_the_sharpened_images(protocol, pancoll
         assert {k: row[k] for k in bench.INDEXES} == {k: direct[k] for k in bench.INDEXES}
     for k in bench.INDEXES:
         assert table["mean"][k] == pytest.approx(np.mean([row[k] for row in table["per_image"]]), rel=1e-12)
+        assert table["std"][k] == pytest.approx(np.std([row[k] for row in table["per_image"]], ddof=1), rel=1e-12)
     # beside the paper's own WorldView-3 figures
     assert table["sensor"] == "WV3" and table["paper"]["SAM"] == 2.843 and table["paper"]["Q2n"] == 0.916
     assert table["ours_minus_paper"]["ERGAS"] == pytest.approx(table["mean"]["ERGAS"] - 2.106)
