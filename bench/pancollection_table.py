@@ -165,6 +165,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if batch.ms_lr.shape[1] != model.bands or batch.ratio != model.ratio:
         raise ValueError(f"{args.test}: {batch.ms_lr.shape[1]} MS bands at ratio {batch.ratio}, but checkpoint "
                          f"{args.checkpoint} expects {model.bands} bands at ratio {model.ratio}")
+    if args.protocol == "release" and min(batch.pan.shape[1:]) < RELEASE_PATCH:
+        raise ValueError(f"{args.test}: images of {batch.pan.shape[1]}x{batch.pan.shape[2]} pixels are smaller than "
+                         f"the release's {RELEASE_PATCH}x{RELEASE_PATCH} patch: use --protocol tiled")
     options = sampler_options(model, args.sampler)
     full_scale = float(args.full_scale or model.full_scale)
     bits = args.bits or bits_for(full_scale, batch.bits)
