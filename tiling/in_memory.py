@@ -17,9 +17,10 @@ from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_st
 
 
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int = 16,
-                  steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None) -> np.ndarray:
+                  steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
+                  sampler: str = "consistent") -> np.ndarray:
     """(B, H, W) float32 DN from `pan` (H, W) and `ms_lr` (B, H/r, W/r) in DN; NaN inputs stay NaN.
-    `full_scale`: the images' full scale in DN (default: the checkpoint's)."""
+    `full_scale`: the images' full scale in DN (default: the checkpoint's); `sampler`: "consistent" or "release"."""
     ms_lr = np.asarray(ms_lr, dtype=np.float32)
     pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
                              full_scale=full_scale or pansharpener.full_scale, sensor=pansharpener.sensor,
@@ -27,6 +28,8 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
     with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
         scene, mosaic = Path(tmp) / "scene.zarr", Path(tmp) / "mosaic.zarr"
         write_scene_store(scene, pair, sources={})
-        grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps)
-        run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps)
+        grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
+                                   sampler=sampler)
+        run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
+                  sampler=sampler)
         return open_mosaic(mosaic, dask=False)[HRMS].values
