@@ -10,11 +10,14 @@ reads it). Every image is sharpened from its `pan` and `ms` by one of two protoc
 - `tiled`: as the pipeline does (`tiling.sharpen_array`: 64 x 64 tiles with a 16-pixel halo, only their cores kept,
   position-keyed noise);
 - `release`: as the authors' release merges patches: every 64 x 64 patch at stride 16 (plus the patch flush with the
-  far edge when the size is not on the stride grid, so every pixel is covered), each sampled whole, and the
-  overlapping samples averaged. The starting noise is position-keyed here too, so overlapping patches start alike.
+  far edge when the size is not on the stride grid, so every pixel is covered), each sampled whole with the file's
+  `lms` cut to the patch, as the release feeds it, and the overlapping samples averaged. The starting noise is
+  position-keyed here too, so overlapping patches start alike.
 
-Both feed the network the MS upsampled by the model (interp23tap), as the pipeline does, not the file's `lms`.
-The network sees DN / full scale: `--full-scale` (WV3 and QuickBird files are 11-bit, 2047; GaoFen-2 10-bit, 1023),
+`--sampler release` samples as the release does (`GaussianDiffusion.ddim_sample(sampler="release")`); with an imported
+release checkpoint (`ssdiff import-release-checkpoint`) and `--protocol release` this is the authors' own procedure.
+The tiled protocol upsamples the MS itself (interp23tap), as the pipeline does; so does the release protocol for a
+checkpoint that equalizes MS bands (it must see the bands it equalized). The network sees DN / full scale: `--full-scale` (WV3 and QuickBird files are 11-bit, 2047; GaoFen-2 10-bit, 1023),
 else the checkpoint's. The indexes are `ssdiff_model.metrics.reduced_resolution` of each sharpened image against its
 `gt`, with the settings of the community's PanCollection analysis (indexes_evaluation with flag_cut_bounds 0, 32-pixel
 Q2n blocks, no thresholding); `--cut-bounds` drops the toolbox's 21-pixel frame instead.
@@ -26,7 +29,6 @@ unreadable file, no `gt`, bands that do not fit the checkpoint) is one line on s
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import sys
@@ -83,9 +85,11 @@ def merge_patches(patches: np.ndarray, origins: list[tuple[int, int]], height: i
     return (total / count).astype(np.float32)
 
 
-def sharpen_release(model, pan: np.ndarray, ms_lr: np.ndarray, *, steps: int, seed: int, full_scale: float,
-                    batch_size: int, sampler_options: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """One image by the release's protocol: (sharpened (B, H, W) float32 DN, number of patches sampled)."""
+def sharpen_release(model, pan: np.ndarray, ms_lr: np.ndarray, lms: np.ndarray | None = None, *, steps: int,
+                    seed: int, full_scale: float, batch_size: int, sampler: str = DEFAULT_SAMPLER
+                    ) -> tuple[np.ndarray, int]:
+    """One image by the release's protocol: (sharpened (B, H, W) float32 DN, number of patches sampled). `lms`:
+    the upsampled MS (B, H, W) to cut each patch's from (None: the model upsamples each patch's MS)."""
     from ssdiff_model.equalization import pan_equalization
     from tiling import window_noise
 
@@ -101,33 +105,10 @@ def sharpen_release(model, pan: np.ndarray, ms_lr: np.ndarray, *, steps: int, se
         pans = np.stack([pan[r:r + RELEASE_PATCH, c:c + RELEASE_PATCH] for r, c in batch])
         mss = np.stack([ms_lr[:, r // ratio:r // ratio + small, c // ratio:c // ratio + small] for r, c in batch])
         noise = np.stack([window_noise(seed, bands, r, c, RELEASE_PATCH, RELEASE_PATCH) for r, c in batch])
+        lmss = None if lms is None else np.stack([lms[:, r:r + RELEASE_PATCH, c:c + RELEASE_PATCH] for r, c in batch])
         outputs.append(model.sharpen_tiles(pans, mss, noise, steps=steps, full_scale=full_scale,
-                                           equalization=equalization, **sampler_options))
+                                           equalization=equalization, sampler=sampler, lms=lmss))
     return merge_patches(np.concatenate(outputs), origins, height, width), len(origins)
-
-
-class _SamplerPassThrough:
-    """The model with `sampler=` added to every `sharpen_tiles` call, so the pipeline's tiled path (which calls
-    `sharpen_tiles` itself) samples with the chosen sampler; everything else is the model's own."""
-
-    def __init__(self, model, sampler_options: dict[str, Any]):
-        self._model, self._options = model, sampler_options
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def sharpen_tiles(self, *args, **kwargs):
-        return self._model.sharpen_tiles(*args, **kwargs, **self._options)
-
-
-def sampler_options(model, sampler: str) -> dict[str, Any]:
-    """The keyword `sharpen_tiles` gets for `sampler`: none for the default, so any version of the model works."""
-    if sampler == DEFAULT_SAMPLER:
-        return {}
-    if "sampler" not in inspect.signature(model.sharpen_tiles).parameters:
-        raise ValueError(f"--sampler {sampler}: this version of Pansharpener.sharpen_tiles has no sampler option "
-                         f"(only the default {DEFAULT_SAMPLER!r} sampler is available)")
-    return {"sampler": sampler}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,7 +149,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.protocol == "release" and min(batch.pan.shape[1:]) < RELEASE_PATCH:
         raise ValueError(f"{args.test}: images of {batch.pan.shape[1]}x{batch.pan.shape[2]} pixels are smaller than "
                          f"the release's {RELEASE_PATCH}x{RELEASE_PATCH} patch: use --protocol tiled")
-    options = sampler_options(model, args.sampler)
     full_scale = float(args.full_scale or model.full_scale)
     bits = args.bits or bits_for(full_scale, batch.bits)
     warnings = []
@@ -178,19 +158,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     count = len(batch) if args.limit is None else min(args.limit, len(batch))
     settings = {"cut_bounds": int(args.cut_bounds), "dim_cut": 21 if args.cut_bounds else None, "block": Q_BLOCK,
                 "bits": bits, "ratio": batch.ratio, "thvalues": 0}
-    tiled_model = _SamplerPassThrough(model, options) if options else model
+    # The release feeds each patch the file's lms; a checkpoint that equalizes bands upsamples the equalized MS itself.
+    file_lms = args.protocol == "release" and batch.lms is not None and not model.equalizes_bands
     rows, fused_images = [], []
     started = time.perf_counter()
     for index in range(count):
         pan, ms_lr, gt = batch.pan[index], batch.ms_lr[index], batch.gt[index]
         image_start = time.perf_counter()
         if args.protocol == "release":
-            fused, patches = sharpen_release(model, pan, ms_lr, steps=args.steps, seed=args.seed,
-                                             full_scale=full_scale, batch_size=args.batch_size,
-                                             sampler_options=options)
+            fused, patches = sharpen_release(model, pan, ms_lr, batch.lms[index] if file_lms else None,
+                                             steps=args.steps, seed=args.seed, full_scale=full_scale,
+                                             batch_size=args.batch_size, sampler=args.sampler)
         else:
-            fused = sharpen_array(tiled_model, pan, ms_lr, tile=args.tile, halo=args.halo, steps=args.steps,
-                                  seed=args.seed, batch_size=args.batch_size, full_scale=full_scale)
+            fused = sharpen_array(model, pan, ms_lr, tile=args.tile, halo=args.halo, steps=args.steps,
+                                  seed=args.seed, batch_size=args.batch_size, full_scale=full_scale,
+                                  sampler=args.sampler)
         seconds = time.perf_counter() - image_start
         scores = reduced_resolution(fused, gt, batch.ratio, bits, cut_bounds=settings["cut_bounds"], block=Q_BLOCK)
         rows.append({"image": index, **{k: float(scores[k]) for k in INDEXES}, "seconds": round(seconds, 3)})
@@ -205,6 +187,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     protocol = ({"name": "release", "patch": RELEASE_PATCH, "stride": RELEASE_STRIDE, "patches_per_image": patches,
                  "merge": "mean of the overlapping patches"} if args.protocol == "release" else
                 {"name": "tiled", "tile": args.tile, "halo": args.halo})
+    protocol["lms"] = "the file's" if file_lms else "the MS upsampled by the model (interp23tap)"
     return {
         "test_file": str(args.test), "sensor": batch.sensor, "images": count, "images_in_file": len(batch),
         "image_size": list(batch.pan.shape[1:]), "bands": int(batch.ms_lr.shape[1]),
@@ -242,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("tiled", "release"), default="tiled",
                         help="tiled: the pipeline's tiles and halos; release: 64x64 patches at stride 16, averaged")
     parser.add_argument("--sampler", choices=("consistent", "release"), default=DEFAULT_SAMPLER,
-                        help="DDIM variant (release: the authors' sampler, where the model offers it)")
+                        help="DDIM variant: consistent (residual space, true timesteps) or release (the authors')")
     parser.add_argument("--full-scale", type=float,
                         help="DN that the network sees as 1.0 (2047 for WV3/QB, 1023 for GF2; default: the checkpoint's)")
     parser.add_argument("--bits", type=int, help="radiometric resolution given to the indexes (default: from the "

@@ -159,13 +159,14 @@ def test_table_indexes_are_the_metrics_of_the_sharpened_images(protocol, pancoll
     model = Pansharpener.from_checkpoint(wv3_checkpoint, device="cpu")
     pan, ms_lr = batch.pan[1], batch.ms_lr[1]
     if protocol == "release":
-        assert table["protocol"]["patches_per_image"] == 25
-        expected, count = bench.sharpen_release(model, pan, ms_lr, steps=2, seed=0, full_scale=2047.0, batch_size=7,
-                                                sampler_options={})
+        # every patch fed the file's lms cut to it, as the release does
+        assert table["protocol"]["patches_per_image"] == 25 and table["protocol"]["lms"] == "the file's"
+        expected, count = bench.sharpen_release(model, pan, ms_lr, batch.lms[1], steps=2, seed=0, full_scale=2047.0,
+                                                batch_size=32)
         assert count == 25
     else:
         expected = sharpen_array(model, pan, ms_lr, steps=2, seed=0, full_scale=2047.0)
-    np.testing.assert_allclose(fused[1], expected, rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(fused[1], expected, rtol=1e-6, atol=1e-3)
     assert np.isfinite(fused).all() and 0 <= fused.min() and fused.max() <= 2047
 
 
@@ -193,16 +194,27 @@ def test_table_rejects_bad_input_naming_the_file(pancollection, wv3_checkpoint, 
     assert code == 2 and str(test_file) in err and "8 MS bands" in err and "expects 4 bands" in err
 
 
-def test_release_sampler_is_passed_only_where_the_model_takes_it(wv3_checkpoint):
+def test_release_sampler_reaches_the_model(pancollection, wv3_checkpoint, tmp_path, capsys):
+    """--sampler release: the table records it and its images are the release sampler's, not the default's."""
     from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.readers import read_pancollection
 
+    test_file = pancollection / "test_wv3_multiExm1.h5"
+    fused_file = tmp_path / "sr.h5"
+    code, table, err = run_bench(["--test", str(test_file), "--checkpoint", str(wv3_checkpoint), "--steps", "2",
+                                  "--protocol", "release", "--sampler", "release", "--limit", "1",
+                                  "--save-fused", str(fused_file), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert table["sampler"] == "release" and table["images"] == 1 and table["images_in_file"] == 2
+    with h5py.File(fused_file, "r") as f:
+        fused = f["sr"][0]
+    batch = read_pancollection(test_file)
     model = Pansharpener.from_checkpoint(wv3_checkpoint, device="cpu")
-    assert bench.sampler_options(model, "consistent") == {}
-    if "sampler" in __import__("inspect").signature(model.sharpen_tiles).parameters:
-        assert bench.sampler_options(model, "release") == {"sampler": "release"}
-    else:
-        with pytest.raises(ValueError, match="no sampler option"):
-            bench.sampler_options(model, "release")
+    options = dict(steps=2, seed=0, full_scale=2047.0, batch_size=32)
+    release, _ = bench.sharpen_release(model, batch.pan[0], batch.ms_lr[0], batch.lms[0], sampler="release", **options)
+    consistent, _ = bench.sharpen_release(model, batch.pan[0], batch.ms_lr[0], batch.lms[0], **options)
+    np.testing.assert_allclose(fused, release, rtol=1e-5, atol=1e-2)
+    assert np.abs(release - consistent).max() > 1
 
 
 # ---- the recipe, end to end ------------------------------------------------------------------------------------
@@ -221,7 +233,7 @@ def test_make_reproduce_paper_trains_and_ends_with_the_table(pancollection, tmp_
         f"VENV={venv}", "-o", str(venv / ".installed"),
         "reproduce-paper", f"DATA={pancollection}", "SENSOR=wv3", f"RUNS={runs}", "ITERS=2", "LBAF_ITERS=2",
         "LBAF_EVERY=1", "WIDTH=16", "BATCH=2", "STEPS=2", "GPUS=0", "CPUS_PER_WORKER=1", "CHECKPOINT_EVERY=2",
-        "VALIDATE_EVERY=0", "PROTOCOL=release",
+        "VALIDATE_EVERY=0", "PROTOCOL=release", "SAMPLER=release",
     ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -230,6 +242,7 @@ def test_make_reproduce_paper_trains_and_ends_with_the_table(pancollection, tmp_
     table = json.loads((runs / "paper-wv3.json").read_text())
     assert table["test_file"] == str(pancollection / "test_wv3_multiExm1.h5")
     assert table["images"] == 2 and table["protocol"]["name"] == "release" and table["steps"] == 2
+    assert table["sampler"] == "release" and table["protocol"]["lms"] == "the file's"
     assert set(table["mean"]) >= {"SAM", "ERGAS", "Q2n", "SCC"} and all(np.isfinite(list(table["mean"].values())))
     assert table["paper"]["SAM"] == 2.843 and table["full_scale"] == 2047.0
 
