@@ -17,10 +17,11 @@ reads it). Every image is sharpened from its `pan` and `ms` by one of two protoc
 `--sampler release` samples as the release does (`GaussianDiffusion.ddim_sample(sampler="release")`); with an imported
 release checkpoint (`ssdiff import-release-checkpoint`) and `--protocol release` this is the authors' own procedure.
 The tiled protocol upsamples the MS itself (interp23tap), as the pipeline does; so does the release protocol for a
-checkpoint that equalizes MS bands (it must see the bands it equalized). The network sees DN / full scale: `--full-scale` (WV3 and QuickBird files are 11-bit, 2047; GaoFen-2 10-bit, 1023),
-else the checkpoint's. The indexes are `ssdiff_model.metrics.reduced_resolution` of each sharpened image against its
-`gt`, with the settings of the community's PanCollection analysis (indexes_evaluation with flag_cut_bounds 0, 32-pixel
-Q2n blocks, no thresholding); `--cut-bounds` drops the toolbox's 21-pixel frame instead.
+checkpoint that equalizes MS bands (it must see the bands it equalized). The network sees DN / full scale:
+`--full-scale` (WV3 and QuickBird files are 11-bit, 2047; GaoFen-2 10-bit, 1023), else the checkpoint's. The indexes
+are `ssdiff_model.metrics.reduced_resolution` of each sharpened image against its `gt`, with the settings of the
+community's PanCollection analysis (indexes_evaluation with flag_cut_bounds 0, 32-pixel Q2n blocks, no thresholding);
+`--cut-bounds` drops the toolbox's 21-pixel frame instead.
 
 Prints one JSON object: per image and mean SAM, ERGAS, Q2n, SCC (and Q), the index settings (cut, block, bits), the
 protocol and sampling settings, and the paper's own figures for the file's sensor beside ours. Bad input (a missing or
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=("consistent", "release"), default=DEFAULT_SAMPLER,
                         help="DDIM variant: consistent (residual space, true timesteps) or release (the authors')")
     parser.add_argument("--full-scale", type=float,
-                        help="DN that the network sees as 1.0 (2047 for WV3/QB, 1023 for GF2; default: the checkpoint's)")
+                        help="DN the network sees as 1.0 (2047 for WV3/QB, 1023 for GF2; default: the checkpoint's)")
     parser.add_argument("--bits", type=int, help="radiometric resolution given to the indexes (default: from the "
                                                  "full scale)")
     parser.add_argument("--sensor", help="sensor of the file (default: from its name, e.g. test_wv3_... -> WV3)")
