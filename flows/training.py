@@ -35,6 +35,9 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
 
     scenes = family_sources(family, data_root, landsat8) if family else []
     scenes += [source_from_files(*files) for files in sources]
+    if not isinstance(validation, (int, float)):
+        # a validation scene named by its file matches the id of that file's source however the path is spelled
+        validation = [source_from_files(v).id if Path(v).is_file() else v for v in validation]
     if not scenes:
         raise ValueError("nothing to build from: name a --family (with --data) or give --source files")
     return build_training_store(scenes, out, family=family, validation=validation, split_seed=split_seed,
