@@ -17,19 +17,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_dilation
 
 from ssdiff_model.checkpoint import Checkpoint, content_hash
 from ssdiff_model.examples import equalized, patch_examples
 from ssdiff_model.readers import PansharpeningPair
 from ssdiff_model.resample import central_window
 from ssdiff_model.training import TrainConfig, Trainer, patch_batches
-from ssdiff_model.wald import reduced_resolution_example
+from ssdiff_model.wald import cut_patches, reduced_resolution_example
 
 __all__ = ["AdaptationConfig", "MAX_WINDOW", "adapt_checkpoint", "scene_examples"]
 
 MAX_WINDOW = 1024      # PAN pixels a side read from the scene (its centre): adaptation's cost does not grow with it
 PATCH = 64             # the training size
 NETWORK_MULTIPLE = 4   # three scales
+FILTER_MARGIN = 2      # MS pixels around nodata that Wald's MTF filters carry it to, in effect
 
 
 @dataclass(frozen=True)
@@ -67,22 +69,34 @@ def scene_examples(pan: np.ndarray, ms_lr: np.ndarray, *, ratio: int, full_scale
     """
     pan, ms_lr = np.asarray(pan, dtype=np.float32), np.asarray(ms_lr, dtype=np.float32)
     pan, ms_lr = central_window(pan, ms_lr, ratio, MAX_WINDOW // ratio)
+    # Nodata would spread through the MTF filters of Wald's protocol: fill it with the band means to degrade, and
+    # keep only the patches whose ground (and a margin of the filters' reach) was valid.
+    valid = np.isfinite(pan) & np.isfinite(ms_lr).all(axis=0).repeat(ratio, axis=0).repeat(ratio, axis=1)
+    if not valid.any():
+        raise ValueError("no patch of the scene is free of nodata: nothing to adapt on")
+    pan = np.where(np.isfinite(pan), pan, np.nanmean(pan))
+    ms_lr = np.where(np.isfinite(ms_lr), ms_lr, np.nanmean(ms_lr, axis=(1, 2), keepdims=True))
     pair = PansharpeningPair(pan=pan, ms_lr=ms_lr, ratio=ratio, full_scale=full_scale, sensor=sensor,
                              band_names=tuple(f"B{i + 1}" for i in range(ms_lr.shape[0])))
     pan_lr, ms_lr_lr, reference = reduced_resolution_example(pair)
-    multiple = np.lcm(NETWORK_MULTIPLE, ratio)
+    multiple = int(np.lcm(NETWORK_MULTIPLE, ratio))
     size = min(PATCH, min(pan_lr.shape) // multiple * multiple)
     if size < multiple:
         raise ValueError(f"the scene's reduced-resolution PAN is {pan_lr.shape[0]}x{pan_lr.shape[1]}: too small to "
                          f"adapt on (it needs {multiple}x{multiple})")
-    examples = patch_examples(pan_lr, ms_lr_lr, reference, ratio, full_scale, size=size,
-                              stride=max(ratio, min(stride, size) // ratio * ratio))
-    finite = np.ones(len(examples["pan"]), dtype=bool)
-    for name in ("pan", "ms", "hrms"):
-        finite &= np.isfinite(examples[name]).reshape(len(finite), -1).all(axis=1)
-    if not finite.any():
+    stride = max(ratio, min(stride, size) // ratio * ratio)
+    examples = patch_examples(pan_lr, ms_lr_lr, reference, ratio, full_scale, size=size, stride=stride)
+    # One reduced-resolution pixel is valid when its ratio x ratio block and the filters' margin were.
+    margin = FILTER_MARGIN * ratio
+    invalid = ~valid[: pan_lr.shape[0] * ratio, : pan_lr.shape[1] * ratio]
+    invalid = binary_dilation(invalid, iterations=margin) if invalid.any() else invalid
+    blocks = invalid.reshape(pan_lr.shape[0], ratio, pan_lr.shape[1], ratio).any(axis=(1, 3))
+    placeholder = np.zeros((1, pan_lr.shape[0] // ratio, pan_lr.shape[1] // ratio), np.float32)
+    dirty = cut_patches(blocks.astype(np.float32), placeholder, size=size, stride=stride).pan
+    keep = dirty.reshape(len(dirty), -1).max(axis=1) == 0
+    if not keep.any():
         raise ValueError("no patch of the scene is free of nodata: nothing to adapt on")
-    return {name: array[finite] for name, array in examples.items()}
+    return {name: array[keep] for name, array in examples.items()}
 
 
 def adapt_checkpoint(base: Checkpoint, pan: np.ndarray, ms_lr: np.ndarray, config: AdaptationConfig, *,
