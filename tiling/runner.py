@@ -52,7 +52,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     scene_attrs = store_attrs(scene_store, SCENE_LAYOUT)
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, checkpoint_hash=pansharpener.checkpoint_hash,
-                               scene_sources=scene_attrs["sources"])
+                               scene_sources=scene_attrs["sources"], batch_size=batch_size)
     scene = zarr.open_group(scene_store, mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
     mosaic = zarr.open_group(mosaic_store, mode="r+")
