@@ -12,8 +12,17 @@ from infra.ray_sharpen import connect_ray, sharpen_scene
 @task(name="sharpen", retries=2, retry_delay_seconds=10, retry_condition_fn=transient_failure)
 def sharpen_task(scene_store: str, mosaic_store: str, checkpoint: str, steps: int = 10, seed: int = 0,
                  tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
-                 ray_address: str | None = None, progress: bool = True) -> dict:
+                 ray_address: str | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     connect_ray(ray_address)
+    _interrupt_on_sigterm()
     provenance = {"prefect_flow_run": str(flow_run.id)} if flow_run.id else {}
     return sharpen_scene(scene_store, mosaic_store, checkpoint, steps=steps, seed=seed, tile_size=tile_size,
-                         halo=halo, batch_size=batch_size, actors=actors, progress=progress, provenance=provenance)
+                         halo=halo, batch_size=batch_size, actors=actors, progress=progress, provenance=provenance,
+                         overwrite=overwrite)
+
+
+def _interrupt_on_sigterm() -> None:
+    # ray.init replaces the command line's SIGTERM handler (flows.cli) in the driver: put it back.
+    from flows.cli import interrupt_on_sigterm
+
+    interrupt_on_sigterm()
