@@ -1,8 +1,8 @@
 """The ``ssdiff`` command line.
 
-    ssdiff ingest --pan P --ms M [M ...] [--sensor S] --out scene.zarr
+    ssdiff ingest --pan P --ms M [M ...] [--sensor S] [--nodata V] [--full-scale F] --out scene.zarr
     ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
-                   [--actors N] [--ray-address ADDR]
+                   [--actors N] [--ray-address ADDR] [--overwrite]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
     ssdiff prepare-training / train / finetune                           see flows/training.py
@@ -14,6 +14,8 @@ stderr naming the file and the problem, and any store that existed before is lef
        the cause and rerun the same command, it resumes
     2  bad input (unreadable or inconsistent files, a checkpoint that does not fit or fails its hash)
     3  the output store is in use by another run (named in the message)
+SIGTERM is handled as Ctrl-C. Warnings (a full scale assumed, a scene cropped, damaged tiles sharpened again) are
+lines ``ssdiff <command>: warning: ...`` on stderr, and in the summary's ``warnings``.
 Nothing read from a file or the command line is ever evaluated or passed to a shell: paths and names are data.
 """
 from __future__ import annotations
