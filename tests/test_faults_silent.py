@@ -368,3 +368,45 @@ def test_unfinished_tiles_are_told_from_nodata_through_xarray(half_done):
     np.testing.assert_array_equal(finished.values, expected)
     hrms = ds["hrms"].values
     assert np.isnan(hrms[:, ~expected]).all() and np.isfinite(hrms[:, expected]).all()
+
+
+def test_run_checks_the_sharpen_arguments_before_ingest_creates_the_scene_store(crop, checkpoint, tmp_path,
+                                                                                capsys):
+    out = tmp_path / "mosaic.zarr"
+    args = ["run", "--pan", str(crop["pan"]), "--ms", str(crop["ms"]), "--sensor", "Landsat8", "--band-names",
+            *BAND_NAMES, "--out", str(out), "--checkpoint", str(checkpoint), "--steps", "0", "--no-progress"]
+    assert main(args) == EXIT_BAD_INPUT
+    assert "--steps 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [], "neither the scene store nor the mosaic was created"
+
+
+def without_checksums(mosaic: Path) -> None:
+    """Rewrite ``hrms`` as mosaics were written before checksums: zstd alone (each chunk loses the 4-byte CRC-32C
+    the codec appended), in the array's metadata and in the consolidated metadata."""
+    for meta in (mosaic / "hrms" / "zarr.json", mosaic / "zarr.json"):
+        text = json.loads(meta.read_text())
+        node = text if meta.parent.name == "hrms" else text["consolidated_metadata"]["metadata"]["hrms"]
+        node["codecs"] = [c for c in node["codecs"] if c["name"] != "crc32c"]
+        meta.write_text(json.dumps(text))
+    for chunk in (mosaic / "hrms" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.write_bytes(chunk.read_bytes()[:-4])
+
+
+def test_a_mosaic_written_before_checksums_still_opens_and_garbage_in_it_is_caught(undisturbed, small_scene,
+                                                                                   tmp_path, capsys):
+    from tiling import mosaic_grid
+    from tiling.integrity import verify_mosaic
+
+    mosaic = tmp_path / "old.zarr"
+    shutil.copytree(undisturbed["store"], mosaic)
+    without_checksums(mosaic)
+    np.testing.assert_array_equal(open_mosaic(mosaic)["hrms"].values, undisturbed["hrms"])
+    attrs = open_mosaic(mosaic).attrs
+    assert verify_mosaic(mosaic, mosaic_grid(mosaic), attrs["full_scale"], attrs["manifest_codes"]) == []
+    # values far outside [0, full scale], as flipped bytes decode without a checksum to stop them
+    hrms = zarr.open_group(mosaic, mode="r+")["hrms"]
+    hrms[0, 40, 70] = -1.2e25
+    assert main(["evaluate", str(mosaic)]) == EXIT_BAD_INPUT
+    _, error = one_line(capsys)
+    assert "tile (1, 2): values outside [0, " in error, error
