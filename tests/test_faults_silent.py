@@ -410,3 +410,37 @@ def test_a_mosaic_written_before_checksums_still_opens_and_garbage_in_it_is_caug
     assert main(["evaluate", str(mosaic)]) == EXIT_BAD_INPUT
     _, error = one_line(capsys)
     assert "tile (1, 2): values outside [0, " in error, error
+
+
+def test_reflectance_of_a_real_geoeye_pair_sharpens_like_its_dn(shared_data, tmp_path):
+    """The issue's case end to end: a GeoEye-1 crop (128 x 128 PAN) as 11-bit DN and as float32 reflectance DN /
+    2047 (its brightest PAN pixel, 2114, lands at 1.033), sharpened by the shipped ssdiff-4band-r4 with the same
+    noise: the reflectance mosaic is the DN mosaic / 2047, not 680 % off."""
+    import torch
+
+    from ssdiff_model.pansharpener import Pansharpener
+    from tiling import create_mosaic_store, mosaic_grid
+
+    folder = shared_data / "pairmax" / "GE_Lond_Urb" / "RR"
+    mosaics = {}
+    for kind, dtype, edit in (("dn", None, None),
+                              ("reflectance", "float32", lambda d: (d / 2047).astype(np.float32))):
+        files = {"pan": write_crop([folder / "PAN.tif"], tmp_path / f"pan_{kind}.tif", 128, 128, 128, dtype, edit),
+                 "ms": write_crop([folder / "MS_LR.tif"], tmp_path / f"ms_{kind}.tif", 32, 32, 32, dtype, edit)}
+        scene, mosaic = tmp_path / f"{kind}.scene.zarr", tmp_path / f"{kind}.zarr"
+        summary = run_cli(ingest_cli(files, scene, sensor="GeoEye1"))
+        assert summary["full_scale"] == (2047.0 if kind == "dn" else 1.0), summary
+        pansharpener = Pansharpener.from_checkpoint("ssdiff-4band-r4", device="cpu")
+        create_mosaic_store(mosaic, scene, pansharpener, **SETTINGS)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_tiles(scene, mosaic, pansharpener, list(mosaic_grid(mosaic).tiles()), batch_size=1,
+                      seed=SETTINGS["seed"], steps=SETTINGS["steps"])
+        finally:
+            torch.set_num_threads(threads)
+        mosaics[kind] = open_mosaic(mosaic)["hrms"].values
+    dn, reflectance = mosaics["dn"] / 2047, mosaics["reflectance"]
+    assert np.isfinite(reflectance).all()
+    relative = np.abs(reflectance - dn).mean() / dn.mean()
+    assert relative < 0.01, f"the reflectance mosaic is {100 * relative:.2f} % off the DN one"
