@@ -444,3 +444,31 @@ def test_reflectance_of_a_real_geoeye_pair_sharpens_like_its_dn(shared_data, tmp
     assert np.isfinite(reflectance).all()
     relative = np.abs(reflectance - dn).mean() / dn.mean()
     assert relative < 0.01, f"the reflectance mosaic is {100 * relative:.2f} % off the DN one"
+
+
+def test_a_damaged_scene_chunk_is_named_not_sharpened(half_done, checkpoint):
+    from ssdiff_model.pansharpener import Pansharpener
+    from tiling import mosaic_grid
+
+    scene, mosaic = half_done["scene"], half_done["mosaic"]
+    chunk = scene / "pan" / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    tile = mosaic_grid(mosaic).tile(3, 3)   # its window lies in PAN chunk (0, 0) of 256 pixels
+    before = store_state(mosaic)
+    with pytest.raises(ValueError, match=r"scene.zarr: the scene under tile \(3, 3\) is damaged .*checksum"):
+        run_tiles(scene, mosaic, Pansharpener.from_checkpoint(checkpoint, device="cpu"), [tile], batch_size=1,
+                  seed=SETTINGS["seed"], steps=SETTINGS["steps"])
+    assert store_state(mosaic) == before
+
+
+def test_a_rerun_on_a_damaged_scene_store_names_it(half_done, ray_local, checkpoint, capsys):
+    scene, mosaic = half_done["scene"], half_done["mosaic"]
+    chunk = scene / "ms" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-1] + bytes([chunk.read_bytes()[-1] ^ 0xFF]))
+    before = store_state(mosaic)
+    assert main(sharpen_args(scene, mosaic, checkpoint)) == EXIT_BAD_INPUT
+    _, error = one_line(capsys)
+    assert f"{scene}: the scene store is damaged" in error and "checksum" in error, error
+    assert store_state(mosaic) == before

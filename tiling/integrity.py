@@ -42,7 +42,11 @@ def content_sha256(pan: np.ndarray, ms: np.ndarray, full_scale: float) -> str:
 def scene_content_sha256(scene_store) -> str:
     """``content_sha256`` recomputed from a scene store, reading it a band of rows at a time."""
     group = zarr.open_group(scene_store, mode="r")
-    return content_sha256(group["pan"], group["ms"], float(group.attrs["full_scale"]))
+    try:
+        return content_sha256(group["pan"], group["ms"], float(group.attrs["full_scale"]))
+    except ValueError as err:   # a chunk failing its checksum: the codec's message names no file
+        raise ValueError(f"{scene_store}: the scene store is damaged ({_reason(err)}): ingest the files again "
+                         f"into a new scene store") from err
 
 
 def _row_blocks(array) -> Iterator[np.ndarray]:
