@@ -472,3 +472,14 @@ def test_a_rerun_on_a_damaged_scene_store_names_it(half_done, ray_local, checkpo
     _, error = one_line(capsys)
     assert f"{scene}: the scene store is damaged" in error and "checksum" in error, error
     assert store_state(mosaic) == before
+
+
+def test_the_reprocess_job_does_not_skip_a_damaged_finished_mosaic(undisturbed, tmp_path):
+    from infra.reprocess import _finished_with
+
+    mosaic = tmp_path / "mosaic.zarr"
+    shutil.copytree(undisturbed["store"], mosaic)
+    settings = {key: SETTINGS[key] for key in ("steps", "seed", "tile_size", "halo")}
+    assert _finished_with(mosaic, settings), "whole: skipped"
+    (mosaic / "hrms" / "c" / "0" / "1" / "1").unlink()
+    assert not _finished_with(mosaic, settings), "damaged: sharpened again"
