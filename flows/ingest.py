@@ -90,10 +90,13 @@ def _require_sensor_bands(pair, sensor: str | None) -> None:
 
 def scene_warnings(pair, sensor: str | None) -> list[str]:
     """What the user must be told about a scene that ingest accepts: an adjustment a reader made to the pixels (a
-    crop to whole MS pixels, a decimation), a full scale assumed from the data, pixels that saturate, and a
+    crop to whole MS pixels, an MS placed on the PAN grid by its georeferencing, a decimation), a full scale assumed from the data, pixels that saturate, and a
     sensor whose MTF gains were made for other bands than these."""
     where = ", ".join(map(str, pair.source))
-    warnings = [f"{where}: {note}" for note in pair.notes if note.startswith(("cropped", "MS was on the PAN grid"))]
+    # The grid notes say where the MS was placed on the PAN grid when the shapes alone did not (a crop then
+    # follows the georeferencing, and may move the other axis too).
+    warnings = [f"{where}: {note}" for note in pair.notes
+                if note.startswith(("cropped", "MS was on the PAN grid", "MS grid is"))]
     radiometry = pair.radiometry
     if radiometry is not None:
         if radiometry.assumed:

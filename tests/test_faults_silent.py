@@ -339,7 +339,9 @@ def test_a_pan_one_row_too_long_is_cropped_and_said_on_stderr_and_in_the_summary
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert any("cropped" in w for w in summary["warnings"]), summary["warnings"]
-    assert "ssdiff ingest: warning:" in captured.err and "cropped to whole MS pixels" in captured.err, captured.err
+    assert "ssdiff ingest: warning:" in captured.err, captured.err
+    assert "cropped to whole MS pixels: PAN rows 0:128 cols 0:128 of 129x128" in captured.err, captured.err
+    assert open_scene(tmp_path / "scene.zarr")["pan"].shape == (SMALL, SMALL)
 
 
 def test_a_sensor_of_other_bands_is_warned_or_refused(landsat_scene, crop, tmp_path, capsys):
