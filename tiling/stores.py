@@ -7,7 +7,9 @@ Scene store (written once by ingest, read by every tile):
     attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
             sources = {name: {path, sha256}} (checksums of the files the scene came from),
             pan_equalization = {gain, offset, band_gains, band_means} of the whole scene (ssdiff_model.equalization),
-            ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None
+            ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None,
+            nodata (the --nodata DN, or None), radiometry (how full_scale was decided: ssdiff_model.radiometry),
+            content_sha256 = sha256 of the stored pixels and the full scale (tiling.integrity.content_sha256)
 
 Mosaic store (pre-allocated by the sharpen flow, filled core by core):
     hrms (band, y, x)              float32 DN on the PAN grid, NaN = nodata or not yet written,
@@ -16,14 +18,16 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
                                    one: TILE_MISSING, TILE_SHARPENED or TILE_NODATA, set only AFTER the
                                    tile's core is in ``hrms``
     attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler, steps, seed, model
-            (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
+            (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
+            scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
             plus whatever the caller adds (cluster, flow run)
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
 ``ds.ms.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms").rio.transform()``.
-Zarr format 3 with consolidated metadata (opening needs one read).
+Zarr format 3 with consolidated metadata (opening needs one read). Every array's chunks pass zstd then a CRC-32C
+(tiling.integrity.CHECKSUMMED): a damaged chunk fails to decode rather than decoding into wrong pixels.
 """
 from __future__ import annotations
 
