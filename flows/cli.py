@@ -1,8 +1,8 @@
 """The ``ssdiff`` command line.
 
-    ssdiff ingest --pan P --ms M [M ...] [--sensor S] --out scene.zarr
+    ssdiff ingest --pan P --ms M [M ...] [--sensor S] [--nodata V] [--full-scale F] --out scene.zarr
     ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
-                   [--actors N] [--ray-address ADDR]
+                   [--actors N] [--ray-address ADDR] [--overwrite]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
     ssdiff prepare-training / train / finetune                           see flows/training.py
@@ -15,12 +15,15 @@ stderr naming the file and the problem, and any store that existed before is lef
        the cause and rerun the same command, it resumes
     2  bad input (unreadable or inconsistent files, a checkpoint that does not fit or fails its hash)
     3  the output store is in use by another run (named in the message)
+SIGTERM is handled as Ctrl-C. Warnings (a full scale assumed, a scene cropped, damaged tiles sharpened again) are
+lines ``ssdiff <command>: warning: ...`` on stderr, and in the summary's ``warnings``.
 Nothing read from a file or the command line is ever evaluated or passed to a shell: paths and names are data.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Sequence
 
@@ -37,6 +40,9 @@ def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--band-names", nargs="+", help="MS band names (GeoTIFF scenes), e.g. blue green red nir")
     parser.add_argument("--nodata", type=float, help="DN value that marks nodata pixels (stored as NaN)")
     parser.add_argument("--example", type=int, help="which example of a PanCollection file to ingest")
+    parser.add_argument("--full-scale", type=float,
+                        help="the value that means 1.0 (2047 for 11-bit DN, 1.0 for reflectance); default: decided "
+                             "from the data type and the data, and said in a warning when it is a guess")
 
 
 def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +62,9 @@ def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
                         help="Ray actors, one model each (default: one per GPU, else one using every CPU)")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing mosaic made with other settings (once the new store is created); "
+                             "without it such a store is refused and a rerun resumes a store of the same settings")
 
 
 def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
@@ -104,16 +113,17 @@ def _ingest(args) -> dict:
     from flows.ingest import ingest_scene
 
     return ingest_scene(args.pan, args.ms, args.out, sensor=args.sensor, band_names=args.band_names or (),
-                        nodata=args.nodata, example=args.example)
+                        nodata=args.nodata, example=args.example, full_scale=args.full_scale)
 
 
 def _sharpen(args) -> dict:
     from infra.ray_sharpen import connect_ray, sharpen_scene
 
     connect_ray(args.ray_address)
+    interrupt_on_sigterm()   # again: ray.init installs a SIGTERM handler of its own in the driver
     return sharpen_scene(args.scene, args.out, args.checkpoint, steps=args.steps, seed=args.seed,
-                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
-                         progress=not args.no_progress, adapt=args.adapt)
+                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
+                         actors=args.actors, progress=not args.no_progress, overwrite=args.overwrite, adapt=args.adapt)
 
 
 def _evaluate(args) -> dict:
@@ -135,7 +145,8 @@ def _run(args) -> dict:
         return pansharpen_scene(
             pan=args.pan, ms=args.ms, mosaic_store=args.out, scene_store=args.scene, checkpoint=args.checkpoint,
             sensor=args.sensor, band_names=args.band_names, nodata=args.nodata, example=args.example,
-            steps=args.steps, seed=args.seed, sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
+            full_scale=args.full_scale, overwrite=args.overwrite, steps=args.steps, seed=args.seed,
+            sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
             actors=args.actors, ray_address=args.ray_address, reference=args.reference, reduced=args.reduced,
             quicklook=args.quicklook, progress=not args.no_progress, adapt=args.adapt)
 
@@ -143,10 +154,25 @@ def _run(args) -> dict:
 COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's or `kill`'s polite stop) ends the command as Ctrl-C does: the finished tiles are
+    kept, the lock released, and the "interrupted; rerun" line printed with exit status 1. Only the main thread
+    may set a handler; elsewhere (a Prefect worker thread) the process's handler stays."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tiling.lock import StoreBusyError   # after parsing: `ssdiff --help` need not load the tiling stack
 
+    interrupt_on_sigterm()
     # The messages already name the file and the problem; a traceback would only bury them.
     try:
         result = COMMANDS[args.command](args)

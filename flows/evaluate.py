@@ -21,7 +21,8 @@ from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolutio
 from ssdiff_model.readers import PansharpeningPair
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_pair
-from tiling import HRMS, MS, PAN, missing_tiles, open_mosaic, open_scene, record_provenance, sharpen_array
+from tiling import HRMS, MS, PAN, missing_tiles, mosaic_grid, open_mosaic, open_scene, record_provenance, sharpen_array
+from tiling.integrity import verify_mosaic
 
 PathLike = str | os.PathLike
 METRIC_BLOCK = 32   # the toolbox's block size: full-resolution indexes need image sides that are multiples of it
@@ -141,9 +142,18 @@ def default_quicklook_path(mosaic_store: PathLike) -> Path:
 def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None, reduced: bool = False,
                     quicklook: PathLike | None = None, checkpoint: PathLike | None = None) -> dict[str, Any]:
     """Indexes of a finished mosaic (see the module docstring) and its quicklook PNG (default: beside the store,
-    ``<name>.quicklook.png``). Records the indexes in the mosaic's attributes and returns them."""
+    ``<name>.quicklook.png``). Records the indexes in the mosaic's attributes and returns them.
+
+    Every finished tile is verified first (tiling.integrity.verify_mosaic: chunk checksums, missing chunks, values
+    outside [0, full scale]): a damaged mosaic is a ValueError naming its tiles, never scored."""
     mosaic = open_mosaic(mosaic_store)
     attrs = dict(mosaic.attrs)
+    grid = mosaic_grid(mosaic_store)
+    damaged = verify_mosaic(mosaic_store, grid, float(attrs["full_scale"]), attrs["manifest_codes"])
+    if damaged:
+        shown = "; ".join(map(str, damaged[:4])) + (f"; and {len(damaged) - 4} more" if len(damaged) > 4 else "")
+        raise ValueError(f"{mosaic_store}: {len(damaged)} damaged tile(s): {shown}; rerun `ssdiff sharpen` with the "
+                         f"same arguments, it sharpens them again")
     missing = missing_tiles(mosaic_store)
     if missing:
         raise ValueError(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
@@ -155,6 +165,7 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     fused = mosaic[HRMS].values.astype(np.float32)
     pan, ms = scene[PAN].values, scene[MS].values
     results: dict[str, Any] = {"mosaic_store": str(mosaic_store), "metric_sensor": sensor,
+                               "verified_tiles": len(grid),
                                "nan_pixels": int(np.isnan(fused).sum()),
                                "full_resolution": _full_resolution_indexes(fused, ms, pan, ratio, sensor)}
     reference_image = None

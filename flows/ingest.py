@@ -19,6 +19,8 @@ from typing import Sequence
 from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
+from infra.preflight import require_memory_for, require_store_path
+from ssdiff_model.radiometry import infer_full_scale
 from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
 from ssdiff_model.registration import MSOffset, misregistration_warning
 from ssdiff_model.sensors import get_sensor
@@ -28,11 +30,13 @@ PathLike = str | os.PathLike
 
 
 def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str | None = None,
-               band_names: Sequence[str] = (), example: int | None = None, nodata: float | None = None):
+               band_names: Sequence[str] = (), example: int | None = None, nodata: float | None = None,
+               full_scale: float | None = None):
     """The pair behind a scene, validated: a PAN GeoTIFF with its MS GeoTIFF (or single-band MS files, in band
     order), or one .mat / .h5 file (then ``pan`` is that file and ``ms`` is empty, or the MS file of a two-file
     .mat pair). PanCollection files hold many examples: ``example`` picks one. GeoTIFF pixels holding their
-    file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata."""
+    file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata.
+    ``full_scale`` (the value that means 1.0) overrides what ``ssdiff_model.radiometry`` decides from the data."""
     paths = [Path(p) for p in ([pan] if pan else [])]
     ms = [Path(p) for p in ms]
     if not paths:
@@ -47,6 +51,8 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
     if paths[0].suffix.lower() in tiffs:
         if not ms:
             raise ValueError(f"{paths[0]}: a GeoTIFF PAN needs its MS file(s) (--ms)")
+        require_memory_for(paths[0], ms)
+        options["full_scale"] = full_scale
         pair = read_geotiff_pair(paths[0], ms[0] if len(ms) == 1 else ms, sensor=sensor, mask_nodata=True,
                                  **options)
     else:
@@ -64,8 +70,45 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
         pair = pair.pair(example)
     elif example not in (None, 0):
         raise ValueError(f"{paths[0]}: --example applies to PanCollection files only")
+    if full_scale is not None and pair.radiometry is None:   # .mat / .h5: their own or the sensor's scale, replaced
+        pair.radiometry = infer_full_scale(pair.pan, pair.ms_lr, dtype=pair.pan.dtype, declared=full_scale)
+        pair.full_scale, pair.bits = pair.radiometry.value, pair.radiometry.bits
     _require_data(pair, nodata)
+    _require_sensor_bands(pair, sensor)
     return pair
+
+
+def _require_sensor_bands(pair, sensor: str | None) -> None:
+    """A sensor given for files of more MS bands than it has is refused: its MTF gains cannot cover them."""
+    if sensor is None:
+        return
+    known = get_sensor(sensor)
+    if not known.is_generic and pair.n_bands > len(known.ms_gains):
+        raise ValueError(f"{', '.join(map(str, pair.source))}: --sensor {known.name} has {len(known.ms_gains)} MS "
+                         f"bands, these files hold {pair.n_bands}: name the sensor that took them")
+
+
+def scene_warnings(pair, sensor: str | None) -> list[str]:
+    """What the user must be told about a scene that ingest accepts: an adjustment a reader made to the pixels (a
+    crop to whole MS pixels, an MS placed on the PAN grid by its georeferencing, a decimation), a full scale assumed from the data, pixels that saturate, and a
+    sensor whose MTF gains were made for other bands than these."""
+    where = ", ".join(map(str, pair.source))
+    # The grid notes say where the MS was placed on the PAN grid when the shapes alone did not (a crop then
+    # follows the georeferencing, and may move the other axis too).
+    warnings = [f"{where}: {note}" for note in pair.notes
+                if note.startswith(("cropped", "MS was on the PAN grid", "MS grid is"))]
+    radiometry = pair.radiometry
+    if radiometry is not None:
+        if radiometry.assumed:
+            warnings.append(f"{where}: full scale {radiometry.value:g} assumed: {radiometry.reason}")
+        warnings += [f"{where}: {warning}" for warning in radiometry.warnings]
+    if sensor is not None:
+        known = get_sensor(sensor)
+        if not known.is_generic and pair.n_bands < len(known.ms_gains):
+            warnings.append(f"{where}: --sensor {known.name} has {len(known.ms_gains)} MS bands, these files "
+                            f"hold {pair.n_bands}: the MTF gains of its first {pair.n_bands} "
+                            f"({', '.join(known.band_names[:pair.n_bands])}) are used; check --sensor")
+    return warnings
 
 
 def _require_data(pair, nodata: float | None) -> None:
@@ -83,15 +126,19 @@ def _require_data(pair, nodata: float | None) -> None:
 
 def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLike = "scene.zarr", *,
                  sensor: str | None = None, band_names: Sequence[str] = (), nodata: float | None = None,
-                 example: int | None = None) -> dict:
-    """Read, validate and write one scene store at ``out``. Returns a summary (store path, shapes, sources).
+                 example: int | None = None, full_scale: float | None = None) -> dict:
+    """Read, validate and write one scene store at ``out``. Returns a summary (store path, shapes, sources,
+    warnings: see ``scene_warnings``).
 
-    An existing ``out`` is an error unless it is a scene store made from the same files (same checksums), in
-    which case it is kept as it is (a rerun of a pipeline resumes instead of failing)."""
+    An existing ``out`` is an error unless it is a scene store made from the same files (same checksums) with the
+    same nodata and full scale, in which case it is kept as it is (a rerun of a pipeline resumes)."""
     out = Path(out)
-    pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata)
+    require_store_path(out)
+    pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
+                      full_scale=full_scale)
+    warnings = scene_warnings(pair, sensor)
     if out.exists():
-        return _existing_scene(out, pair.source)
+        return _existing_scene(out, pair, nodata, warnings)
     require_folder_for(out)
     try:
         with built_beside(out, "writing the scene store; nothing was kept") as partial:
@@ -100,8 +147,8 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
         if not out.exists():
             raise
         # A concurrent ingest renamed its store into place first: it is ours if made of the same files.
-        return _existing_scene(out, pair.source)
-    return _summary(out)
+        return _existing_scene(out, pair, nodata, warnings)
+    return _summary(out, warnings)
 
 
 def _source_names(paths: Sequence[Path]) -> dict[str, Path]:
@@ -110,34 +157,42 @@ def _source_names(paths: Sequence[Path]) -> dict[str, Path]:
     return {(p.name if names.count(p.name) == 1 else str(p)): p for p in paths}
 
 
-def _existing_scene(out: Path, inputs: Sequence[Path]) -> dict:
+def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) -> dict:
     try:
-        sources = open_scene(out).attrs["sources"]
+        attrs = open_scene(out).attrs
     except ValueError as err:
         raise ValueError(f"{out}: already exists and is not a scene store; choose another --out") from err
-    recorded = {entry["sha256"] for entry in sources.values()}
-    given = {sha256_file(p) for p in inputs}
+    recorded = {entry["sha256"] for entry in attrs["sources"].values()}
+    given = {sha256_file(p) for p in pair.source}
     if given != recorded:
         raise ValueError(f"{out}: a scene store from other files already exists there; remove it or choose "
                          f"another --out")
-    return {**_summary(out), "reused": True}
+    # The same files read another way give other pixels: reusing the store would silently ignore the change.
+    for name, now, before in (("nodata", nodata, attrs.get("nodata")),
+                              ("full scale", float(pair.full_scale), attrs.get("full_scale"))):
+        if now != before:
+            raise ValueError(f"{out}: a scene store of these files with {name} {before} already exists there, "
+                             f"this ingest has {name} {now}; remove it or choose another --out")
+    return {**_summary(out, warnings), "reused": True}
 
 
-def _summary(store: Path) -> dict:
+def _summary(store: Path, warnings: Sequence[str] = ()) -> dict:
     scene = open_scene(store)
     offset = scene.attrs.get("ms_offset_pan_px")
     warning = misregistration_warning(MSOffset.from_attrs(offset) if offset else None, scene.attrs["ratio"])
     return {"scene_store": str(store), "pan_shape": list(scene["pan"].shape), "ms_shape": list(scene["ms"].shape),
             "ratio": scene.attrs["ratio"], "sensor": scene.attrs["sensor"], "crs": str(scene["pan"].rio.crs),
             "sources": scene.attrs["sources"], "ms_offset_pan_px": offset,
-            "warnings": [f"{store}: {warning}"] if warning else [], "reused": False}
+            "full_scale": scene.attrs["full_scale"], "radiometry": scene.attrs.get("radiometry"),
+            "warnings": [*warnings, *([f"{store}: {warning}"] if warning else [])], "reused": False}
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=transient_failure)
 def ingest_task(pan: str | None, ms: list[str], out: str, sensor: str | None = None,
                 band_names: list[str] | None = None, nodata: float | None = None,
-                example: int | None = None) -> dict:
-    summary = ingest_scene(pan, ms, out, sensor=sensor, band_names=band_names or (), nodata=nodata, example=example)
+                example: int | None = None, full_scale: float | None = None) -> dict:
+    summary = ingest_scene(pan, ms, out, sensor=sensor, band_names=band_names or (), nodata=nodata, example=example,
+                           full_scale=full_scale)
     for warning in summary["warnings"]:
         get_run_logger().warning(warning)
     return summary

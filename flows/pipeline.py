@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.evaluate import evaluate_task
 from flows.ingest import ingest_task
 from flows.sharpen import sharpen_task
+from infra.preflight import require_apart, require_sharpen_settings, require_store_path
 from infra.ray_sharpen import is_finished
 from ssdiff_model.sensors import get_sensor
 
@@ -26,21 +27,27 @@ SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
 @flow(name="ssdiff-run")
 def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str] | None = None,
                      scene_store: str | None = None, sensor: str | None = None, band_names: list[str] | None = None,
-                     nodata: float | None = None, example: int | None = None, steps: int = 10, seed: int = 0,
-                     sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+                     nodata: float | None = None, example: int | None = None, full_scale: float | None = None,
+                     overwrite: bool = False, steps: int = 10, seed: int = 0, sampler: str = "consistent",
+                     tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
                      ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True, adapt: int = 0) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
     an identical scene store is reused and only missing tiles are sharpened."""
     scene_store = scene_store or str(default_scene_store(mosaic_store))
+    # Every argument is checked before the first store is created, the scene's included.
+    require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+    require_store_path(mosaic_store)
+    require_apart(scene_store, mosaic_store)
     scene = ingest_task(pan, list(ms or []), scene_store, sensor=sensor, band_names=band_names, nodata=nodata,
-                        example=example)
+                        example=example, full_scale=full_scale)
     sharpened = sharpen_task(scene["scene_store"], mosaic_store, checkpoint, steps=steps, seed=seed,
                              sampler=sampler, tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
-                             ray_address=ray_address, progress=progress, adapt=adapt)
+                             ray_address=ray_address, progress=progress, overwrite=overwrite, adapt=adapt)
     quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
                             checkpoint=checkpoint)
-    results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality, "warnings": scene.get("warnings", [])}
+    results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality,
+               "warnings": [*scene.get("warnings", []), *sharpened.get("warnings", [])]}
     create_markdown_artifact(f"```json\n{json.dumps(results, indent=2, default=str)}\n```",
                              key="ssdiff-run", description=f"pansharpening of {pan} into {mosaic_store}")
     return results

@@ -53,14 +53,22 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     return save_checkpoint(adapted, out)
 
 
+def _record(path: Path, wanted: dict[str, Any], adapted=None) -> dict[str, Any]:
+    """What the adapted file at `path` was made from, under the keys of `wanted`."""
+    from ssdiff_model.checkpoint import load_checkpoint
+
+    record = (adapted or load_checkpoint(path)).training.get("adaptation") or {}
+    return {key: record.get(key) for key in wanted}
+
+
 def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike,
-                   *, iterations: int, seed: int) -> dict[str, Any]:
+                   *, iterations: int, seed: int, overwrite: bool = False) -> dict[str, Any]:
     """The adapted checkpoint of this mosaic: reused when it exists and fits, else made in a Ray task
     (``connect_ray`` first). Returns its provenance: base checkpoint and hash, adapted path and hash, settings.
 
     Raises:
         ValueError: an adapted file exists beside the mosaic but was made from another checkpoint, scene or
-            settings (remove it, or write the mosaic elsewhere).
+            settings (remove it, or write the mosaic elsewhere; ``overwrite``, as the mosaic's, makes it anew).
     """
     from ssdiff_model.checkpoint import load_checkpoint
 
@@ -70,6 +78,8 @@ def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
               "scene": _scene_record(scene_store)}
+    if overwrite and path.exists() and _record(path, wanted) != wanted:
+        path.unlink()
     reused = path.exists()
     if not reused:
         resources = ray.cluster_resources()
@@ -79,7 +89,7 @@ def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
     adapted = load_checkpoint(path)
     record = adapted.training.get("adaptation") or {}
-    found = {key: record.get(key) for key in wanted}
+    found = _record(path, wanted, adapted)
     if found != wanted:
         differs = sorted(key for key in wanted if found[key] != wanted[key])
         raise ValueError(f"{path}: adapted weights beside the mosaic were made with other {', '.join(differs)} "

@@ -24,10 +24,12 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from infra.preflight import require_apart, require_sharpen_settings, require_store_path, require_tiles_fit
 from tiling import (
-    MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, record_provenance, run_tiles, store_attrs,
-    store_lock,
+    MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, open_scene, record_provenance, run_tiles,
+    store_attrs, store_lock,
 )
+from tiling.integrity import forget_tiles, verify_mosaic
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
 # actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
@@ -207,10 +209,14 @@ class SharpenerPool:
 def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
                   *, steps: int = 10, seed: int = 0, sampler: str = "consistent", tile_size: int = 64,
                   halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None,
-                  progress: bool = True, provenance: Mapping[str, Any] | None = None,
+                  progress: bool = True, provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
                   adapt: int = 0) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
     the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
+
+    Every argument is checked before anything is created (infra.preflight). A resumed run first verifies every
+    tile its manifest calls finished (tiling.integrity.verify_mosaic) and sharpens the damaged ones again, named
+    in the summary's ``tiles_repaired`` and ``warnings``. ``overwrite`` replaces a mosaic made with other settings.
 
     The run holds the store's lock (tiling.store_lock) from before it creates the store to after its last write:
     a second run on the same store is refused with StoreBusyError, and a killed run leaves no stale lock.
@@ -221,23 +227,36 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     from ssdiff_model.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
+    require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+    require_store_path(mosaic_store)
+    require_apart(scene_store, mosaic_store)
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+    scene_shape = open_scene(scene_store, dask=False)["pan"].shape
+    require_tiles_fit(tile_size=tile_size, batch_size=batch_size, bands=described.bands,
+                      width=int(described.config.get("width", 32)), scene_height=scene_shape[0],
+                      scene_width=scene_shape[1])
     cluster = cluster_resources()
     with store_lock(mosaic_store):
         extra = {"checkpoint": str(checkpoint)}
         if adapt:
             from infra.adapt import ensure_adapted
 
-            adaptation = ensure_adapted(checkpoint, scene_store, mosaic_store, iterations=adapt, seed=seed)
+            adaptation = ensure_adapted(checkpoint, scene_store, mosaic_store, iterations=adapt, seed=seed,
+                                        overwrite=overwrite)
             checkpoint, pool = adaptation["adapted_checkpoint"], None
             described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
-                            steps=steps, sampler=sampler, provenance={**extra, **dict(provenance or {})})
+                            steps=steps, sampler=sampler, batch_size=batch_size, overwrite=overwrite,
+                            provenance={**extra, **dict(provenance or {})})
         del described
         grid = mosaic_grid(mosaic_store)
+        attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
+        damaged = verify_mosaic(mosaic_store, grid, float(attrs["full_scale"]), attrs["manifest_codes"])
+        if damaged:   # redone from scratch below, like tiles never sharpened
+            forget_tiles(mosaic_store, [(d.row, d.col) for d in damaged], attrs["manifest_codes"]["missing"])
         todo = missing_tiles(mosaic_store)
         counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
         if todo:
@@ -247,6 +266,8 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
         finished = now_utc()
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
+                   "tiles_repaired": [[d.row, d.col] for d in damaged],
+                   "warnings": [f"{mosaic_store}: {d}; sharpened again" for d in damaged],
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
                    "ray_cluster": cluster, **({"adaptation": adaptation} if adapt else {})}
         if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):

@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 
 from infra.failures import BAD_INPUT, report
 from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
-from tiling import SCENE_LAYOUT, StoreBusyError, check_run_settings
+from tiling import SCENE_LAYOUT, StoreBusyError, check_run_settings, mosaic_grid
+from tiling.integrity import verify_mosaic
 
 
 def _is_scene_store(path: Path) -> bool:
@@ -52,15 +53,16 @@ def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None =
 
 
 def _finished_with(mosaic: Path, settings: dict) -> bool:
-    """Finished with these settings; a mosaic finished with others is not skipped silently: sharpening it again
-    reports the mismatch as that scene's failure."""
+    """Finished with these settings and undamaged; a mosaic finished with others is not skipped silently:
+    sharpening it again reports the mismatch as that scene's failure."""
     if not is_finished(mosaic):
         return False
     try:
-        check_run_settings(mosaic, **settings)
+        attrs = check_run_settings(mosaic, **settings)
     except ValueError:
         return False
-    return True
+    # A damaged tile is redone by sharpen_scene, which verifies the same way: the scene is not skipped.
+    return not verify_mosaic(mosaic, mosaic_grid(mosaic), float(attrs["full_scale"]), attrs["manifest_codes"])
 
 
 def mosaic_path(scene_store: Path, out_dir: Path) -> Path:

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
+from ssdiff_model.radiometry import FullScale, RadiometryError, infer_full_scale
 from ssdiff_model.resample import check_pair, check_ratio, decimate, mtf_filter
 from ssdiff_model.sensors import get_sensor
 
 PathLike = str | Path
 
-# Bit depths tried, smallest first, when neither the file nor the sensor says: the smallest that holds the data.
-_CANDIDATE_BITS = (10, 11, 12, 14, 16)
 LANDSAT7_FUSEBOX_BANDS = ("red", "green", "blue", "nir", "swir1", "swir2")
 
 
@@ -62,6 +61,7 @@ class PansharpeningPair:
     pan_transform: Any = None
     ms_transform: Any = None
     notes: tuple[str, ...] = ()
+    radiometry: FullScale | None = None   # how full_scale was decided (GeoTIFF pairs), for the user to be told
 
     def __post_init__(self):
         where = ", ".join(str(p) for p in self.source) or "pansharpening pair"
@@ -151,27 +151,20 @@ def _describe(sensor_name: str | None, band_names, n_bands: int) -> tuple[str | 
 
 
 def _radiometry(where: str, images: Sequence[np.ndarray], sensor_name: str | None, bits: int | None = None,
-                full_scale: float | None = None) -> tuple[int | None, float]:
-    """(bits, full_scale) of raw arrays, by precedence: caller or file metadata (`L`), uint8 storage, floats already
-    in [0, 1], the sensor's known bit depth, else the smallest bit depth that holds the data (unknown sensors)."""
-    if full_scale is not None:
-        return bits, float(full_scale)
-    if bits is not None:
-        return int(bits), float(2 ** int(bits) - 1)
-    if all(image.dtype == np.uint8 for image in images):
-        return 8, 255.0
-    peak = max(float(np.max(image)) for image in images)
-    if all(image.dtype.kind == "f" for image in images) and peak <= 1.0:
-        return None, 1.0
+                full_scale: float | None = None, dtype=None) -> tuple[int | None, float, FullScale]:
+    """(bits, full_scale, the decision) of raw arrays (or float copies with NaN nodata, ``dtype`` then naming the
+    files' type), by precedence: caller or file metadata (`L`), then ``radiometry.infer_full_scale`` with the
+    sensor's bit depth as its default. A RadiometryError (a ValueError) names ``where``."""
+    if full_scale is None and bits is not None:
+        full_scale = float(2 ** int(bits) - 1)
     sensor = _sensor(sensor_name)
-    # The sensor's depth, unless the data plainly exceed it (Landsat-8 L1 products rescale 12-bit data to 16 bits);
-    # the slack admits the small overshoot of degraded reduced-resolution PANs (PAirMax GE_Lond_Urb reaches 2114).
-    if sensor is not None and peak <= 1.25 * (2**sensor.bits - 1):
-        return sensor.bits, float(2**sensor.bits - 1)
-    for candidate in _CANDIDATE_BITS:
-        if peak <= 2**candidate - 1:
-            return candidate, float(2**candidate - 1)
-    raise ValueError(f"{where}: values reach {peak:g}, beyond 16 bits: give bits= or full_scale= explicitly")
+    dtype = np.result_type(*images) if dtype is None else dtype
+    try:
+        decided = infer_full_scale(images[0], images[1], dtype=dtype, declared=full_scale,
+                                   sensor_default=float(2**sensor.bits - 1) if sensor is not None else None)
+    except RadiometryError as err:
+        raise RadiometryError(f"{where}: {err}") from None
+    return (int(bits) if bits is not None else decided.bits), decided.value, decided
 
 
 def _as_float32(where: str, name: str, image: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
@@ -339,7 +332,7 @@ def read_pancollection(path: PathLike, sensor: str | None = None) -> Pansharpeni
         tokens = re.split(r"[^a-z0-9]+", path.stem.lower())
         sensor = next((_PANCOLLECTION_SENSORS[t] for t in tokens if t in _PANCOLLECTION_SENSORS), None)
     raw = [np.asarray(arrays[k]) for k in ("pan", "ms")]
-    bits, full_scale = _radiometry(str(path), raw, sensor)
+    bits, full_scale, _ = _radiometry(str(path), raw, sensor)
     sensor, band_names = _describe(sensor, (), ms_lr.shape[1])
     return PansharpeningBatch(pan=pan_f, ms_lr=ms_lr, gt=extra.get("gt"), lms=extra.get("lms"), ratio=ratio,
                               full_scale=full_scale, bits=bits, sensor=sensor, band_names=band_names, source=(path,))
@@ -384,7 +377,7 @@ def _toolbox_pair(path: Path, arrays: dict, sensor: str | None) -> Pansharpening
                          f"{ms_lr.shape[1:]} gives {ratio}")
     sensor = sensor or (_text(arrays["sensor"]) if "sensor" in arrays else None)
     declared_bits = _scalar(arrays["L"]) if "L" in arrays else None
-    bits, full_scale = _radiometry(where, [arrays["I_PAN"], arrays[ms_key]], sensor, bits=declared_bits)
+    bits, full_scale, _ = _radiometry(where, [arrays["I_PAN"], arrays[ms_key]], sensor, bits=declared_bits)
     sensor, band_names = _describe(sensor, (), ms_lr.shape[0])
     gt = _hwc_to_chw(where, "I_GT", arrays["I_GT"]) if "I_GT" in arrays else None
     return PansharpeningPair(pan=pan, ms_lr=ms_lr, gt=gt, lms=lms, ratio=ratio, full_scale=full_scale, bits=bits,
@@ -397,7 +390,7 @@ def _pleiades_pair(path: Path, arrays: dict, sensor: str | None) -> Pansharpenin
     ms_lr = _hwc_to_chw(where, "lrms", arrays["lrms"])
     gt = _hwc_to_chw(where, "gt", arrays["gt"]) if "gt" in arrays else None
     ratio = _shape_ratio(where, pan.shape, ms_lr.shape[1:])
-    bits, full_scale = _radiometry(where, [arrays["pan"], arrays["lrms"]], sensor)
+    bits, full_scale, _ = _radiometry(where, [arrays["pan"], arrays["lrms"]], sensor)
     sensor, band_names = _describe(sensor, (), ms_lr.shape[0])
     return PansharpeningPair(pan=pan, ms_lr=ms_lr, gt=gt, ratio=ratio, full_scale=full_scale, bits=bits,
                              sensor=sensor, band_names=band_names, source=(path,))
@@ -421,7 +414,7 @@ def _fusebox_pair(path: Path, arrays: dict, ms_path: PathLike | None) -> Panshar
     pan = _as_float32(where, "cropped_gray", pan_arrays["cropped_gray"])
     ms_lr = _hwc_to_chw(where, "cropped_im", ms_arrays["cropped_im"])
     ratio = _shape_ratio(where, pan.shape, ms_lr.shape[1:])
-    bits, full_scale = _radiometry(where, [pan_arrays["cropped_gray"], ms_arrays["cropped_im"]], "Landsat7")
+    bits, full_scale, _ = _radiometry(where, [pan_arrays["cropped_gray"], ms_arrays["cropped_im"]], "Landsat7")
     names = LANDSAT7_FUSEBOX_BANDS if ms_lr.shape[0] == len(LANDSAT7_FUSEBOX_BANDS) else ()
     return PansharpeningPair(pan=pan, ms_lr=ms_lr, ratio=ratio, full_scale=full_scale, bits=bits, sensor="Landsat7",
                              band_names=names, source=(pan_path, Path(ms_path)))
@@ -549,13 +542,6 @@ def _window(mask: np.ndarray | None, bands, window: tuple[slice, slice]) -> np.n
     return None if mask is None else mask[(bands, *window)]
 
 
-def _valid_values(raster: _Raster) -> np.ndarray:
-    """The raster's values with nodata pixels set to 0, in the file's dtype: a nodata fill value (65535, say)
-    must not pass for the data's peak when the bit depth is inferred."""
-    return raster.values if raster.nodata is None else np.where(raster.nodata, 0, raster.values).astype(
-        raster.values.dtype)
-
-
 def _axis_extent(raster: _Raster, axis: int) -> tuple[float, float, float]:
     """(first edge, last edge, pixel step) of a north-up raster along y (axis 0) or x (axis 1), in map units."""
     size = raster.values.shape[1 + axis]
@@ -639,13 +625,15 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
     if gt_path is not None:
         gt_raster = _open_raster([Path(gt_path)])
         gt = _as_float32(str(gt_path), "GT", gt_raster.values[(slice(None), *pan_window)])
-    bits, full_scale = _radiometry(where, [_valid_values(pan), _valid_values(ms)], sensor, bits=bits,
-                                   full_scale=full_scale)
+    # The decision is taken on the pixels the pair keeps (nodata as NaN), in the files' own type.
+    bits, full_scale, radiometry = _radiometry(where, [pan_image, ms_image], sensor, bits=bits,
+                                               full_scale=full_scale,
+                                               dtype=np.result_type(pan.values.dtype, ms.values.dtype))
     sensor, names = _describe(sensor, band_names, ms_image.shape[0])
     return PansharpeningPair(
         pan=pan_image, ms_lr=ms_image, gt=gt, ratio=found_ratio, full_scale=full_scale, bits=bits, sensor=sensor,
         band_names=names, source=(*pan.path, *ms.path, *((Path(gt_path),) if gt_path else ())), crs=pan.crs,
-        pan_transform=pan_transform, ms_transform=ms_transform, notes=tuple(notes))
+        pan_transform=pan_transform, ms_transform=ms_transform, notes=tuple(notes), radiometry=radiometry)
 
 
 # ----------------------------------------------------------------------------------------------------------------

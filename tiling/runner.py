@@ -43,6 +43,18 @@ def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: 
         done[tile.row, tile.col] = state
 
 
+def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """The tile's PAN and MS windows; a scene chunk that fails its checksum (or does not decode) is an error
+    naming the store and the tile, not the codec's bare message."""
+    try:
+        return read_window(pan_store, tile.window), read_window(ms_store, tile.ms_window)
+    except ValueError as err:
+        if "outside an array" in str(err):
+            raise
+        raise ValueError(f"{scene_store}: the scene under tile ({tile.row}, {tile.col}) is damaged ({err}): ingest "
+                         f"the files again into a new scene store") from err
+
+
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
               batch_size: int, seed: int, steps: int, sampler: str = "consistent") -> dict[str, int]:
     """Sharpen ``tiles`` of the scene into the mosaic store (created by ``create_mosaic_store`` with the same
@@ -51,8 +63,9 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     scene_attrs = store_attrs(scene_store, SCENE_LAYOUT)
-    attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler, checkpoint_hash=pansharpener.checkpoint_hash,
-                               scene_sources=scene_attrs["sources"])
+    attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler,
+                               checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs["sources"],
+                               batch_size=batch_size)
     scene = zarr.open_group(scene_store, mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
     mosaic = zarr.open_group(mosaic_store, mode="r+")
@@ -73,8 +86,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     for batch in _batches(tiles, batch_size):
         inputs, work = [], []
         for tile in batch:
-            pan = read_window(pan_store, tile.window)
-            ms = read_window(ms_store, tile.ms_window)
+            pan, ms = _read_tile(scene_store, pan_store, ms_store, tile)
             pan_valid, ms_valid = np.isfinite(pan), np.isfinite(ms)
             # Nodata mask of the output on the PAN grid: PAN nodata, or MS nodata of the band above the pixel.
             valid = pan_valid[None] & ms_valid.repeat(ratio, axis=1).repeat(ratio, axis=2)

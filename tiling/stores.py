@@ -7,7 +7,9 @@ Scene store (written once by ingest, read by every tile):
     attrs   layout = SCENE_LAYOUT, sensor, ratio, full_scale, band_names,
             sources = {name: {path, sha256}} (checksums of the files the scene came from),
             pan_equalization = {gain, offset, band_gains, band_means} of the whole scene (ssdiff_model.equalization),
-            ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None
+            ms_offset_pan_px = where the MS lies off its place on the PAN grid (ssdiff_model.registration), or None,
+            nodata (the --nodata DN, or None), radiometry (how full_scale was decided: ssdiff_model.radiometry),
+            content_sha256 = sha256 of the stored pixels and the full scale (tiling.integrity.content_sha256)
 
 Mosaic store (pre-allocated by the sharpen flow, filled core by core):
     hrms (band, y, x)              float32 DN on the PAN grid, NaN = nodata or not yet written,
@@ -17,14 +19,16 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
                                    tile's core is in ``hrms``
     attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler ("consistent" or "release", see
             ssdiff_model.diffusion; "ddim" in stores written before the release mode existed), steps, seed, model
-            (checkpoint hash, config, sensor), scene (store path, sources and checksums), code version,
+            (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
+            scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
             plus whatever the caller adds (cluster, flow run)
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
 ``ds.ms.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms").rio.transform()``.
-Zarr format 3 with consolidated metadata (opening needs one read).
+Zarr format 3 with consolidated metadata (opening needs one read). Every array's chunks pass zstd then a CRC-32C
+(tiling.integrity.CHECKSUMMED): a damaged chunk fails to decode rather than decoding into wrong pixels.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ from affine import Affine
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.registration import measured_offset
 from tiling.grid import Tile, TileGrid
+from tiling.integrity import CHECKSUMMED, content_sha256, scene_content_sha256
 
 SCENE_LAYOUT = "ssdiff-scene/1"
 MOSAIC_LAYOUT = "ssdiff-mosaic/1"
@@ -63,7 +68,10 @@ OFFSET_WINDOW = 256  # MS pixels a side of the central window the MS offset is m
 LEGACY_SAMPLER_NAMES = {"ddim": "consistent"}
 
 # Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
-_RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "checkpoint_hash", "scene_sources")
+# scene_content: the scene's pixels, nodata and full scale (tiling.integrity.content_sha256); batch_size: tiles
+# batched together go through one network call, whose arithmetic (and so the last bits of a tile) depends on it.
+_RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "checkpoint_hash", "scene_sources",
+                 "scene_content", "batch_size")
 
 StorePath = str | os.PathLike
 
@@ -208,6 +216,8 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     ms_da = _georeference(ms_da.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms"), pair.crs, ms_transform,
                           MS_GRID_MAPPING)
     ds = xr.Dataset({PAN: pan_da, MS: ms_da})
+    for name in (PAN, MS):
+        ds[name].encoding["compressors"] = CHECKSUMMED
     if sources is None:
         sources = {Path(path).name: path for path in getattr(pair, "source", ())}
     ds.attrs = {
@@ -217,6 +227,9 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "sources": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
         "notes": list(getattr(pair, "notes", ())), "pan_equalization": pan_equalization(pan_dn, ms_dn, ratio).as_attrs(),
         "ms_offset_pan_px": _offset_attrs(measured_offset(pan_dn, ms_dn, ratio, window=OFFSET_WINDOW)),
+        "nodata": None if nodata is None else float(nodata),
+        "radiometry": pair.radiometry.as_attrs() if getattr(pair, "radiometry", None) is not None else None,
+        "content_sha256": content_sha256(pan_dn, ms_dn, float(pair.full_scale)),
     }
     _write_dataset(ds, store, mode="w-")
 
@@ -248,23 +261,28 @@ def _code_version() -> str:
 
 
 def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, pansharpener, *, tile_size: int,
-                        halo: int, seed: int, steps: int, sampler: str = "consistent",
-                        provenance: Mapping[str, Any] | None = None,
-                        overwrite: bool = False) -> TileGrid:
+                        halo: int, seed: int, steps: int, sampler: str = "consistent", batch_size: int | None = None,
+                        provenance: Mapping[str, Any] | None = None, overwrite: bool = False) -> TileGrid:
     """Pre-allocate the mosaic store for sharpening ``scene_store`` with ``pansharpener`` and return its grid.
 
     Nothing but metadata is written (unwritten chunks read as NaN, the manifest as TILE_MISSING). If the store
     exists with the same settings it is kept as it is, so a rerun resumes; with different settings it is a
-    ValueError unless ``overwrite``."""
+    ValueError unless ``overwrite``: then a new store replaces it once complete. The scene's pixels are hashed
+    (``scene_content``, one of the settings): a scene store edited since ingest is a ValueError."""
     scene = open_scene(scene_store, dask=False)
     attrs = scene.attrs
+    scene_content = scene_content_sha256(scene_store)
+    if attrs.get("content_sha256", scene_content) != scene_content:
+        raise ValueError(f"{scene_store}: the scene's pixels changed since it was ingested (they no longer match "
+                         f"the checksum ingest recorded): ingest the files again into a new scene store")
     bands, height, width = scene[MS].shape[0], *scene[PAN].shape
     if pansharpener.bands != bands or pansharpener.ratio != attrs["ratio"]:
         raise ValueError(f"{scene_store}: scene has {bands} bands at ratio {attrs['ratio']}, the checkpoint "
                          f"{pansharpener.source} expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
     grid = TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=tile_size, halo=halo)
     settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps, "sampler": sampler,
-                "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"]}
+                "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"],
+                "scene_content": scene_content, **({"batch_size": batch_size} if batch_size is not None else {})}
     if Path(mosaic_store).exists() and not overwrite:
         check_run_settings(mosaic_store, **settings)
         return grid
@@ -288,6 +306,8 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     ds[HRMS].encoding["chunks"] = (bands, grid.core, grid.core)
     # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
     ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
+    for name in (HRMS, DONE):
+        ds[name].encoding["compressors"] = CHECKSUMMED
     ds.attrs = {
         "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "eta": 0.0,
         **settings,
@@ -301,12 +321,10 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},
         **dict(provenance or {}),
     }
-    # compute=False writes metadata and coordinates only: the scene is never held in memory.
-    if overwrite:
-        _write_dataset(ds, mosaic_store, mode="w", compute=False)
-    else:
-        with built_beside(mosaic_store, "creating the store") as partial:
-            _write_dataset(ds, partial, mode="w-", compute=False)
+    # compute=False writes metadata and coordinates only: the scene is never held in memory. An overwritten store
+    # is swapped out only once its replacement is complete.
+    with built_beside(mosaic_store, "creating the store", replace=overwrite) as partial:
+        _write_dataset(ds, partial, mode="w-", compute=False)
     return grid
 
 
@@ -322,13 +340,27 @@ def check_run_settings(mosaic_store: StorePath, **settings) -> dict[str, Any]:
     for name, value in settings.items():
         if name not in _RUN_SETTINGS:
             raise TypeError(f"unknown run setting {name!r}")
-        recorded = attrs.get(name, "ddim") if name == "sampler" else attrs[name]
+        if name not in attrs:   # a store made before the setting was recorded: nothing to compare with
+            continue
+        recorded = attrs[name]
         if name == "sampler":
             recorded = LEGACY_SAMPLER_NAMES.get(recorded, recorded)
         if recorded != value:
-            raise ValueError(f"{mosaic_store}: mosaic was created with {name}={recorded!r}, this run has "
-                             f"{value!r}; use a new mosaic store (or overwrite it) to change it")
+            what = _SETTING_NAMES.get(name, name)
+            raise ValueError(f"{mosaic_store}: mosaic was created with {what}={_shown(recorded)}, this run has "
+                             f"{_shown(value)}; finish it with the same inputs and settings, or start again with "
+                             f"--overwrite (or a new --out)")
     return attrs
+
+
+_SETTING_NAMES = {"scene_content": "scene pixels (their nodata, full scale and values: the sha256 ingest recorded)",
+                  "scene_sources": "scene files", "checkpoint_hash": "checkpoint", "tile_size": "tile",
+                  "batch_size": "batch-size"}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def mosaic_grid(mosaic_store: StorePath) -> TileGrid:

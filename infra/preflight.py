@@ -1,0 +1,127 @@
+"""Checks made before any store is created or any pixel is read: arguments, output paths and the memory a step
+will need. A command that fails later leaves a store behind that the corrected command trips over, or dies of
+a MemoryError after minutes of reading; these refuse at once, with the number that is wrong.
+
+Every refusal is a ValueError (exit status 2, bad input) naming the argument or the file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+from pathlib import Path
+from typing import Sequence
+
+PathLike = str | os.PathLike
+
+# Bytes held per pixel of a scene while ingest reads it whole: the file's values, their float32 copy, the copy the
+# store is written from, the nodata mask and the float64 work arrays of the registration and equalization
+# statistics. An upper estimate: the readers and the statistics need whole arrays (the registration is measured
+# on a central window, the equalization over the whole scene).
+INGEST_BYTES_PER_PIXEL = 24
+# Bytes per pixel and channel of one network call (activations of both branches at every stage, the sampler's
+# copies), a generous estimate, used only to refuse tiles that cannot possibly fit.
+NETWORK_BYTES_PER_PIXEL_CHANNEL = 4 * 24
+# Steps beyond this make no sense for DDIM on a 1000-step schedule.
+MAX_STEPS = 1000
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the smaller of the system's available memory and the address-space
+    limit (ulimit -v, a container's limit seen as RLIMIT_AS)."""
+    available = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        available = min(available, soft)
+    return available
+
+
+def gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB"
+
+
+def require_memory_for(pan: PathLike, ms: Sequence[PathLike]) -> None:
+    """Refuse a GeoTIFF scene whose pixels would not fit in memory, from the files' headers alone (a sparse
+    48000 x 48000 file is 500 KB on disk and 40 GiB in memory), before a pixel is read."""
+    import rasterio
+    import rasterio.errors
+
+    need = 0
+    sizes = []
+    for path in (pan, *ms):
+        try:
+            with rasterio.open(path) as src:
+                pixels = src.width * src.height * src.count
+                need += pixels * (INGEST_BYTES_PER_PIXEL + max(_itemsize(d) for d in src.dtypes))
+                sizes.append(f"{Path(path).name} {src.width} x {src.height} x {src.count}")
+        except rasterio.errors.RasterioIOError:
+            continue   # unreadable or missing: the reader says so with its own message
+    available = available_memory()
+    if need > available:
+        raise ValueError(f"{pan}: the scene is too large to ingest in this process's memory "
+                         f"({', '.join(sizes)}: about {gib(need)} needed, {gib(available)} available); cut it into "
+                         f"pieces (gdal_translate -srcwin) and ingest each, or run ingest on a larger machine")
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    return np.dtype(dtype).itemsize
+
+
+def require_store_path(out: PathLike) -> None:
+    """An output store path that can never work: a dangling symbolic link (a rerun would fail the same way)."""
+    out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist: remove the link or "
+                         f"choose another --out")
+
+
+def require_apart(scene: PathLike, out: PathLike) -> None:
+    """The mosaic may not be, contain, or lie inside the scene store: writing it would change the scene (and the
+    scene's checksum) or nest a store where Zarr does not expect one."""
+    scene_path, out_path = Path(scene).resolve(), Path(out).resolve()
+    if out_path == scene_path or scene_path in out_path.parents or out_path in scene_path.parents:
+        raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
+
+
+def require_sharpen_settings(*, steps: int, batch_size: int, tile_size: int, halo: int,
+                             actors: int | None = None) -> None:
+    """The numbers of a sharpen run, checked before the model is loaded or any store created."""
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"--steps {steps}: the sampler needs 1 to {MAX_STEPS} steps")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: at least 1 tile per network call")
+    if actors is not None and actors < 1:
+        raise ValueError(f"--actors {actors}: at least 1 actor")
+    if halo < 0:
+        raise ValueError(f"--halo {halo}: cannot be negative")
+    if tile_size < 1 or tile_size - 2 * halo < 1:
+        raise ValueError(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
+                         f"halo")
+
+
+def require_tiles_fit(*, tile_size: int, batch_size: int, bands: int, width: int, scene_height: int,
+                      scene_width: int) -> None:
+    """Refuse a tile size whose network call (``batch_size`` tiles of a network ``width`` channels wide) cannot
+    fit in this machine's memory, and tiles many times larger than the scene (all padding, and an output chunk,
+    one tile core, allocated whole)."""
+    largest = math.ceil(max(scene_height, scene_width) / 32) * 32
+    if tile_size > 4 * largest:
+        raise ValueError(f"--tile {tile_size}: the scene is only {scene_height} x {scene_width} PAN pixels; a "
+                         f"tile of {largest} covers it whole")
+    channels = 2 * width + 2 * bands
+    need = batch_size * tile_size**2 * channels * NETWORK_BYTES_PER_PIXEL_CHANNEL
+    available = available_memory()
+    if need > available:
+        raise ValueError(f"--tile {tile_size} with --batch-size {batch_size}: one network call needs about "
+                         f"{gib(need)}, {gib(available)} are available; use smaller tiles or batches")
