@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssdiff_model.fusion import APFM
-from ssdiff_model.network import SSDiffNet
+from ssdiff_model.network import build_network
 
 TILE, BANDS, RATIO, BATCH = 64, 8, 4, 8
 # torch's flop counter knows the CUDA SDPA kernels but not the CPU one; count it with the same formula,
@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--architecture", choices=("release", "legacy"), default="release",
+                        help="the released network (default) or the project's first layout")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -156,7 +158,7 @@ def main() -> None:
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = SSDiffNet(bands=BANDS, ratio=RATIO).to(device).eval()
+    net = build_network(dict(bands=BANDS, ratio=RATIO, architecture=args.architecture)).to(device).eval()
     small, large = tile_inputs(1, device, generator), tile_inputs(BATCH, device, generator)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -190,6 +192,7 @@ def main() -> None:
         # only at a low load, or with --threads 1, which suffers far less from it.
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "tile": f"{TILE}x{TILE} PAN, {BANDS} bands, ratio {RATIO}",
+        "architecture": args.architecture,
         "parameters": sum(p.numel() for p in net.parameters()),
         "tile_forward_ms_b1": round(t_b1 * 1e3, 2),
         f"tile_forward_ms_b{BATCH}": round(t_large * 1e3, 2),
