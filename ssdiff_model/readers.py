@@ -35,6 +35,11 @@ from ssdiff_model.sensors import get_sensor
 PathLike = str | Path
 
 LANDSAT7_FUSEBOX_BANDS = ("red", "green", "blue", "nir", "swir1", "swir2")
+# The FGF-GAN Landsat-8 files keep every OLI/TIRS band but the PAN, red, green and blue first (their RGB_indexes are
+# 1:3): the darkest pixels' share of the median rises from band 1 to 4, as haze makes it rise from red to coastal.
+LANDSAT8_FGFGAN_BANDS = ("red", "green", "blue", "coastal", "nir", "swir1", "swir2", "cirrus", "tirs1", "tirs2")
+# The order the 4-band family trains (blue, green, red, nir): every 4-band set of SHARED_SETS loads in it.
+VNIR4_BANDS = ("blue", "green", "red", "nir")
 
 
 @dataclass
@@ -664,6 +669,31 @@ def read_pair(*paths: PathLike, sensor: str | None = None, **options) -> Panshar
     return read_mat_pair(paths[0], ms_path=paths[1] if len(paths) == 2 else None, sensor=sensor)
 
 
+def select_bands(data: PansharpeningPair | PansharpeningBatch, bands: Sequence[int] | None = None,
+                 band_names: Sequence[str] = ()) -> PansharpeningPair | PansharpeningBatch:
+    """`data` with only its MS bands `bands` (0-based, in that order; all of them when None), named `band_names`
+    (else their names as read). The MS, reference and upsampled MS are cut alike; a pair's `notes` say so."""
+    if bands is None and not band_names:
+        return data
+    n = data.ms_lr.shape[-3]
+    where = ", ".join(str(p) for p in data.source) or "pansharpening data"
+    index = list(range(n)) if bands is None else list(bands)
+    if not index or min(index) < 0 or max(index) >= n:
+        raise ValueError(f"{where}: has {n} MS bands, cannot select bands {index}")
+    names = tuple(band_names) or tuple(data.band_names[i] for i in index)
+    if len(names) != len(index):
+        raise ValueError(f"{where}: {len(names)} band names for the {len(index)} bands kept")
+
+    def pick(image):
+        return None if image is None else np.ascontiguousarray(image[..., index, :, :])
+
+    changes = dict(ms_lr=pick(data.ms_lr), gt=pick(data.gt), lms=pick(data.lms), band_names=names)
+    if isinstance(data, PansharpeningPair):
+        done = f"MS bands named {', '.join(names)}" if bands is None else f"MS bands {index} kept as {', '.join(names)}"
+        changes["notes"] = (*data.notes, done)
+    return dataclasses.replace(data, **changes)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The team's shared data (shared/data/MANIFEST.md)
 # ----------------------------------------------------------------------------------------------------------------
@@ -673,7 +703,10 @@ class SharedScene:
     """One pair (or one PanCollection file) of the shared data, with the MANIFEST's facts about it.
 
     `files` are relative to the data root, PAN first, then MS, then GT (read_pair's order); `options` go to the
-    reader. `crs` is the CRS the files carry (a string such as "EPSG:32731", None when absent) for GeoTIFF sets."""
+    reader. `crs` is the CRS the files carry (a string such as "EPSG:32731", None when absent) for GeoTIFF sets.
+    `bands` keeps these MS bands of the files (0-based) in this order and `band_names` names the bands so kept
+    (`select_bands`): a set stored R, G, B, NIR loads as the other 4-band sets do, B, G, R, NIR. `n_bands` counts
+    the bands a load gives."""
 
     dataset: str
     scene: str
@@ -686,6 +719,8 @@ class SharedScene:
     has_gt: bool
     crs: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    bands: tuple[int, ...] | None = None
+    band_names: tuple[str, ...] = ()
     root: Path | None = field(default=None, compare=False)
 
     @property
@@ -699,7 +734,8 @@ class SharedScene:
         return tuple(root / f for f in self.files)
 
     def load(self, data_root: PathLike | None = None) -> PansharpeningPair | PansharpeningBatch:
-        return read_pair(*self.paths(data_root), sensor=self.sensor, **dict(self.options))
+        data = read_pair(*self.paths(data_root), sensor=self.sensor, **dict(self.options))
+        return select_bands(data, self.bands, self.band_names)
 
     def pairs(self, data_root: PathLike | None = None) -> Iterator[PansharpeningPair]:
         """Single pairs: the scene's pair, or every example of a PanCollection file."""
@@ -708,11 +744,12 @@ class SharedScene:
 
 
 def _scene(dataset, scene, files, sensor, n_bands, bits, has_gt=False, ratio=4, full_scale=None, crs=None,
-           options=None) -> SharedScene:
+           options=None, bands=None, band_names=()) -> SharedScene:
     if full_scale is None:
         full_scale = float(2**bits - 1)
     return SharedScene(dataset, scene, tuple(files), sensor, n_bands, ratio, bits, full_scale, has_gt, crs,
-                       tuple(sorted((options or {}).items())))
+                       tuple(sorted((options or {}).items())), None if bands is None else tuple(bands),
+                       tuple(band_names))
 
 
 def _pairmax(name: str, sensor: str, n_bands: int, has_gt: bool) -> SharedScene:
@@ -740,9 +777,29 @@ SHARED_SETS: tuple[SharedScene, ...] = (
     _scene("quickbird_fr", "0", ["quickbird_fr/0_pan.tif", "quickbird_fr/0_lr.tif"], "QB", 4, 11),
     _scene("quickbird_rr_train", "0", ["quickbird_rr_train/0_pan.tif", "quickbird_rr_train/0_lr.tif",
                                        "quickbird_rr_train/0_mul.tif"], "QB", 4, 11, True),
-    # Unknown sensor: the bit depth is the smallest that holds each pair (Pan3 and Pan4 exceed 2047).
-    *(_scene("vhr_4band_fr", str(n), [f"vhr_4band_fr/Pan{n}.tif", f"vhr_4band_fr/MS{n}.tif"], None, 4, bits)
-      for n, bits in ((2, 11), (3, 12), (4, 12))),
+    # Unknown sensor: the bit depth is the smallest that holds each pair (Pan3 and Pan4 exceed 2047). The bands are
+    # stored blue, green, red, nir: the darkest pixels' share of the median falls from band 1 to 3 as haze makes it
+    # fall from blue to red (it does so on every 4-band set of known order; tests/test_readers.py checks it).
+    *(_scene("vhr_4band_fr", str(n), [f"vhr_4band_fr/Pan{n}.tif", f"vhr_4band_fr/MS{n}.tif"], None, 4, bits,
+             band_names=VNIR4_BANDS) for n, bits in ((2, 11), (3, 12), (4, 12))),
+    # Byte for byte the files of vhr_4band_fr, with the sensors the MANIFEST infers from the source paper: Pan2/MS2
+    # WorldView-2 (four of its eight bands), Pan3/MS3 and Pan4/MS4 Pleiades. The MANIFEST lists the bands as R, G,
+    # B, NIR, but the files hold them blue, green, red, nir (the haze test above). MS3 stops at 2047 in every band
+    # while Pan3 reaches 4095: Pleiades' 12 bits all the same. The training families take these scenes once.
+    _scene("vhr_pairs_dgif", "2", ["vhr_pairs_dgif/Pan2.tif", "vhr_pairs_dgif/MS2.tif"], "WV2", 4, 11,
+           band_names=VNIR4_BANDS),
+    *(_scene("vhr_pairs_dgif", str(n), [f"vhr_pairs_dgif/Pan{n}.tif", f"vhr_pairs_dgif/MS{n}.tif"], "Pleiades", 4,
+             12) for n in (3, 4)),
+    # Pleiades Urban is stored blue, green, red, nir; the SPOT-6 scenes red, green, blue, nir (the haze test), so
+    # those are reordered on loading. 12-bit; no georeferencing.
+    _scene("vhr_pairs_cpe", "Urban", ["vhr_pairs_cpe/Urban_Pan.tif", "vhr_pairs_cpe/Urban_MS.tif"], "Pleiades", 4,
+           12),
+    *(_scene("vhr_pairs_cpe", name, [f"vhr_pairs_cpe/{name}_Pan.tif", f"vhr_pairs_cpe/{name}_MS.tif"], "SPOT6", 4,
+             12, bands=(2, 1, 0, 3), band_names=VNIR4_BANDS) for name in ("Cropland", "Vegetation")),
+    # Unknown 0.5 m sensor, 11-bit (the PAN reaches 2047). Stored blue, green, red, nir (the haze test): the TIFF's
+    # red, green, blue colour interpretation is its photometric tag, not a band description.
+    _scene("zhengzhou_fr", "zhengzhou", ["zhengzhou_fr/pan.tif", "zhengzhou_fr/ms.tif"], None, 4, 11,
+           crs="EPSG:32649", band_names=VNIR4_BANDS),
     _scene("wv2_rio", "rio", ["wv2_rio/WV2RioPAN.tif", "wv2_rio/WV2RioMSLR.tif"], "WV2", 8, 11),
     # Reflectance in percent, not DN (a few specular MS pixels reach 118): full scale 100, no bit depth.
     _scene("wv3_georef", "0", ["wv3_georef/pan.tif", "wv3_georef/mul.tif"], "WV3", 8, None, full_scale=100.0,
@@ -754,6 +811,9 @@ SHARED_SETS: tuple[SharedScene, ...] = (
            options={"ratio": 4}),
     *(_scene("landsat7_fusebox", str(n), [f"landsat7_fusebox/{n}_pan.mat", f"landsat7_fusebox/{n}_ms.mat"],
              "Landsat7", 6, 8, ratio=2) for n in range(1, 40)),
+    # Landsat-8 Level-1 DN (OLI's 12 bits rescaled to 16); Landsat8-5 holds a few saturated 65535 pixels.
+    *(_scene("landsat8_fgfgan", str(n), [f"landsat8_fgfgan/Landsat8-{n}.mat"], "Landsat8", 10, 16, ratio=2,
+             band_names=LANDSAT8_FGFGAN_BANDS) for n in (5, 6, 12)),
 )
 
 

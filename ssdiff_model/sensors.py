@@ -2,8 +2,8 @@
 
 The MTF gains are those of the community's MATLAB toolbox (Vivone et al. 2020, as packaged in the DLPan-Toolbox):
 the MS gains come from `genMTF.m`, the PAN gains from `MTF_PAN.m`. Sensors the toolbox does not list
-(Pleiades, GaoFen-2, Landsat) use its generic gains (`otherwise` branch: 0.3 for every MS band, 0.15 for PAN),
-exactly as the toolbox's `'none'` does.
+(Pleiades, SPOT-6, GaoFen-2, Landsat) use its generic gains (`otherwise` branch: 0.3 for every MS band, 0.15 for
+PAN), exactly as the toolbox's `'none'` does: no sourced Nyquist gains are at hand for them, so none are made up.
 
 Band-count rule (`Sensor.band_gains`): the toolbox builds one filter per entry of its gain table and `MTF.m`
 uses the first `nbands` of them, so an image with fewer bands than the table gets the first gains (the
@@ -62,6 +62,8 @@ SENSORS: tuple[Sensor, ...] = (
     Sensor("none", ("generic", "unknown"), (), GENERIC_PAN_GAIN, 11, ()),
     Sensor("Pleiades", ("pleiades-1", "phr"), (), GENERIC_PAN_GAIN, 12, _VNIR4),
     Sensor("GF2", ("gaofen-2", "gaofen2"), (), GENERIC_PAN_GAIN, 10, _VNIR4),
+    # SPOT-6/7 (1.5 m PAN, 6 m MS, ratio 4) quantise to 12 bits; no toolbox gains, so the generic ones.
+    Sensor("SPOT6", ("spot-6", "spot 6", "spot7", "spot-7"), (), GENERIC_PAN_GAIN, 12, _VNIR4),
     Sensor("Landsat7", ("landsat-7", "l7", "etm+"), (), GENERIC_PAN_GAIN, 8,
            ("blue", "green", "red", "nir", "swir1", "swir2"), default_ratio=2),
     # OLI quantises to 12 bits, but Level-1 products store the samples rescaled to 16 bits.

@@ -13,12 +13,15 @@ import scipy.io
 from affine import Affine
 
 from ssdiff_model.readers import (
+    LANDSAT8_FGFGAN_BANDS,
     SHARED_SETS,
+    VNIR4_BANDS,
     PansharpeningBatch,
     iter_shared_sets,
     read_geotiff_pair,
     read_mat_pair,
     read_pair,
+    select_bands,
 )
 
 # All sets, but only a few of the 39 Landsat-7 fusebox pairs: they share one layout.
@@ -58,6 +61,88 @@ def test_registry_covers_every_folder_of_the_manifest(shared_data):
     counts = {name: sum(s.dataset == name for s in iter_shared_sets(shared_data)) for name in folders}
     assert counts["landsat7_fusebox"] == 39 and counts["vhr_4band_fr"] == 3
     assert counts["pairmax"] == 5 and counts["pnn_fr"] == 3
+    assert counts["vhr_pairs_dgif"] == 3 and counts["vhr_pairs_cpe"] == 3
+    assert counts["zhengzhou_fr"] == 1 and counts["landsat8_fgfgan"] == 3
+
+
+def haze_share(ms_lr):
+    """Per band, the darkest pixels' DN over the median DN. Haze (path radiance) adds most to blue and least to red,
+    so this share falls from blue to green to red on every set whose band order is known (IKONOS, QuickBird,
+    GeoEye-1, WorldView-4, Pleiades, Landsat-8; it rises on the Landsat-7 fusebox's R, G, B): it tells a stored
+    R, G, B order from B, G, R where the files say nothing."""
+    bands = ms_lr.reshape(ms_lr.shape[0], -1).astype(np.float64)
+    return np.percentile(bands, 0.5, axis=1) / np.median(bands, axis=1)
+
+
+def test_every_4band_set_loads_blue_green_red_nir(shared_data):
+    """The 4-band family trains one blue, green, red, nir network: every 4-band set, whatever its files' order
+    (the SPOT-6 pairs are stored R, G, B, NIR), must load in that order and say so."""
+    four = [s for s in iter_shared_sets(shared_data) if s.n_bands == 4]
+    assert {"vhr_pairs_cpe", "vhr_pairs_dgif", "zhengzhou_fr", "vhr_4band_fr"} <= {s.dataset for s in four}
+    for scene in four:
+        pair = first_pair(scene, shared_data)
+        assert pair.band_names == VNIR4_BANDS, scene.id
+        blue, green, red, _ = haze_share(pair.ms_lr)
+        assert blue > green > red, f"{scene.id}: haze share {blue:.2f}, {green:.2f}, {red:.2f}"
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the raw reads of the files
+def test_vhr_pairs_cpe_spot6_pairs_are_reordered_on_loading(shared_data):
+    scenes = {s.scene: s for s in iter_shared_sets(shared_data, ["vhr_pairs_cpe"])}
+    assert {k: (s.sensor, s.bits) for k, s in scenes.items()} == {
+        "Urban": ("Pleiades", 12), "Cropland": ("SPOT6", 12), "Vegetation": ("SPOT6", 12)}
+    for name, scene in scenes.items():
+        pair = scene.load()
+        with rasterio.open(scene.paths()[1]) as f:
+            raw = f.read()
+        assert pair.pan.shape == (1024, 1024) and pair.ms_lr.shape == (4, 256, 256) and pair.crs is None
+        # 12-bit: Urban's and Vegetation's PANs pass 2047 (4066 and 4032); Cropland's reaches 2516
+        assert pair.full_scale == 4095 and 2047 < pair.pan.max() <= 4095
+        order = [0, 1, 2, 3] if name == "Urban" else [2, 1, 0, 3]   # SPOT-6 files: R, G, B, NIR
+        np.testing.assert_array_equal(pair.ms_lr, raw[order])
+        stored_red_first = haze_share(raw)[0] < haze_share(raw)[2]
+        assert stored_red_first == (name != "Urban")
+
+
+def test_vhr_pairs_dgif_is_vhr_4band_fr_with_its_sensors(shared_data):
+    """The same files as vhr_4band_fr (the families take them once), with the sensors and bit depths the
+    MANIFEST gives: WorldView-2 at 11 bits, then two Pleiades at 12 (Pan3 reaches 4095 while MS3 stops at 2047)."""
+    dgif = list(iter_shared_sets(shared_data, ["vhr_pairs_dgif"]))
+    fr = list(iter_shared_sets(shared_data, ["vhr_4band_fr"]))
+    for a, b in zip(dgif, fr):
+        assert [p.read_bytes() for p in a.paths()] == [p.read_bytes() for p in b.paths()]
+    pairs = [s.load() for s in dgif]
+    assert [(p.sensor, p.bits) for p in pairs] == [("WV2", 11), ("Pleiades", 12), ("Pleiades", 12)]
+    assert all(p.pan.shape == (1024, 1024) and p.ms_lr.shape == (4, 256, 256) for p in pairs)
+    assert pairs[1].pan.max() == 4095 and pairs[1].ms_lr.max() == 2047 and pairs[0].pan.max() <= 2047
+
+
+def test_zhengzhou_keeps_its_crs_and_transforms(shared_data):
+    scene = next(iter_shared_sets(shared_data, ["zhengzhou_fr"]))
+    pair = scene.load()
+    with rasterio.open(scene.paths()[0]) as pan, rasterio.open(scene.paths()[1]) as ms:
+        transforms, raw_pan = (pan.transform, ms.transform), pan.read(1)
+    assert pair.crs == "EPSG:32649" and (pair.pan_transform, pair.ms_transform) == transforms
+    assert pair.pan.shape == (800, 800) and pair.ms_lr.shape == (4, 200, 200) and pair.ratio == 4
+    np.testing.assert_array_equal(pair.pan, raw_pan)   # identical footprints: nothing cropped
+    assert pair.sensor is None and pair.bits == 11 and pair.pan.max() == 2047
+
+
+def test_landsat8_fgfgan_pairs_keep_all_ten_bands_named(shared_data):
+    for scene in iter_shared_sets(shared_data, ["landsat8_fgfgan"]):
+        pair = scene.load()
+        raw = scipy.io.loadmat(scene.paths()[0])
+        assert pair.sensor == "Landsat8" and pair.ratio == int(raw["ratio"][0, 0]) == 2
+        assert pair.pan.shape == (512, 512) and pair.ms_lr.shape == (10, 256, 256)
+        assert pair.bits == 16 and pair.full_scale == 65535 and pair.band_names == LANDSAT8_FGFGAN_BANDS
+        np.testing.assert_array_equal(pair.ms_lr, raw["I_MS"].transpose(2, 0, 1))
+        # RGB_indexes 1:3 are red, green, blue: haze grows from red to coastal
+        assert list(raw["RGB_indexes"].ravel()) == [1, 2, 3]
+        assert np.all(np.diff(haze_share(pair.ms_lr[:4])) > 0), scene.id
+        if scene.scene == "5":   # the MANIFEST's saturated pixels
+            assert pair.pan.max() == 65535
+    with pytest.raises(ValueError, match=r"Landsat8-12\.mat: has 10 MS bands, cannot select bands \[3, 10\]"):
+        select_bands(pair, [3, 10])
 
 
 def test_pairmax_keeps_its_wrong_crs_and_reads_the_reference(shared_data):

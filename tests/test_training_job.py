@@ -74,6 +74,8 @@ def test_training_commands_parse():
     assert args.handler is commands["finetune"] and args.lbaf and args.lbaf_start == 0
     args = parser.parse_args(["prepare-training", "--out", "s.zarr", "--family", "8band-r4", "--validation", "a,b"])
     assert args.validation == ["a", "b"]
+    # without --validation the store takes the family's held-out scenes (build_training_store's default)
+    assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--family", "4band-r4"]).validation is None
     plain = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n"])
     assert plain.lbaf_start is None and not plain.equalize_pan
     from infra.train_job import config_from_args

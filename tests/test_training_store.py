@@ -154,9 +154,19 @@ def test_families_select_the_shared_scenes(shared_data):
     assert {s.dataset for s in eight} >= {"pancollection_wv3_patches", "pairmax", "pnn_fr", "wv2_rio"}
     assert all(s.sensor in ("WV2", "WV3") for s in eight)
     four = family_sources("4band-r4", shared_data)
-    assert {s.sensor for s in four} >= {"GeoEye1", "WV4", "QB", "IKONOS", "Pleiades", None}
+    assert {s.sensor for s in four} >= {"GeoEye1", "WV4", "QB", "IKONOS", "Pleiades", "SPOT6", None}
+    assert {"vhr_pairs_cpe:Urban", "vhr_pairs_cpe:Cropland", "zhengzhou_fr:zhengzhou"} <= {s.id for s in four}
+    # vhr_pairs_dgif repeats vhr_4band_fr's files: taken once, so no scene can sit on both sides of the split
+    assert sum(s.dataset == "vhr_4band_fr" for s in four) == 3 and not any(s.dataset == "vhr_pairs_dgif" for s in four)
     r2 = family_sources("r2", shared_data)
     assert sum(s.dataset == "landsat7_fusebox" for s in r2) == 39 and r2[-1].sensor == "Landsat8"
+    # the FGF-GAN Landsat-8 pairs keep B2..B5 of their ten bands (stored red, green, blue, coastal, nir, ...)
+    fgfgan = [s for s in r2 if s.dataset == "landsat8_fgfgan"]
+    assert len(fgfgan) == 3
+    raw = next(iter_shared_sets(shared_data, ["landsat8_fgfgan"])).load()
+    pair = fgfgan[0].load()
+    np.testing.assert_array_equal(pair.ms_lr, raw.ms_lr[[2, 1, 0, 4]])
+    assert pair.band_names == ("blue", "green", "red", "nir") and (pair.ratio, pair.bits) == (2, 16)
     assert set(FAMILIES) == {"8band-r4", "4band-r4", "r2"}
     # fusebox bands R, G, B, NIR, SWIR1, SWIR2 -> blue, green, red, nir (Landsat-8 B2..B5 order)
     fusebox = r2[0]
@@ -222,3 +232,21 @@ def test_a_few_validation_examples_cover_every_held_out_scene(landsat_scene, tmp
     picked = even["hrms"][even["scene_index"] == scene]
     members = validation["hrms"][every == scene]
     np.testing.assert_array_equal(picked, members[[0, len(members) - 1]])
+
+
+def test_new_shared_scenes_do_not_move_the_held_out_ones(shared_data, tmp_path):
+    """A family's stores hold out its named scenes (those its checkpoint is scored on) whatever the shared data
+    grows by: a fraction would have held out QuickBird quickbird_fr:0 too once the new 4-band pairs came, and two
+    FGF-GAN Landsat-8 scenes in r2 in place of a Landsat-7 one."""
+    for name, family in FAMILIES.items():
+        ids = [s.id for s in family_sources(name, shared_data)]
+        assert family.held_out and set(family.held_out) <= set(ids), name
+    assert FAMILIES["4band-r4"].held_out == ("pnn_fr:imgIK", "quickbird_toulouse:toulouse")
+    # a store of the family named without --validation takes them
+    scenes = {s.id: s for s in family_sources("4band-r4", shared_data)}
+    sources = [scenes["zhengzhou_fr:zhengzhou"], scenes["quickbird_toulouse:toulouse"]]
+    attrs = build_training_store(sources, tmp_path / "four.zarr", family="4band-r4", stride=64)
+    assert {r["id"]: r["split"] for r in attrs["sources"]} == {"zhengzhou_fr:zhengzhou": "train",
+                                                                "quickbird_toulouse:toulouse": "validation"}
+    assert attrs["split"]["validation"] == ["quickbird_toulouse:toulouse"]
+    assert attrs["sources"][0]["band_names"] == ["blue", "green", "red", "nir"]
