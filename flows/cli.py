@@ -5,6 +5,7 @@
                    [--actors N] [--ray-address ADDR]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
+    ssdiff export mosaic.zarr --cog OUT.tif [--overwrite] [--nodata V]   a Cloud Optimized GeoTIFF of a mosaic
     ssdiff prepare-training / train / finetune                           see flows/training.py
 
 Each command prints a JSON summary on stdout. Every error is one line ``ssdiff <command>: error: ...`` on
@@ -58,6 +59,17 @@ def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quicklook", help="PNG to write (default: <mosaic name>.quicklook.png beside the store)")
 
 
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults and allowed values live in flows.export, imported only when the command runs (GDAL is heavy).
+    parser.add_argument("mosaic", help="finished mosaic store written by `ssdiff sharpen`")
+    parser.add_argument("--cog", required=True, metavar="OUT.tif", help="Cloud Optimized GeoTIFF to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.tif")
+    parser.add_argument("--nodata", type=float,
+                        help="value written and declared for nodata pixels (default: NaN, declared as such)")
+    parser.add_argument("--blocksize", type=int, help="internal tile side in pixels, a multiple of 16 (default 512)")
+    parser.add_argument("--compress", help="DEFLATE (default: every GDAL reads it), ZSTD, LZW or NONE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdiff", description="Distributed SSDiff pansharpening.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_options(run)
     run.add_argument("--prefect-api-url", help="Prefect server to record the run in (default: PREFECT_API_URL, "
                                                "else Prefect's ephemeral local API)")
+
+    export = commands.add_parser("export", help="write a finished mosaic as a Cloud Optimized GeoTIFF")
+    _add_export_options(export)
 
     from flows.training import add_training_commands
 
@@ -131,7 +146,14 @@ def _run(args) -> dict:
             quicklook=args.quicklook, progress=not args.no_progress)
 
 
-COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
+def _export(args) -> dict:
+    from flows.export import export_cog
+
+    given = {k: v for k, v in {"blocksize": args.blocksize, "compress": args.compress}.items() if v is not None}
+    return export_cog(args.mosaic, args.cog, overwrite=args.overwrite, nodata=args.nodata, **given)
+
+
+COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run, "export": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
