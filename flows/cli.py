@@ -1,6 +1,7 @@
 """The ``ssdiff`` command line.
 
     ssdiff ingest --pan P --ms M [M ...] [--sensor S] --out scene.zarr
+    ssdiff ingest --stac ITEM --pan-asset KEY --ms-asset KEY [KEY ...] [--sensor S] --out scene.zarr
     ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
                    [--actors N] [--ray-address ADDR]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
@@ -27,9 +28,16 @@ from typing import Sequence
 from infra.failures import BAD_INPUT, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, report  # noqa: F401 - the codes are API
 
 
-def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pan", required=True,
-                        help="PAN GeoTIFF, or the one .mat / .h5 file that holds the whole scene")
+def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> None:
+    files = parser.add_mutually_exclusive_group(required=True) if stac else parser
+    files.add_argument("--pan", required=not stac,
+                       help="PAN GeoTIFF, or the one .mat / .h5 file that holds the whole scene")
+    if stac:
+        files.add_argument("--stac", metavar="ITEM",
+                           help="STAC Item (JSON file or http(s) URL) whose assets are the PAN and MS files")
+        parser.add_argument("--pan-asset", metavar="KEY", help="with --stac: the key of the PAN asset")
+        parser.add_argument("--ms-asset", metavar="KEY", nargs="+",
+                            help="with --stac: the key of the MS asset, or of single-band MS assets in band order")
     parser.add_argument("--ms", nargs="+", default=[],
                         help="MS GeoTIFF, or single-band MS GeoTIFFs in band order (GeoTIFF scenes); the MS .mat "
                              "of a two-file .mat pair")
@@ -75,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="validate scene files and write a Zarr scene store")
-    _add_scene_inputs(ingest)
+    _add_scene_inputs(ingest, stac=True)
     ingest.add_argument("--out", required=True, help="scene store to create (e.g. scene.zarr)")
 
     sharpen = commands.add_parser("sharpen", help="sharpen a scene store into a mosaic store with Ray actors")
@@ -107,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args) -> dict:
+    if args.stac:
+        if args.ms or args.example is not None:
+            raise ValueError(f"{args.stac}: with --stac the files are the item's assets: give --pan-asset and "
+                             f"--ms-asset, not --ms or --example")
+        from flows.stac import ingest_stac
+
+        return ingest_stac(args.stac, args.pan_asset, args.ms_asset or (), args.out, sensor=args.sensor,
+                           band_names=args.band_names or (), nodata=args.nodata)
+    if args.pan_asset or args.ms_asset:
+        raise ValueError(f"{args.pan}: --pan-asset and --ms-asset name the assets of a --stac item")
     from flows.ingest import ingest_scene
 
     return ingest_scene(args.pan, args.ms, args.out, sensor=args.sensor, band_names=args.band_names or (),

@@ -50,6 +50,7 @@ from affine import Affine
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.registration import measured_offset
 from tiling.grid import Tile, TileGrid
+from tiling.sources import open_bytes
 
 SCENE_LAYOUT = "ssdiff-scene/1"
 MOSAIC_LAYOUT = "ssdiff-mosaic/1"
@@ -67,8 +68,9 @@ StorePath = str | os.PathLike
 
 
 def sha256_file(path: StorePath) -> str:
+    """The sha256 of a local file, or of the file at the URL of a /vsicurl path (tiling.sources)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -168,10 +170,12 @@ def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
 
 
 def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath] | None = None,
-                      nodata: float | None = None, chunk: int = SCENE_CHUNK) -> None:
+                      nodata: float | None = None, chunk: int = SCENE_CHUNK,
+                      provenance: Mapping[str, Any] | None = None) -> None:
     """Write a ``PansharpeningPair`` (ssdiff_model.readers) to a new scene store. ``sources`` names the input
     files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
-    non-finite ones) become NaN. An existing store is never touched: ValueError."""
+    non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
+    existing store is never touched: ValueError."""
     if Path(store).exists():
         raise ValueError(f"{store}: scene store already exists; remove it or choose another path")
     pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
@@ -216,6 +220,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "notes": list(getattr(pair, "notes", ())), "pan_equalization": pan_equalization(pan_dn, ms_dn, ratio).as_attrs(),
         "ms_offset_pan_px": _offset_attrs(measured_offset(pan_dn, ms_dn, ratio, window=OFFSET_WINDOW)),
     }
+    ds.attrs.update(provenance or {})
     _write_dataset(ds, store, mode="w-")
 
 
