@@ -18,6 +18,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from conftest import BAND_NAMES, MS_BANDS, ingest_args, run_cli, store_state, write_crop
 from flows.cli import EXIT_BAD_INPUT, main
+from tiling import open_mosaic
 
 SIZE = 128
 SETTINGS = {"tile_size": 64, "halo": 16, "seed": 0, "steps": 2}   # cores of 32 pixels: 4 x 4 tiles
@@ -79,7 +80,7 @@ def test_export_writes_a_valid_cog_with_the_mosaics_georeference_values_and_prov
     assert not warnings, warnings
 
     hrms = xr.open_zarr(mosaic, decode_coords="all")["hrms"]
-    attrs = xr.open_zarr(mosaic).attrs
+    attrs = open_mosaic(mosaic).attrs
     with rasterio.open(out) as cog:
         assert cog.driver == "GTiff" and cog.count == 4 and cog.dtypes == ("float32",) * 4
         assert cog.crs == hrms.rio.crs and cog.crs.to_epsg() == 32616
@@ -157,3 +158,28 @@ def test_only_a_finished_mosaic_is_exported(mosaic, checkpoint, tmp_path, capsys
         assert not out.exists()
     assert store_state(unfinished) == before
     assert _no_partial_files(tmp_path)
+
+
+# ---- the mosaic itself, portable: CF metadata, and netCDF as it is --------------------------------------------------
+
+def test_the_mosaic_store_is_cf_and_writes_to_netcdf_as_it_is(mosaic, tmp_path):
+    from tiling.cf import decode_attrs
+
+    out = tmp_path / "mosaic.nc"
+    xr.open_zarr(mosaic).to_netcdf(out)          # what a user does; nested provenance used to stop it
+    with xr.open_dataset(out, decode_coords="all") as back:
+        for name, axis in (("x", "X"), ("y", "Y")):
+            assert back[name].attrs["standard_name"] == f"projection_{name}_coordinate"
+            assert back[name].attrs["axis"] == axis and back[name].attrs["units"] == "metre"
+        assert back["hrms"].attrs["units"] == "1" and "pansharpened" in back["hrms"].attrs["long_name"]
+        assert back["done"].attrs["flag_meanings"] == "missing sharpened nodata"
+        assert back.attrs["Conventions"] == "CF-1.8"
+        assert back.attrs["checkpoint_hash"] in back.attrs["source"] and str(mosaic.parent) in back.attrs["history"]
+        assert back["hrms"].rio.crs.to_epsg() == 32616
+        assert back["hrms"].rio.transform() == xr.open_zarr(mosaic)["hrms"].rio.transform()
+        np.testing.assert_array_equal(back["hrms"].values, xr.open_zarr(mosaic)["hrms"].values)
+        # The provenance comes back whole from the netCDF file too.
+        recorded = open_mosaic(mosaic).attrs
+        assert decode_attrs(back.attrs)["model_config"] == recorded["model_config"]
+        assert decode_attrs(back.attrs)["scene_sources"] == recorded["scene_sources"]
+    assert isinstance(recorded["model_config"], dict) and recorded["steps"] == 2
