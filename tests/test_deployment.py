@@ -178,7 +178,8 @@ def test_the_served_deployment_turns_a_scene_dropped_in_the_inbox_into_a_mosaic(
     assert run.state.is_completed(), f"{run.state}: {log.read_text()[-3000:]}"
     assert collided.state.is_cancelled(), collided.state
     assert run.parameters == {**deployment.parameters, **settings}
-    assert run.parameters["inbox"] == str(inbox_with_a_scene["inbox"]) and run.parameters["checkpoint"] == str(checkpoint)
+    assert run.parameters["inbox"] == str(inbox_with_a_scene["inbox"])
+    assert run.parameters["checkpoint"] == str(checkpoint)
     with client() as c:
         # explicit sort and limit: this server version rejects the client's null defaults
         (scene_run,) = c.read_flow_runs(flow_run_filter=FlowRunFilter(

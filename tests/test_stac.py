@@ -68,7 +68,8 @@ def test_an_item_with_relative_hrefs_ingests_its_files_and_records_where_they_ca
     scene, direct = open_scene(out), open_scene(scene_store)     # the same files ingested by path
     np.testing.assert_array_equal(scene["pan"].values, direct["pan"].values)
     np.testing.assert_array_equal(scene["ms"].values, direct["ms"].values)
-    assert scene["pan"].rio.crs == direct["pan"].rio.crs and scene["pan"].rio.transform() == direct["pan"].rio.transform()
+    assert scene["pan"].rio.crs == direct["pan"].rio.crs
+    assert scene["pan"].rio.transform() == direct["pan"].rio.transform()
     assert list(scene["band"].values) == list(BAND_NAMES), "band names from the MS asset's eo:bands"
     pan, ms = item_folder / "data" / "pan.tif", item_folder / "ms.tif"
     assert {s["sha256"] for s in scene.attrs["sources"].values()} == {sha256(pan), sha256(ms)}
