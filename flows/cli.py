@@ -1,10 +1,12 @@
 """The ``ssdiff`` command line.
 
     ssdiff ingest --pan P --ms M [M ...] [--sensor S] [--nodata V] [--full-scale F] --out scene.zarr
+    ssdiff ingest --stac ITEM --pan-asset KEY --ms-asset KEY [KEY ...] [--sensor S] --out scene.zarr
     ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
                    [--actors N] [--ray-address ADDR] [--overwrite]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
+    ssdiff export mosaic.zarr --cog OUT.tif [--overwrite] [--nodata V]   a Cloud Optimized GeoTIFF of a mosaic
     ssdiff prepare-training / train / finetune                           see flows/training.py
     ssdiff import-release-checkpoint FILE --bands 8 --sensor WV3 --out NAME.pt   see flows/release_import.py
 
@@ -30,9 +32,16 @@ from typing import Sequence
 from infra.failures import BAD_INPUT, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, report  # noqa: F401 - the codes are API
 
 
-def _add_scene_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pan", required=True,
-                        help="PAN GeoTIFF, or the one .mat / .h5 file that holds the whole scene")
+def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> None:
+    files = parser.add_mutually_exclusive_group(required=True) if stac else parser
+    files.add_argument("--pan", required=not stac,
+                       help="PAN GeoTIFF, or the one .mat / .h5 file that holds the whole scene")
+    if stac:
+        files.add_argument("--stac", metavar="ITEM",
+                           help="STAC Item (JSON file or http(s) URL) whose assets are the PAN and MS files")
+        parser.add_argument("--pan-asset", metavar="KEY", help="with --stac: the key of the PAN asset")
+        parser.add_argument("--ms-asset", metavar="KEY", nargs="+",
+                            help="with --stac: the key of the MS asset, or of single-band MS assets in band order")
     parser.add_argument("--ms", nargs="+", default=[],
                         help="MS GeoTIFF, or single-band MS GeoTIFFs in band order (GeoTIFF scenes); the MS .mat "
                              "of a two-file .mat pair")
@@ -74,12 +83,23 @@ def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quicklook", help="PNG to write (default: <mosaic name>.quicklook.png beside the store)")
 
 
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults and allowed values live in flows.export, imported only when the command runs (GDAL is heavy).
+    parser.add_argument("mosaic", help="finished mosaic store written by `ssdiff sharpen`")
+    parser.add_argument("--cog", required=True, metavar="OUT.tif", help="Cloud Optimized GeoTIFF to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.tif")
+    parser.add_argument("--nodata", type=float,
+                        help="value written and declared for nodata pixels (default: NaN, declared as such)")
+    parser.add_argument("--blocksize", type=int, help="internal tile side in pixels, a multiple of 16 (default 512)")
+    parser.add_argument("--compress", help="DEFLATE (default: every GDAL reads it), ZSTD, LZW or NONE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdiff", description="Distributed SSDiff pansharpening.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="validate scene files and write a Zarr scene store")
-    _add_scene_inputs(ingest)
+    _add_scene_inputs(ingest, stac=True)
     ingest.add_argument("--out", required=True, help="scene store to create (e.g. scene.zarr)")
 
     sharpen = commands.add_parser("sharpen", help="sharpen a scene store into a mosaic store with Ray actors")
@@ -101,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefect-api-url", help="Prefect server to record the run in (default: PREFECT_API_URL, "
                                                "else Prefect's ephemeral local API)")
 
+    export = commands.add_parser("export", help="write a finished mosaic as a Cloud Optimized GeoTIFF")
+    _add_export_options(export)
+
     from flows.release_import import add_import_command
     from flows.training import add_training_commands
 
@@ -110,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args) -> dict:
+    if args.stac:
+        if args.ms or args.example is not None:
+            raise ValueError(f"{args.stac}: with --stac the files are the item's assets: give --pan-asset and "
+                             f"--ms-asset, not --ms or --example")
+        from flows.stac import ingest_stac
+
+        return ingest_stac(args.stac, args.pan_asset, args.ms_asset or (), args.out, sensor=args.sensor,
+                           band_names=args.band_names or (), nodata=args.nodata)
+    if args.pan_asset or args.ms_asset:
+        raise ValueError(f"{args.pan}: --pan-asset and --ms-asset name the assets of a --stac item")
     from flows.ingest import ingest_scene
 
     return ingest_scene(args.pan, args.ms, args.out, sensor=args.sensor, band_names=args.band_names or (),
@@ -151,7 +184,14 @@ def _run(args) -> dict:
             quicklook=args.quicklook, progress=not args.no_progress, adapt=args.adapt)
 
 
-COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run}
+def _export(args) -> dict:
+    from flows.export import export_cog
+
+    given = {k: v for k, v in {"blocksize": args.blocksize, "compress": args.compress}.items() if v is not None}
+    return export_cog(args.mosaic, args.cog, overwrite=args.overwrite, nodata=args.nodata, **given)
+
+
+COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run, "export": _export}
 
 
 def _interrupted(signum, frame):

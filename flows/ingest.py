@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from prefect import get_run_logger, task
 
@@ -25,6 +25,7 @@ from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pai
 from ssdiff_model.registration import MSOffset, misregistration_warning
 from ssdiff_model.sensors import get_sensor
 from tiling import built_beside, nodata_mask, open_scene, require_folder_for, sha256_file, write_scene_store
+from tiling.sources import remote_url
 
 PathLike = str | os.PathLike
 
@@ -126,9 +127,11 @@ def _require_data(pair, nodata: float | None) -> None:
 
 def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLike = "scene.zarr", *,
                  sensor: str | None = None, band_names: Sequence[str] = (), nodata: float | None = None,
-                 example: int | None = None, full_scale: float | None = None) -> dict:
+                 example: int | None = None, full_scale: float | None = None,
+                 provenance: Mapping[str, Any] | None = None) -> dict:
     """Read, validate and write one scene store at ``out``. Returns a summary (store path, shapes, sources,
-    warnings: see ``scene_warnings``).
+    warnings: see ``scene_warnings``). ``provenance`` adds attributes to the store (where the files came from:
+    flows.stac records its item).
 
     An existing ``out`` is an error unless it is a scene store made from the same files (same checksums) with the
     same nodata and full scale, in which case it is kept as it is (a rerun of a pipeline resumes)."""
@@ -142,7 +145,8 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
     require_folder_for(out)
     try:
         with built_beside(out, "writing the scene store; nothing was kept") as partial:
-            write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata)
+            write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata,
+                              provenance=provenance)
     except OSError:
         if not out.exists():
             raise
@@ -153,8 +157,14 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
 
 def _source_names(paths: Sequence[Path]) -> dict[str, Path]:
     """Sources keyed by file name, or by full path where two files share a name (scene1/pan.tif, scene2/pan.tif)."""
-    names = [p.name for p in paths]
-    return {(p.name if names.count(p.name) == 1 else str(p)): p for p in paths}
+    names = [_file_name(p) for p in paths]
+    return {(name if names.count(name) == 1 else str(p)): p for name, p in zip(names, paths)}
+
+
+def _file_name(path: Path) -> str:
+    """The file's name; of a URL read through /vsicurl (a remote STAC asset), the name at the end of the URL."""
+    url = remote_url(path)
+    return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] if url else path.name
 
 
 def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) -> dict:

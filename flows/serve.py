@@ -10,16 +10,20 @@ import argparse
 from typing import Sequence
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from flows.pipeline import process_inbox
 
 WATCH_CRON = "*/15 * * * *"
+# One run at a time, and a run that comes due while one is going is cancelled rather than queued: the running one
+# is already working through the inbox and the next tick takes what arrived meanwhile (as in infra/prefect.yaml).
+WATCH_CONCURRENCY = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def watch_inbox_deployment(inbox: str, outbox: str, checkpoint: str, cron: str = WATCH_CRON, **parameters):
     """The scheduled deployment of ``process_inbox`` for ``inbox`` -> ``outbox``."""
     return process_inbox.to_deployment(
-        name="watch-inbox", cron=cron, concurrency_limit=1, tags=["ssdiff", "scheduled"],
+        name="watch-inbox", cron=cron, concurrency_limit=WATCH_CONCURRENCY, tags=["ssdiff", "scheduled"],
         parameters={"inbox": inbox, "outbox": outbox, "checkpoint": checkpoint, **parameters})
 
 

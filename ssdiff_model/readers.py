@@ -195,6 +195,8 @@ def _unreadable(path: Path, err: Exception) -> ValueError:
 
 def _require_file(path: PathLike) -> Path:
     path = Path(path)
+    if str(path).startswith("/vsi"):   # a GDAL virtual file (a URL read by /vsicurl): GDAL itself says if it is there
+        return path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     return path

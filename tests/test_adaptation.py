@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-import xarray as xr
 
 from conftest import SHARPEN, run_cli, store_state
 from ssdiff_model.adaptation import AdaptationConfig, scene_examples
 from ssdiff_model.diffusion import GaussianDiffusion
 from ssdiff_model.pansharpener import Pansharpener
 from ssdiff_model.training import evaluation_loss
+from tiling import open_mosaic
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_pipeline_adapts_once_and_a_rerun_reuses_it(ray_local, scene_store, chec
     first = run_cli(args)
     weights = tmp_path / "adapted.adapted.pt"
     assert weights.exists() and first["adaptation"]["reused"] is False
-    attrs = xr.open_zarr(mosaic).attrs
+    attrs = open_mosaic(mosaic).attrs
     assert attrs["adaptation"]["adapted_hash"] == attrs["checkpoint_hash"] == first["adaptation"]["adapted_hash"]
     assert attrs["adaptation"]["base_checkpoint"] == str(checkpoint) and attrs["adaptation"]["iterations"] == 3
     before = store_state(mosaic), weights.stat().st_mtime_ns

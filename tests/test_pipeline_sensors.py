@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 from conftest import run_cli, tiny_checkpoint, write_crop
+from tiling import open_mosaic
 
 SCENES = {
     # id: (PAN file, MS file, sensor, bands, PAN crop side); crops keep the tile count small.
@@ -40,7 +41,7 @@ def test_a_shared_scene_goes_through_ingest_sharpen_and_evaluate(name, shared_da
     assert summary["sharpened"] == summary["tiles_total"] > 1
     values = hrms.values
     assert np.isfinite(values).all() and values.std() > 0
-    attrs = xr.open_zarr(mosaic).attrs
+    attrs = open_mosaic(mosaic).attrs      # nested values decoded from their JSON strings
     assert attrs["checkpoint_hash"] and attrs["steps"] == 2 and attrs["scene_sources"] == ingested["sources"]
     assert attrs["scene_sensor"] == sensor and attrs["ratio"] == 4
     assert 0 <= quality["full_resolution"]["HQNR"] <= 1

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from tiling.cf import decode_attrs
 from tiling.grid import Tile, TileGrid
 
 # zstd as zarr's default, then a CRC-32C of the compressed bytes, verified on every read.
@@ -129,9 +130,11 @@ def forget_tiles(mosaic_store, tiles: list[tuple[int, int]], missing: int) -> No
 
 def finished_mask(mosaic) -> "xarray.DataArray":  # noqa: F821 - xarray is the caller's
     """True on the PAN grid where the mosaic's tile is finished (sharpened or nodata), from an ``open_mosaic``
-    Dataset: ``ds.hrms.where(finished_mask(ds))`` tells a pixel not yet written from nodata (both read NaN)."""
-    core = int(mosaic.attrs["core"])
-    done = mosaic["done"] != mosaic.attrs["manifest_codes"]["missing"]
+    Dataset or a plain ``xr.open_zarr`` one: ``ds.hrms.where(finished_mask(ds))`` tells a pixel not yet written
+    from nodata (both read NaN)."""
+    attrs = decode_attrs(mosaic.attrs)   # xr.open_zarr leaves the JSON-encoded attributes as strings (tiling.cf)
+    core = int(attrs["core"])
+    done = mosaic["done"] != attrs["manifest_codes"]["missing"]
     rows = (np.arange(mosaic.sizes["y"]) // core)
     cols = (np.arange(mosaic.sizes["x"]) // core)
     return done.isel(tile_row=("y", rows), tile_col=("x", cols)).drop_vars(

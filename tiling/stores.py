@@ -22,7 +22,9 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
             (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
             scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
-            plus whatever the caller adds (cluster, flow run)
+            plus whatever the caller adds (cluster, flow run); CF Conventions, title, source, history; values
+            that are not strings or numbers stored as JSON strings named by ``json_attributes`` (tiling.cf), so
+            the store writes to netCDF as it is; ``store_attrs`` and ``open_mosaic`` decode them
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
@@ -54,8 +56,10 @@ from affine import Affine
 
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.registration import measured_offset
+from tiling.cf import JSON_ATTRIBUTES, cf_global_attrs, cf_mosaic, decode_attrs, encode_attrs
 from tiling.grid import Tile, TileGrid
 from tiling.integrity import CHECKSUMMED, content_sha256, scene_content_sha256
+from tiling.sources import open_bytes
 
 SCENE_LAYOUT = "ssdiff-scene/1"
 MOSAIC_LAYOUT = "ssdiff-mosaic/1"
@@ -77,8 +81,9 @@ StorePath = str | os.PathLike
 
 
 def sha256_file(path: StorePath) -> str:
+    """The sha256 of a local file, or of the file at the URL of a /vsicurl path (tiling.sources)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -174,14 +179,16 @@ def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
         raise ValueError(f"{store}: no Zarr store there ({err})") from err
     if attrs.get("layout") != layout:
         raise ValueError(f"{store}: not a {layout} store (layout attribute {attrs.get('layout')!r})")
-    return attrs
+    return decode_attrs(attrs)   # a mosaic keeps nested values as JSON strings (tiling.cf)
 
 
 def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath] | None = None,
-                      nodata: float | None = None, chunk: int = SCENE_CHUNK) -> None:
+                      nodata: float | None = None, chunk: int = SCENE_CHUNK,
+                      provenance: Mapping[str, Any] | None = None) -> None:
     """Write a ``PansharpeningPair`` (ssdiff_model.readers) to a new scene store. ``sources`` names the input
     files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
-    non-finite ones) become NaN. An existing store is never touched: ValueError."""
+    non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
+    existing store is never touched: ValueError."""
     if Path(store).exists():
         raise ValueError(f"{store}: scene store already exists; remove it or choose another path")
     pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
@@ -231,6 +238,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         "radiometry": pair.radiometry.as_attrs() if getattr(pair, "radiometry", None) is not None else None,
         "content_sha256": content_sha256(pan_dn, ms_dn, float(pair.full_scale)),
     }
+    ds.attrs.update(provenance or {})
     _write_dataset(ds, store, mode="w-")
 
 
@@ -303,12 +311,18 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     ds = xr.Dataset({HRMS: hrms})
     # The manifest is no spatial variable: added after the CRS so it gets no grid mapping.
     ds[DONE] = (("tile_row", "tile_col"), da.zeros(grid.shape, dtype=np.uint8, chunks=-1))
+    manifest_codes = {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA}
+    ds = cf_mosaic(ds, HRMS, DONE, manifest_codes)
     ds[HRMS].encoding["chunks"] = (bands, grid.core, grid.core)
     # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
     ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
     for name in (HRMS, DONE):
         ds[name].encoding["compressors"] = CHECKSUMMED
-    ds.attrs = {
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Encoded so that netCDF takes them (tiling.cf): `xr.open_zarr(mosaic).to_netcdf(...)` works as it is.
+    ds.attrs = encode_attrs({
+        **cf_global_attrs(created=created, code_version=_code_version(),
+                          checkpoint_hash=pansharpener.checkpoint_hash, scene_store=str(scene_store)),
         "layout": MOSAIC_LAYOUT, "ratio": grid.ratio, "core": grid.core, "eta": 0.0,
         **settings,
         "model": "SSDiff", "model_config": dict(pansharpener.config), "model_sensor": str(pansharpener.sensor),
@@ -317,10 +331,10 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "band_names": attrs["band_names"],
         "scene_store": str(scene_store), "scene_sensor": attrs["sensor"], "scene_full_scale": attrs["full_scale"],
         "pan_equalization": equalization,
-        "code_version": _code_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},
+        "code_version": _code_version(), "created": created,
+        "manifest_codes": manifest_codes,
         **dict(provenance or {}),
-    }
+    })
     # compute=False writes metadata and coordinates only: the scene is never held in memory. An overwritten store
     # is swapped out only once its replacement is complete.
     with built_beside(mosaic_store, "creating the store", replace=overwrite) as partial:
@@ -380,15 +394,18 @@ def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
 
 def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
     """The mosaic store as a lazy, georeferenced Dataset (ValueError if the path is not a mosaic store): dask
-    arrays chunked like the store, or with ``dask=False`` lazily indexed ones."""
+    arrays chunked like the store, or with ``dask=False`` lazily indexed ones; its attributes decoded (tiling.cf)."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
-    return xr.open_zarr(mosaic_store, decode_coords="all", chunks={} if dask else None)
+    ds = xr.open_zarr(mosaic_store, decode_coords="all", chunks={} if dask else None)
+    ds.attrs = decode_attrs(ds.attrs)
+    return ds
 
 
 def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
     """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
     with writing(mosaic_store, "recording its provenance; the tiles are kept"), warnings.catch_warnings():
-        zarr.open_group(mosaic_store, mode="r+").attrs.update(attrs)
+        group = zarr.open_group(mosaic_store, mode="r+")
+        group.attrs.update(encode_attrs(attrs, already=group.attrs.get(JSON_ATTRIBUTES, "")))
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(mosaic_store)

@@ -1,0 +1,143 @@
+"""Export: a finished mosaic store out as a Cloud Optimized GeoTIFF, the file GDAL, QGIS and tile servers open.
+
+    ssdiff export mosaic.zarr --cog mosaic.tif [--overwrite] [--nodata V] [--blocksize 512] [--compress DEFLATE]
+
+The COG has the mosaic's bands (descriptions = band names), CRS and transform, float32 DN, internal tiles,
+overviews (averaged, nodata-aware) and compression; nodata is NaN, or ``--nodata V`` written in place of NaN and
+declared. The mosaic's provenance goes into the file's GDAL metadata (``gdalinfo`` lists it): each mosaic
+attribute as one tag, strings as they are and anything else as JSON.
+
+GDAL's COG driver can only copy a whole dataset, it cannot be written block by block. So the mosaic is streamed,
+one Zarr chunk at a time, into a tiled GeoTIFF beside the output, which the COG driver then copies (it reads its
+source by blocks and builds the overviews in a temporary file): memory stays bounded by a chunk and GDAL's block
+cache, not by the scene. Both files are hidden siblings of the output, renamed into place only when complete, so a
+failure or a kill leaves no half-written COG, and an existing file is replaced only with ``overwrite``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import zarr
+from rasterio.windows import Window
+
+from tiling import (
+    HRMS, MOSAIC_LAYOUT, missing_tiles, mosaic_grid, open_mosaic, require_folder_for, store_attrs, writing,
+)
+
+PathLike = str | os.PathLike
+COG_BLOCKSIZE = 512          # GDAL's default internal tile of a COG; most tile servers read 256 or 512
+COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")   # DEFLATE is the one every GDAL (and so every QGIS) reads
+
+
+def export_cog(mosaic_store: PathLike, out: PathLike, *, overwrite: bool = False, nodata: float | None = None,
+               blocksize: int = COG_BLOCKSIZE, compress: str = "DEFLATE") -> dict[str, Any]:
+    """Write the finished mosaic at ``mosaic_store`` as a COG at ``out``; returns a summary.
+
+    Refused (ValueError / FileExistsError, nothing written): a path that is not a mosaic store, a mosaic with
+    tiles still missing, an existing ``out`` unless ``overwrite``, a ``nodata`` value that is not finite or that a
+    valid pixel of the mosaic holds (the pixel would read as nodata)."""
+    mosaic_store, out = Path(mosaic_store), Path(out)
+    attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
+    missing = missing_tiles(mosaic_store)
+    if missing:
+        raise ValueError(f"{mosaic_store}: not a finished mosaic ({len(missing)} of {len(mosaic_grid(mosaic_store))} "
+                         f"tiles missing): rerun `ssdiff sharpen` on it to finish them, then export")
+    compress = compress.upper()
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"{out}: unknown compression {compress!r} (one of {', '.join(COMPRESSIONS)})")
+    if blocksize < 16 or blocksize % 16:
+        raise ValueError(f"{out}: a COG's block size must be a multiple of 16, got {blocksize}")
+    if nodata is not None and not (np.isfinite(nodata) and np.float32(nodata) == nodata):
+        raise ValueError(f"{out}: nodata {nodata!r} is not a finite float32 value (leave it out for NaN)")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give the path of the .tif to write")
+    if out.exists() and not overwrite:
+        raise FileExistsError(errno.EEXIST, "already exists; pass --overwrite to replace it", str(out))
+    require_folder_for(out)
+
+    georeferenced = open_mosaic(mosaic_store, dask=False)[HRMS]
+    hrms = zarr.open_group(mosaic_store, mode="r")[HRMS]
+    bands, height, width = hrms.shape
+    profile = {"count": bands, "height": height, "width": width, "dtype": "float32",
+               "crs": georeferenced.rio.crs, "transform": georeferenced.rio.transform(),
+               "nodata": np.nan if nodata is None else nodata}
+    band_names = [str(b) for b in georeferenced["band"].values]
+    partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    source = partial.with_name(f"{partial.name}.src.tif")
+    try:
+        with writing(out, "writing the COG; nothing was kept"):
+            _stream_to_geotiff(hrms, source, profile, band_names, _tags(attrs, mosaic_store), nodata, blocksize)
+            options = {"BLOCKSIZE": blocksize, "COMPRESS": compress, "OVERVIEWS": "AUTO",
+                       # averaging skips nodata, so an overview pixel at a swath edge is the mean of the valid ones
+                       "OVERVIEW_RESAMPLING": "AVERAGE", "BIGTIFF": "IF_SAFER"}
+            if compress != "NONE":
+                options["PREDICTOR"] = "YES"   # the floating-point predictor for float32: smaller files
+            rasterio.shutil.copy(source, partial, driver="COG", **options)
+            source.unlink()
+            _move_into_place(partial, out, overwrite)
+    finally:
+        for leftover in (source, partial):
+            leftover.unlink(missing_ok=True)
+    with rasterio.open(out) as cog:
+        overviews = cog.overviews(1)
+        compression = cog.compression.value if cog.compression else "NONE"
+    return {"cog": str(out), "mosaic_store": str(mosaic_store), "bands": band_names, "width": width,
+            "height": height, "crs": str(profile["crs"]), "blocksize": blocksize, "overviews": overviews,
+            "compress": compression, "nodata": "NaN" if nodata is None else nodata, "bytes": out.stat().st_size}
+
+
+def _stream_to_geotiff(hrms: zarr.Array, path: Path, profile: Mapping[str, Any], band_names: list[str],
+                       tags: Mapping[str, str], nodata: float | None, blocksize: int) -> None:
+    """The mosaic copied chunk by chunk into a tiled GeoTIFF carrying its georeference, band names and tags: what
+    the COG driver copies (metadata included)."""
+    _, chunk_y, chunk_x = hrms.chunks
+    bands, height, width = hrms.shape
+    # Fast compression: this file lives only until the COG is made, but it must not take a scene's raw size on disk.
+    with rasterio.open(path, "w", driver="GTiff", tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                       compress="DEFLATE", zlevel=1, bigtiff="IF_SAFER", **profile) as dst:
+        dst.update_tags(**tags)
+        for band, name in enumerate(band_names, start=1):
+            dst.set_band_description(band, name)
+        for y0 in range(0, height, chunk_y):
+            for x0 in range(0, width, chunk_x):
+                block = hrms[:, y0:y0 + chunk_y, x0:x0 + chunk_x]
+                if nodata is not None:
+                    if (block == nodata).any():
+                        raise ValueError(f"nodata value {nodata:g} is a valid value of the mosaic (at PAN pixel row "
+                                         f">= {y0}, column >= {x0}): choose another --nodata, or leave it out "
+                                         f"for NaN")
+                    block = np.where(np.isnan(block), np.float32(nodata), block)
+                dst.write(block, window=Window(x0, y0, block.shape[2], block.shape[1]))
+
+
+def _tags(attrs: Mapping[str, Any], mosaic_store: Path) -> dict[str, str]:
+    """GDAL metadata tags: every mosaic attribute, strings as they are, anything else (numbers, the model config,
+    the sources and their checksums) as JSON, so a reader gets the values back with ``json.loads``."""
+    tags = {str(key): value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+            for key, value in attrs.items()}
+    tags["mosaic_store"] = str(mosaic_store)
+    tags["TIFFTAG_SOFTWARE"] = f"ssdiff-pansharpening {attrs.get('code_version', '')}".strip()
+    return tags
+
+
+def _move_into_place(partial: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished file to ``out``. Without ``overwrite`` a file that appeared there meanwhile is kept: a
+    hard link fails where a rename would silently replace it."""
+    if overwrite:
+        os.replace(partial, out)
+        return
+    try:
+        os.link(partial, out)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "appeared while exporting; pass --overwrite to replace it",
+                              str(out)) from None
+    partial.unlink()
+
