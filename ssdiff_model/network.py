@@ -22,7 +22,7 @@ from torch import nn
 
 from ssdiff_model.fusion import APFM, boost_first_half, fmim_lowpass_scale
 
-__all__ = ["ARCHITECTURES", "BRANCH_MODULES", "SSDiffNet", "build_network", "norm_groups", "timestep_embedding"]
+__all__ = ["ARCHITECTURES", "BRANCH_MODULES", "SSDiffNet", "TwoBranchNet", "build_network", "norm_groups", "timestep_embedding"]
 
 ARCHITECTURES = ("release", "legacy")
 
@@ -114,7 +114,37 @@ class Up(nn.Module):
         return F.leaky_relu(self.conv(F.leaky_relu(self.up(x)) + skip))
 
 
-class SSDiffNet(nn.Module):
+class TwoBranchNet(nn.Module):
+    """What both layouts share: the input checks, the time embedding and stems, and the L-BAF branch split.
+
+    Subclasses set ``branch_modules`` (branch -> attribute names), ``ratio``, ``time_embed_dim``, ``time_mlp``,
+    ``spatial_stem``, ``spectral_stem`` and ``embed`` (the sinusoidal embedding they were trained with)."""
+
+    branch_modules: dict[str, tuple[str, ...]] = BRANCH_MODULES
+    embed = staticmethod(timestep_embedding)
+
+    def branch_parameters(self, name: str) -> list[nn.Parameter]:
+        """Parameters of one branch ("spatial", "spectral") or of the parts both use ("shared"), for L-BAF."""
+        if name not in self.branch_modules:
+            raise ValueError(f"unknown branch {name!r}; expected one of {tuple(self.branch_modules)}")
+        return [p for attr in self.branch_modules[name] for p in getattr(self, attr).parameters()]
+
+    def stems(self, x_t: torch.Tensor, t: torch.Tensor, pan: torch.Tensor, lms: torch.Tensor,
+              ms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check the tile, then (time embedding, spatial stem features, spectral stem features), channels_last."""
+        height, width = x_t.shape[-2:]
+        if height % 4 or width % 4:
+            raise ValueError(f"tile size {height}x{width} must be a multiple of 4 (three scales)")
+        if ms.shape[-2:] != (height // self.ratio, width // self.ratio):
+            raise ValueError(f"ms is {tuple(ms.shape[-2:])}, expected the tile size / ratio {self.ratio}")
+        as_cl = dict(memory_format=torch.channels_last)
+        temb = F.silu(self.time_mlp(self.embed(t, self.time_embed_dim)))
+        spa = self.spatial_stem(torch.cat([pan, x_t], dim=1).contiguous(**as_cl), temb)
+        spe = self.spectral_stem(torch.cat([lms, x_t], dim=1).contiguous(**as_cl), temb)
+        return temb, spa, spe
+
+
+class SSDiffNet(TwoBranchNet):
     """The released SSDiff network (1,300,024 parameters at width 32, 8 bands: the release's 1,426,616 less the
     126,592 its forward pass never uses).
 
@@ -176,12 +206,6 @@ class SSDiffNet(nn.Module):
 
         return network_from_release(state_dict, bands=bands, ratio=ratio)
 
-    def branch_parameters(self, name: str) -> list[nn.Parameter]:
-        """Parameters of one branch ("spatial", "spectral") or of the parts both use ("shared"), for L-BAF."""
-        if name not in BRANCH_MODULES:
-            raise ValueError(f"unknown branch {name!r}; expected one of {tuple(BRANCH_MODULES)}")
-        return [p for attr in BRANCH_MODULES[name] for p in getattr(self, attr).parameters()]
-
     def _fuse(self, stage: int, spe: torch.Tensor, spa: torch.Tensor) -> torch.Tensor:
         """FMIM then APFM: boost the spectral features, filter the spatial ones, fuse into the spectral branch."""
         level = self.stage_levels[stage]
@@ -190,16 +214,7 @@ class SSDiffNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, pan: torch.Tensor, lms: torch.Tensor,
                 ms: torch.Tensor) -> torch.Tensor:
-        height, width = x_t.shape[-2:]
-        if height % 4 or width % 4:
-            raise ValueError(f"tile size {height}x{width} must be a multiple of 4 (three scales)")
-        if ms.shape[-2:] != (height // self.ratio, width // self.ratio):
-            raise ValueError(f"ms is {tuple(ms.shape[-2:])}, expected the tile size / ratio {self.ratio}")
-        as_cl = dict(memory_format=torch.channels_last)
-        temb = F.silu(self.time_mlp(timestep_embedding(t, self.time_embed_dim)))
-
-        spa = self.spatial_stem(torch.cat([pan, x_t], dim=1).contiguous(**as_cl), temb)
-        spe = self.spectral_stem(torch.cat([lms, x_t], dim=1).contiguous(**as_cl), temb)
+        temb, spa, spe = self.stems(x_t, t, pan, lms, ms)
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for stage in range(2):  # down: fuse, keep the skips, halve (both branches through one sampler)
             spe = self._fuse(stage, spe, spa)
@@ -213,7 +228,7 @@ class SSDiffNet(nn.Module):
             up = self.up[stage - 2]
             spe, spa = up(spe, skip_spe), up(spa, skip_spa)
         spe = self._fuse(4, spe, spa)
-        x0_hat = self.head(spe) + self.ms_skip(ms.contiguous(**as_cl))
+        x0_hat = self.head(spe) + self.ms_skip(ms.contiguous(memory_format=torch.channels_last))
         return x0_hat.contiguous()  # callers get plain NCHW (`.view` works); it is B channels, so cheap
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssdiff_model.fusion import APFM, boost_first_half, fmim_lowpass_scale
+from ssdiff_model.network import TwoBranchNet
 
 # Which submodules belong to which branch (L-BAF freezes one branch while the other trains).
 BRANCH_MODULES = {
@@ -80,7 +81,10 @@ def _up(dim: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(dim, dim // 2, 2, stride=2)
 
 
-class LegacySSDiffNet(nn.Module):
+class LegacySSDiffNet(TwoBranchNet):
+    branch_modules = BRANCH_MODULES
+    embed = staticmethod(timestep_embedding)  # sines first, as this layout was trained
+
     def __init__(self, bands: int = 8, ratio: int = 4, width: int = 32, head_dim: int = 16,
                  fmim_scales: tuple[float, ...] = (0.9, 0.6, 0.3), fmim_boosts: tuple[float, ...] = (1.2, 1.4, 1.6),
                  time_embed_dim: int = 128, time_hidden_dim: int = 512, architecture: str = "legacy"):
@@ -119,24 +123,10 @@ class LegacySSDiffNet(nn.Module):
 
         self.to(memory_format=torch.channels_last)
 
-    def branch_parameters(self, name: str) -> list[nn.Parameter]:
-        """Parameters of one branch ("spatial", "spectral") or of the parts both use ("shared"), for L-BAF."""
-        if name not in BRANCH_MODULES:
-            raise ValueError(f"unknown branch {name!r}; expected one of {tuple(BRANCH_MODULES)}")
-        return [p for attr in BRANCH_MODULES[name] for p in getattr(self, attr).parameters()]
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, pan: torch.Tensor, lms: torch.Tensor,
                 ms: torch.Tensor) -> torch.Tensor:
-        height, width = x_t.shape[-2:]
-        if height % 4 or width % 4:
-            raise ValueError(f"tile size {height}x{width} must be a multiple of 4 (three scales)")
-        if ms.shape[-2:] != (height // self.ratio, width // self.ratio):
-            raise ValueError(f"ms is {tuple(ms.shape[-2:])}, expected the tile size / ratio {self.ratio}")
         as_cl = dict(memory_format=torch.channels_last)
-        temb = F.silu(self.time_mlp(timestep_embedding(t, self.time_embed_dim)))
-
-        spa = self.spatial_stem(torch.cat([pan, x_t], dim=1).contiguous(**as_cl), temb)
-        spe = self.spectral_stem(torch.cat([lms, x_t], dim=1).contiguous(**as_cl), temb)
+        temb, spa, spe = self.stems(x_t, t, pan, lms, ms)
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for stage, level in enumerate(self.stage_levels):
             if stage > 2:  # decoder: up-sample and add the encoder's features of the same scale
