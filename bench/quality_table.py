@@ -7,7 +7,7 @@ full-resolution ones on its own input pair (D_lambda, D_s, HQNR), as the toolbox
 
     python bench/quality_table.py [--out bench/results/quality]
     python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10] [--seed 0]
-                                  [--sampler consistent --sampler release]
+                                  [--sampler consistent --sampler release] [--adapt N]
 
 With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses), and
 the scenes are the validation scenes of the checkpoint's training store (never trained on, taken with the same
@@ -112,15 +112,20 @@ def classical_method(fuse):
     return run
 
 
-def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0, sampler: str = "consistent"):
+def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0, sampler: str = "consistent",
+                  adapt: int = 0):
+    """SSDiff as the pipeline runs it; with `adapt` > 0 first fine-tuned on each scene's own input pair
+    (``Pansharpener.adapted``: Wald's protocol on the pair it is given, never its reference)."""
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import sharpen_array
 
     model = Pansharpener.from_checkpoint(checkpoint)
 
     def run(pair: PansharpeningPair):
+        scene_model = model.adapted(pair.pan, pair.ms_lr, iterations=adapt, seed=seed, full_scale=pair.full_scale,
+                                    sensor=pair.sensor) if adapt else model
         # The network sees DN / the scene's own full scale, as in training.
-        return sharpen_array(model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
+        return sharpen_array(scene_model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
                              full_scale=pair.full_scale, sampler=sampler)
 
     return run
@@ -168,6 +173,8 @@ def main(argv=None) -> int:
                              "large a difference between two checkpoints has to be to mean something")
     parser.add_argument("--sampler", action="append", choices=("consistent", "release"),
                         help="SSDiff's sampler (repeatable, to compare both; default: consistent)")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N",
+                        help="also SSDiff adapted to each scene with N L-BAF iterations (Pansharpener.adapted)")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--no-wald", dest="wald", action="store_false",
@@ -188,6 +195,9 @@ def main(argv=None) -> int:
             name = f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"
             name += f" ({sampler})" if len(samplers) > 1 else ""
             ssdiff[name] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo, args.seed, sampler)
+            if args.adapt:
+                ssdiff[f"{name} adapted {args.adapt}"] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo,
+                                                                       args.seed, sampler, args.adapt)
     methods.update(ssdiff)
     scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
               reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))
