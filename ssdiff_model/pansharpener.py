@@ -127,12 +127,17 @@ class Pansharpener:
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
         scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
-        pan, ms_lr = self._as_scene(pan, ms_lr)
+        return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=steps, seed=seed, tile=tile,
+                                   halo=halo, batch_size=batch_size)
+
+    def _sharpen_scene(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float, *, steps: int, seed: int,
+                       tile: int, halo: int, batch_size: int) -> np.ndarray:
+        """``sharpen`` once the full scale is decided and the arrays are a scene's (float32, NaN = nodata)."""
         grid = TileGrid(height=pan.shape[0], width=pan.shape[1], ratio=self.ratio, tile_size=tile, halo=halo)
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         hrms = np.full((ms_lr.shape[0], *pan.shape), np.nan, dtype=np.float32)
         for part, core in sample_tiles(self, pan, ms_lr, list(grid.tiles()), batch_size=batch_size, seed=seed,
-                                       steps=steps, full_scale=scale, equalization=equalization):
+                                       steps=steps, full_scale=full_scale, equalization=equalization):
             if core is not None:
                 hrms[(slice(None), *part.core)] = core
         return hrms

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.windows import Window
 from scipy.ndimage import gaussian_filter
 
@@ -13,6 +14,8 @@ from ssdiff_model.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN, PanEqualizat
 from ssdiff_model.network import SSDiffNet
 from ssdiff_model.pansharpener import Pansharpener
 from ssdiff_model.radiometry import RadiometryError
+from ssdiff_model.xarray_api import sharpen_dataarray
+from conftest import landsat_crop, write_crop
 from tiling import sharpen_array
 
 FULL_SCALE = 65535.0  # Landsat-8 Level-1 stores the 12-bit samples rescaled to 16 bits
@@ -263,3 +266,73 @@ def test_an_equalizing_model_sees_only_the_pattern_of_the_pan(sharpener, landsat
 def test_unknown_checkpoint_name_lists_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match="no-such-model.*shipped"):
         Pansharpener.from_checkpoint("no-such-model")
+
+
+# ---- the DataArray entry ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def landsat_arrays(landsat_scene, tmp_path_factory):
+    """The real PAN and MS GeoTIFF crops ingest tests use (EPSG:32616), opened as rioxarray opens them."""
+    import rioxarray
+
+    files = landsat_crop(landsat_scene, tmp_path_factory.mktemp("xarray"), row=300, col=500, size=96)
+    ms_file = write_crop([landsat_scene[b] for b in ("B2", "B3", "B4", "B5")], files["ms"].with_name("ms49.tif"),
+                         149, 249, 49)   # one MS pixel more than the PAN covers, as providers' files often have
+    return (rioxarray.open_rasterio(files["pan"]), rioxarray.open_rasterio(files["ms"]),
+            rioxarray.open_rasterio(ms_file))
+
+
+SMALL = dict(steps=1, tile=32, halo=8)
+
+
+def test_dataarrays_keep_their_grid_crs_and_bands(sharpener, landsat_arrays):
+    pan, ms, _ = landsat_arrays
+    hrms = sharpen_dataarray(sharpener, pan, ms, **SMALL)
+    assert hrms.dims == ("band", "y", "x") and hrms.shape == (4, 96, 96) and hrms.dtype == np.float32
+    assert hrms.rio.crs == pan.rio.crs == "EPSG:32616"
+    assert hrms.rio.transform() == pan.rio.transform()
+    np.testing.assert_array_equal(hrms["band"], ms["band"])
+    np.testing.assert_array_equal(hrms["y"], pan["y"])
+    np.testing.assert_array_equal(hrms["x"], pan["x"])
+    np.testing.assert_array_equal(hrms.values, sharpener.sharpen(pan.values[0], ms.values, **SMALL))
+    assert hrms.attrs["checkpoint_hash"] == sharpener.checkpoint_hash and hrms.attrs["full_scale"] == FULL_SCALE
+    assert np.isnan(hrms.rio.nodata)
+    # a PAN given as (y, x), and band names instead of numbers, come through too
+    named = ms.assign_coords(band=BAND_NAMES)
+    again = sharpen_dataarray(sharpener, pan.squeeze("band", drop=True), named, **SMALL)
+    assert list(again["band"].values) == BAND_NAMES and np.array_equal(again.values, hrms.values)
+
+
+def test_dataarrays_are_aligned_and_masked_as_ingest_does(sharpener, landsat_arrays):
+    pan, ms, ms49 = landsat_arrays
+    cropped = sharpen_dataarray(sharpener, pan, ms49, **SMALL)   # the extra MS pixel is cropped, not resampled
+    assert "cropped to whole MS pixels" in cropped.attrs["notes"]
+    assert cropped.rio.transform() == pan.rio.transform() and cropped.shape == (4, 96, 96)
+    np.testing.assert_array_equal(cropped.values, sharpen_dataarray(sharpener, pan, ms, **SMALL).values)
+    # declared nodata (the array's rio.nodata) and the caller's nodata= become NaN in the output
+    holes = pan.copy(data=pan.values.copy())
+    holes.values[0, 10:14, 20:30] = 0
+    hrms = sharpen_dataarray(sharpener, holes.rio.write_nodata(0), ms, **SMALL)
+    assert np.isnan(hrms.values[:, 10:14, 20:30]).all() and np.isfinite(hrms.values[:, 14:, :]).all()
+    np.testing.assert_array_equal(hrms, sharpen_dataarray(sharpener, holes, ms, nodata=0, **SMALL))
+
+
+def test_mismatched_dataarrays_are_refused_as_ingest_refuses_them(sharpener, landsat_arrays):
+    pan, ms, _ = landsat_arrays
+    with pytest.raises(ValueError, match="mismatched grids: PAN CRS EPSG:32616 differs from MS CRS EPSG:32617"):
+        sharpen_dataarray(sharpener, pan, ms.rio.write_crs("EPSG:32617"), **SMALL)
+    shifted = ms.assign_coords(x=ms["x"] + 60).rio.write_transform(ms.rio.transform() @ Affine.translation(2, 0))
+    with pytest.raises(ValueError, match="mismatched grids: PAN and MS extents differ by more than one MS pixel"):
+        sharpen_dataarray(sharpener, pan, shifted, **SMALL)
+    coarse = ms.isel(x=slice(0, 38), y=slice(0, 38)).rio.write_transform(ms.rio.transform() @ Affine.scale(1.25))
+    with pytest.raises(ValueError, match="non-integer ratio"):
+        sharpen_dataarray(sharpener, pan, coarse, **SMALL)
+    four = ms.isel(x=slice(0, 24), y=slice(0, 24)).rio.write_transform(ms.rio.transform() @ Affine.scale(2))
+    with pytest.raises(ValueError, match="the grids give ratio 4, checkpoint .* expects 2"):
+        sharpen_dataarray(sharpener, pan, four, **SMALL)
+    with pytest.raises(ValueError, match="MS has 3 bands but checkpoint"):
+        sharpen_dataarray(sharpener, pan, ms.isel(band=slice(0, 3)), **SMALL)
+    with pytest.raises(ValueError, match="a PAN must have one band"):
+        sharpen_dataarray(sharpener, ms, ms, **SMALL)
+    with pytest.raises(ValueError, match="every PAN pixel is nodata"):
+        sharpen_dataarray(sharpener, pan.rio.write_nodata(0) * 0, ms, **SMALL)
