@@ -488,8 +488,8 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "## Data conventions", "",
         f"- sensor: {ckpt.sensor}; {ckpt.config['bands']} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}",
         "- the network sees DN divided by the scene's own full scale, as in training (the pipeline takes it from the "
-        f"scene store; `sharpen(..., full_scale=...)` for arrays); the default is {ckpt.full_scale:g} DN, the "
-        "training store's dominant full scale",
+        "scene store; `sharpen` infers it from the arrays' dtype and values, or takes `full_scale=`); "
+        f"{ckpt.full_scale:g} DN, the training store's dominant full scale, stands for the sensor's nominal one",
         "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
                                   "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
                                   else "none (raw PAN DN)"),

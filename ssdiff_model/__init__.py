@@ -9,6 +9,7 @@ _PUBLIC = {
     "SSDiffNet": "ssdiff_model.network",
     "GaussianDiffusion": "ssdiff_model.diffusion",
     "Pansharpener": "ssdiff_model.pansharpener",
+    "sharpen_dataarray": "ssdiff_model.xarray_api",
 }
 
 __all__ = sorted(_PUBLIC)

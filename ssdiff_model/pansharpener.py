@@ -3,6 +3,11 @@
     sharpener = Pansharpener.from_checkpoint("ssdiff-8band-r4")
     hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)            # (B, H, W) float32 DN
 
+``sharpen`` cuts the image into the pipeline's tiles (``ssdiff_model.tile_grid``) and samples them with the
+pipeline's own loop (``ssdiff_model.tiled``), so its cost grows linearly with the pixels and its output equals the
+mosaic of ``ssdiff sharpen`` for the same seed, steps, tile, halo and batch size. ``sharpen_whole`` is the
+one-shot call: one network input of the whole image, whose global attention costs the square of its pixels.
+
 ``sharpen_tiles`` is the batch entry point of the tiling and Ray code: it takes a stack of equally sized
 tiles and the starting noise of each (the caller derives it from global pixel positions, so overlapping
 tiles see the same noise) and, for a checkpoint trained on equalized PANs (or MS bands), the equalization of the
@@ -11,6 +16,7 @@ whole scene.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +29,12 @@ from ssdiff_model.diffusion import GaussianDiffusion
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.lora import add_lora, merge_lora
 from ssdiff_model.network import build_network
+from ssdiff_model.radiometry import FullScale, infer_full_scale
 from ssdiff_model.resample import upsample_ms
+from ssdiff_model.tile_grid import NETWORK_SIZE_MULTIPLE, TileGrid
+from ssdiff_model.tiled import sample_tiles
 
-# The network's U-shape has three scales, so its PAN-size input must halve twice.
-NETWORK_SIZE_MULTIPLE = 4
+__all__ = ["NETWORK_SIZE_MULTIPLE", "Pansharpener", "network_from_checkpoint"]
 
 
 def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
@@ -126,21 +134,79 @@ class Pansharpener:
 
     # ---- public entry points -----------------------------------------------------------------------
 
-    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
-                full_scale: float | None = None, sampler: str = "consistent") -> np.ndarray:
-        """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale].
+    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0, tile: int = 64,
+                halo: int = 16, batch_size: int = 8, full_scale: float | None = None,
+                sampler: str = "consistent") -> np.ndarray:
+        """Sharpen an image tile by tile, as the pipeline does.
 
-        `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
-        by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own.
-        A checkpoint trained on equalized PANs (bands) equalizes these with the statistics of these arrays."""
+        The image is cut into the pipeline's tiles (windows of ``tile`` PAN pixels overlapping by ``halo``, each
+        writing its core), every tile starts from noise keyed to its global pixel positions and ``seed``, and the
+        tiles are sampled ``batch_size`` at a time: the result equals, bit for bit, the mosaic that ``ssdiff
+        sharpen`` (or ``tiling.sharpen_array``) makes of the same arrays with the same settings. NaN pixels are
+        nodata, handled as the pipeline does: filled with their window's mean for the network, NaN in the output
+        wherever the PAN pixel or the MS pixel of the band above it is NaN. A checkpoint that equalizes its
+        inputs takes the equalization from these arrays (the whole image, like the pipeline's scene).
+
+        Args:
+            pan: PAN ``(H, W)`` in DN.
+            ms_lr: MS ``(B, H / r, W / r)`` in DN, ``r`` the checkpoint's ratio.
+            steps: DDIM steps.
+            seed: seed of the position-keyed starting noise.
+            tile: tile side in PAN pixels (a multiple of ``lcm(r, 4)``).
+            halo: overlap on each side of a tile's core, in PAN pixels (a multiple of ``lcm(r, 4)``).
+            batch_size: tiles per network call; part of what fixes the output's last bits.
+            full_scale: the DN that means 1.0 for these images; None: inferred from the arrays (see
+                ``full_scale_of``).
+            sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+
+        Returns:
+            ``(B, H, W)`` float32 DN in ``[0, full scale]``, NaN where the input is nodata.
+        """
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
-        if pan.ndim != 2 or ms_lr.ndim != 3:
-            raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
-                             f"and ms_lr {ms_lr.shape}")
+        self._check_image_shapes(pan, ms_lr)
+        scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
+        return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=steps, seed=seed, tile=tile,
+                                   halo=halo, batch_size=batch_size, sampler=sampler)
+
+    def _sharpen_scene(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float, *, steps: int, seed: int,
+                       tile: int, halo: int, batch_size: int, sampler: str = "consistent") -> np.ndarray:
+        """``sharpen`` once the full scale is decided and the arrays are a scene's (float32, NaN = nodata)."""
+        grid = TileGrid(height=pan.shape[0], width=pan.shape[1], ratio=self.ratio, tile_size=tile, halo=halo)
+        equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
+        hrms = np.full((ms_lr.shape[0], *pan.shape), np.nan, dtype=np.float32)
+        for part, core in sample_tiles(self, pan, ms_lr, list(grid.tiles()), batch_size=batch_size, seed=seed,
+                                       steps=steps, full_scale=full_scale, equalization=equalization,
+                                       sampler=sampler):
+            if core is not None:
+                hrms[(slice(None), *part.core)] = core
+        return hrms
+
+    def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
+                      full_scale: float | None = None, sampler: str = "consistent") -> np.ndarray:
+        """Sharpen an image as one network input: global attention over all its pixels at once.
+
+        The cost of that attention grows with the square of the pixel count, and the network was trained on
+        tiles, never on such token counts: for more than a tile's worth of pixels use ``sharpen``. The starting
+        noise is drawn from ``torch.Generator().manual_seed(seed)`` over the whole image, so the output differs
+        from ``sharpen``'s. Nodata (NaN) is refused.
+
+        Args:
+            pan: PAN ``(H, W)`` in DN.
+            ms_lr: MS ``(B, H / r, W / r)`` in DN.
+            steps: DDIM steps.
+            seed: seed of the starting noise.
+            full_scale: the DN that means 1.0 for these images; None: inferred (see ``full_scale_of``).
+
+        Returns:
+            ``(B, H, W)`` float32 DN in ``[0, full scale]``.
+        """
+        pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
+        self._check_image_shapes(pan, ms_lr)
+        scale = self.full_scale_of(pan, ms_lr, full_scale).value
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
-        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=full_scale,
+        return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=scale,
                                   equalization=equalization, sampler=sampler)[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
@@ -193,20 +259,74 @@ class Pansharpener:
 
     # ---- helpers -----------------------------------------------------------------------------------
 
-    def _check(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray) -> None:
-        if pan.ndim != 3 or ms_lr.ndim != 4 or noise.ndim != 4:
-            raise ValueError(f"sharpen_tiles expects pan (N, H, W), ms_lr (N, B, h, w), noise (N, B, H, W); "
-                             f"got {pan.shape}, {ms_lr.shape}, {noise.shape}")
+    def full_scale_of(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float | None = None) -> FullScale:
+        """The full scale (the DN that means 1.0) to sharpen these arrays with, and why.
+
+        Training divided every scene by its own full scale, so an image is sharpened with its own, which need not
+        be the checkpoint's: 16-bit data clipped to an 8-bit checkpoint's 255 would come back wrecked without a
+        word. ``ssdiff_model.radiometry.infer_full_scale`` decides it from the arrays' dtype and values, with the
+        checkpoint's full scale as the sensor's nominal one; a guess, or pixels that will saturate, is reported
+        as a ``UserWarning`` that says how to override it.
+
+        Args:
+            pan: PAN in DN, as given (its dtype is part of the evidence; NaN = nodata).
+            ms_lr: MS in DN, as given.
+            full_scale: the caller's full scale; None to infer it.
+
+        Returns:
+            The decision (``value``, ``reason``, ...).
+
+        Raises:
+            RadiometryError: a ValueError, when the radiometry cannot be decided safely (negative DN, values
+                beyond 16 bits, no valid pixel); its message says what to pass.
+        """
+        pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
+        decision = infer_full_scale(pan, ms_lr, dtype=np.result_type(pan, ms_lr), sensor_default=self.full_scale,
+                                    declared=full_scale)
+        # A guess is worth a word when it departs from the checkpoint's own full scale (floats that look like
+        # the checkpoint's DN are assumed too, and would warn on every call); saturating pixels always are.
+        notes = ([decision.reason] if decision.assumed and decision.value != self.full_scale else [])
+        notes += list(decision.warnings)
+        if notes:
+            warnings.warn(f"checkpoint {self.source} (full scale {self.full_scale:g}): {'; '.join(notes)}",
+                          UserWarning, stacklevel=3)
+        return decision
+
+    def _check_image_shapes(self, pan: np.ndarray, ms_lr: np.ndarray) -> None:
+        if pan.ndim != 2 or ms_lr.ndim != 3:
+            raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
+                             f"and ms_lr {ms_lr.shape}")
+        self._check_bands_and_ratio(pan[None], ms_lr[None])
+
+    def _as_scene(self, pan: np.ndarray, ms_lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 copies with every non-finite pixel NaN (nodata), as ingest stores a scene; a PAN, or an MS band,
+        without a valid pixel is refused as ingest refuses it."""
+        pan, ms_lr = (np.where(np.isfinite(a), a, np.nan).astype(np.float32) for a in (pan, ms_lr))
+        if np.isnan(pan).all():
+            raise ValueError("every PAN pixel is nodata (NaN): nothing to sharpen")
+        empty = [name for name, band in zip(self.band_names, ms_lr) if np.isnan(band).all()]
+        if empty:
+            raise ValueError(f"every pixel of MS band(s) {', '.join(empty)} is nodata (NaN): nothing to sharpen")
+        return pan, ms_lr
+
+    def _check_bands_and_ratio(self, pan: np.ndarray, ms_lr: np.ndarray) -> None:
         if ms_lr.shape[1] != self.bands:
             raise ValueError(f"MS has {ms_lr.shape[1]} bands but checkpoint {self.source} expects {self.bands} "
                              f"({', '.join(self.band_names)})")
-        if pan.shape[0] != ms_lr.shape[0]:
-            raise ValueError(f"{pan.shape[0]} PAN tiles but {ms_lr.shape[0]} MS tiles")
         height, width = pan.shape[-2:]
         ms_h, ms_w = ms_lr.shape[2:]
         if (height, width) != (ms_h * self.ratio, ms_w * self.ratio):
             raise ValueError(f"PAN is {height}x{width} and MS {ms_h}x{ms_w}, but checkpoint {self.source} expects "
                              f"ratio {self.ratio}: PAN {ms_h * self.ratio}x{ms_w * self.ratio} for this MS")
+
+    def _check(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray) -> None:
+        if pan.ndim != 3 or ms_lr.ndim != 4 or noise.ndim != 4:
+            raise ValueError(f"sharpen_tiles expects pan (N, H, W), ms_lr (N, B, h, w), noise (N, B, H, W); "
+                             f"got {pan.shape}, {ms_lr.shape}, {noise.shape}")
+        self._check_bands_and_ratio(pan, ms_lr)
+        if pan.shape[0] != ms_lr.shape[0]:
+            raise ValueError(f"{pan.shape[0]} PAN tiles but {ms_lr.shape[0]} MS tiles")
+        height, width = pan.shape[-2:]
         if noise.shape != (pan.shape[0], self.bands, height, width):
             raise ValueError(f"noise has shape {noise.shape}, expected {(pan.shape[0], self.bands, height, width)}")
         for name, array in (("pan", pan), ("ms_lr", ms_lr), ("noise", noise)):
@@ -226,3 +346,4 @@ class Pansharpener:
         r = self.ratio
         return (reflect(pan, pad_h, pad_w), reflect(lms, pad_h, pad_w), reflect(ms, pad_h // r, pad_w // r),
                 reflect(noise, pad_h, pad_w))
+

@@ -2,7 +2,8 @@
 
 For benchmarks and notebooks on scenes that fit in memory: the arrays go to a temporary scene store, the tiles
 are sampled by `run_tiles` exactly as a Ray actor would, and the mosaic is read back. One code path means the
-quality table measures what the pipeline produces.
+quality table measures what the pipeline produces. ``Pansharpener.sharpen`` gives the same pixels without the
+stores (it runs the same sampling loop on the arrays); this path stays as the pipeline's own reference.
 """
 from __future__ import annotations
 
@@ -15,22 +16,40 @@ from ssdiff_model.readers import PansharpeningPair
 from tiling.runner import run_tiles
 from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_store
 
+__all__ = ["sharpen_array"]
+
 
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int = 16,
                   steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
                   sampler: str = "consistent") -> np.ndarray:
-    """(B, H, W) float32 DN from `pan` (H, W) and `ms_lr` (B, H/r, W/r) in DN; NaN inputs stay NaN.
-    `full_scale`: the images' full scale in DN (default: the checkpoint's); `sampler`: see
-    ``GaussianDiffusion.ddim_sample``."""
+    """Sharpen an image held in memory through a temporary scene store, ``run_tiles`` and a mosaic store.
+
+    Args:
+        pansharpener: a ``Pansharpener``.
+        pan: PAN ``(H, W)`` in DN, NaN = nodata.
+        ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
+        tile: tile side in PAN pixels.
+        halo: overlap on each side of a tile's core.
+        steps: DDIM steps.
+        seed: seed of the position-keyed noise.
+        batch_size: tiles per network call.
+        full_scale: the images' full scale in DN; None: inferred from the arrays as ``Pansharpener.sharpen``
+            infers it (``Pansharpener.full_scale_of``), never silently the checkpoint's.
+        sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+
+    Returns:
+        ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
+    """
+    scale = pansharpener.full_scale_of(pan, ms_lr, full_scale).value
     ms_lr = np.asarray(ms_lr, dtype=np.float32)
     pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
-                             full_scale=full_scale or pansharpener.full_scale, sensor=pansharpener.sensor,
+                             full_scale=scale, sensor=pansharpener.sensor,
                              band_names=tuple(f"band{i + 1}" for i in range(ms_lr.shape[0])))
     with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
         scene, mosaic = Path(tmp) / "scene.zarr", Path(tmp) / "mosaic.zarr"
         write_scene_store(scene, pair, sources={})
         grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
-                                    sampler=sampler)
+                                   sampler=sampler)
         run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
                   sampler=sampler)
         return open_mosaic(mosaic, dask=False)[HRMS].values

@@ -1,37 +1,23 @@
 """The local tile runner: read tiles from the scene store, sample them in batches, write their cores in place.
 
 This is what one worker (a Ray actor later, a thread or a plain loop here) does with its share of the tiles. It
-holds one batch of tiles at a time, so memory does not grow with the scene. Nodata never reaches the network:
-nodata pixels are filled with the mean of the valid ones in the same window (a neutral value that depends on the
-window alone, so a far-away nodata pixel changes nothing here) and masked back to NaN after sampling. A pixel
-of the output is nodata in band b when its PAN pixel or the MS pixel of band b above it is nodata.
+holds one batch of tiles at a time, so memory does not grow with the scene. The sampling itself (windows, nodata,
+noise, batches) is ``ssdiff_model.tiled.sample_tiles``, which ``Pansharpener.sharpen`` runs on arrays in memory:
+one implementation, so the two give equal pixels.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import zarr
 
-from tiling.grid import Tile, TileGrid, read_window
-from tiling.noise import window_noise
+from ssdiff_model.tiled import sample_tiles
+from tiling.grid import Tile, TileGrid
 from tiling.stores import (
     DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
     mosaic_equalization, store_attrs, writing,
 )
-
-
-def _fill_nodata(window: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """NaN pixels replaced by the mean of the valid pixels of the same band of the window (0 if none)."""
-    axes = (-2, -1)
-    count = valid.sum(axis=axes, keepdims=True)
-    mean = np.where(valid, window, 0).sum(axis=axes, keepdims=True) / np.maximum(count, 1)
-    return np.where(valid, window, mean).astype(np.float32)
-
-
-def _batches(tiles: Sequence[Tile], size: int) -> Iterable[Sequence[Tile]]:
-    for start in range(0, len(tiles), size):
-        yield tiles[start:start + size]
 
 
 def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: int) -> None:
@@ -73,38 +59,21 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     if hrms.shape[1:] != pan_store.shape:
         raise ValueError(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
                          f"{pan_store.shape}: it was created for another scene")
-    bands, ratio = ms_store.shape[0], attrs["ratio"]
-    grid = TileGrid(height=hrms.shape[1], width=hrms.shape[2], ratio=ratio, tile_size=attrs["tile_size"],
+    grid = TileGrid(height=hrms.shape[1], width=hrms.shape[2], ratio=attrs["ratio"], tile_size=attrs["tile_size"],
                     halo=attrs["halo"])
     tiles = list(tiles)
     for tile in tiles:   # a tile of another grid would write across chunks that other writers own
         if tile != grid.tile(tile.row, tile.col):
             raise ValueError(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
-    equalization = mosaic_equalization(attrs)
-
-    for batch in _batches(tiles, batch_size):
-        inputs, work = [], []
-        for tile in batch:
-            pan, ms = _read_tile(scene_store, pan_store, ms_store, tile)
-            pan_valid, ms_valid = np.isfinite(pan), np.isfinite(ms)
-            # Nodata mask of the output on the PAN grid: PAN nodata, or MS nodata of the band above the pixel.
-            valid = pan_valid[None] & ms_valid.repeat(ratio, axis=1).repeat(ratio, axis=2)
-            core_valid = valid[(slice(None), *tile.core_in_window)]
-            if not core_valid.any():
-                _write_core(mosaic_store, hrms, done, tile, np.nan, TILE_NODATA)
-                counts["nodata"] += 1
-                continue
-            noise = window_noise(seed, bands, tile.window_y0, tile.window_x0, tile.size, tile.size)
-            inputs.append((_fill_nodata(pan, pan_valid), _fill_nodata(ms, ms_valid), noise))
-            work.append((tile, core_valid))
-        if not work:
-            continue
-        pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
-        sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, sampler=sampler,
-                                               full_scale=scene_attrs["full_scale"], equalization=equalization)
-        for (tile, core_valid), out in zip(work, sharpened):
-            core = out[(slice(None), *tile.core_in_window)]
-            _write_core(mosaic_store, hrms, done, tile, np.where(core_valid, core, np.nan), TILE_SHARPENED)
+    for tile, core in sample_tiles(pansharpener, pan_store, ms_store, tiles, batch_size=batch_size, seed=seed,
+                                   steps=steps, full_scale=scene_attrs["full_scale"],
+                                   equalization=mosaic_equalization(attrs), sampler=sampler,
+                                   read=lambda tile: _read_tile(scene_store, pan_store, ms_store, tile)):
+        if core is None:
+            _write_core(mosaic_store, hrms, done, tile, np.nan, TILE_NODATA)
+            counts["nodata"] += 1
+        else:
+            _write_core(mosaic_store, hrms, done, tile, core, TILE_SHARPENED)
             counts["sharpened"] += 1
     return counts
