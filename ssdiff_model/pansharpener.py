@@ -37,7 +37,7 @@ from ssdiff_model.tiled import sample_tiles
 __all__ = ["NETWORK_SIZE_MULTIPLE", "Pansharpener", "network_from_checkpoint"]
 
 
-def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> SSDiffNet:
+def network_from_checkpoint(ckpt: Checkpoint, ema: bool = True) -> nn.Module:
     """Rebuild the network (EMA weights by default); LoRA adapters, if the run used them, are merged."""
     weights = ckpt.ema_weights if ema and ckpt.ema_weights is not None else ckpt.weights
     net = build_network(ckpt.config)

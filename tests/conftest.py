@@ -120,6 +120,18 @@ def crop(landsat_scene, tmp_path_factory) -> dict:
     return landsat_crop(landsat_scene, tmp_path_factory.mktemp("landsat"))
 
 
+def moved_network(net, seed: int = 0):
+    """Every parameter of `net` moved by N(0, 0.02) (in place), as after some training: the release network's
+    zero-initialised convs make a fresh one ignore x_t and the PAN, which would hide the sampler and the PAN path."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=generator))
+    return net
+
+
 def tiny_checkpoint(path: Path, bands: int = 4, sensor: str = "Landsat8", band_names=BAND_NAMES,
                     full_scale: float = 65535.0, ratio: int = 2) -> Path:
     """A small randomly initialised SSDiff saved as a real one-file checkpoint; ratio 2 fits the Landsat-8 crops."""

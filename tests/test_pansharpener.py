@@ -18,7 +18,7 @@ from ssdiff_model.position_noise import window_noise
 from ssdiff_model.radiometry import RadiometryError
 from ssdiff_model.tile_grid import TileGrid
 from ssdiff_model.xarray_api import sharpen_dataarray
-from conftest import landsat_crop, write_crop
+from conftest import landsat_crop, moved_network, write_crop
 from tiling import sharpen_array
 
 FULL_SCALE = 65535.0  # Landsat-8 Level-1 stores the 12-bit samples rescaled to 16 bits
@@ -29,7 +29,7 @@ BAND_NAMES = ["blue", "green", "red", "nir"]
 def checkpoint_path(tmp_path_factory):
     """A small untrained 4-band ratio-2 model; EMA weights deliberately differ from the raw ones."""
     torch.manual_seed(0)
-    net = SSDiffNet(bands=4, ratio=2, width=16, time_embed_dim=32, time_hidden_dim=64)
+    net = moved_network(SSDiffNet(bands=4, ratio=2, width=16, time_embed_dim=32, time_hidden_dim=64))
     weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
     path = tmp_path_factory.mktemp("ckpt") / "landsat-small.pt"
     digest = save_checkpoint(Checkpoint(
@@ -265,8 +265,9 @@ def test_an_equalizing_model_sees_only_the_pattern_of_the_pan(sharpener, landsat
     pan, ms = read_crop(landsat_scene, row=300, col=250, size=64)
     brighter = pan.astype(np.float32) * 1.6 + 900
     hrms = equalizing.sharpen(pan, ms, steps=2)
-    np.testing.assert_allclose(equalizing.sharpen(brighter, ms, steps=2), hrms, rtol=0, atol=0.05)
-    assert np.abs(sharpener.sharpen(brighter, ms, steps=2) - sharpener.sharpen(pan, ms, steps=2)).max() > 1
+    # float32 arithmetic of the equalization: a few hundredths of a DN on a 65535 scale
+    np.testing.assert_allclose(equalizing.sharpen(brighter, ms, steps=2), hrms, rtol=0, atol=0.5)
+    assert np.abs(sharpener.sharpen(brighter, ms, steps=2) - sharpener.sharpen(pan, ms, steps=2)).max() > 10
     noise = np.zeros((1, 4, 64, 64), np.float32)
     with pytest.raises(ValueError, match="trained on PANs equalized to their scene: pass the scene's equalization"):
         equalizing.sharpen_tiles(pan[None], ms[None], noise)

@@ -14,6 +14,7 @@ import torch
 import zarr
 from affine import Affine
 
+from conftest import moved_network
 from ssdiff_model.checkpoint import Checkpoint, save_checkpoint
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.network import SSDiffNet
@@ -49,7 +50,7 @@ def random_sharpener(path, pair, width: int = 8, equalizes_pan: bool = False,
                      equalizes_bands: bool = False) -> Pansharpener:
     """An untrained SSDiff network for the pair's bands and ratio, through a real checkpoint file."""
     torch.manual_seed(0)
-    net = SSDiffNet(bands=pair.n_bands, ratio=pair.ratio, width=width, head_dim=8)
+    net = moved_network(SSDiffNet(bands=pair.n_bands, ratio=pair.ratio, width=width, head_dim=8))
     save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None,
                                full_scale=pair.full_scale, sensor=pair.sensor or "test",
                                band_names=list(pair.band_names), ratio=pair.ratio,

@@ -13,7 +13,7 @@ import numpy as np
 import zarr
 
 from ssdiff_model.tiled import sample_tiles
-from tiling.grid import Tile, TileGrid
+from tiling.grid import Tile, TileGrid, read_window
 from tiling.stores import (
     DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
     mosaic_equalization, store_attrs, writing,
