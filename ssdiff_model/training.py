@@ -34,10 +34,23 @@ def default_device() -> torch.device:
 
 # ---- reusable pieces --------------------------------------------------------------------------------
 
+def freeze_frozen_norms(model: nn.Module) -> None:
+    """Batch norms whose parameters are all frozen (the other branch's stem during L-BAF, every one under LoRA)
+    keep their running statistics: in train mode they would go on moving them, so a "frozen" branch would still
+    change what it computes at inference."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
 def train_step(model: nn.Module, diffusion: GaussianDiffusion, optimizer: torch.optim.Optimizer, batch: Batch,
                generator: torch.Generator | None = None, grad_clip: float | None = 1.0) -> float:
-    """One optimiser step on the residual L1 loss; returns the loss. Frozen parameters get no gradient."""
+    """One optimiser step on the residual L1 loss; returns the loss. Frozen parameters get no gradient, and
+    frozen batch norms keep their statistics (``freeze_frozen_norms``)."""
     model.train()
+    freeze_frozen_norms(model)
     optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips frozen parameters entirely
     loss = diffusion.training_loss(model, batch["hrms"], batch["pan"], batch["lms"], batch["ms"], generator)
     loss.backward()

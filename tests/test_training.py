@@ -33,7 +33,6 @@ def synthetic_patches(n: int = 8, size: int = 16, seed: int = 0) -> dict[str, to
 def wald_patches(data_root, scene_id: str, size: int = 32) -> dict[str, torch.Tensor]:
     """32 x 32 reduced-resolution patches (Wald's protocol) of one real 8-band scene of ../shared/data, in [0, 1]."""
     from ssdiff_model.readers import iter_shared_sets
-    from ssdiff_model.resample import upsample_ms
     from ssdiff_model.wald import cut_patches, reduced_resolution_example
 
     pair = next(s for s in iter_shared_sets(data_root, [scene_id.split(":")[0]]) if s.id == scene_id).load()
@@ -56,7 +55,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_short_training_learns_real_detail_and_carries_it_to_another_scene(shared_data, one_thread):
-    """200 steps on one real WorldView-3 scene (Munich, mixed cover): the network predicts its detail better than
+    """400 steps on one real WorldView-3 scene (Munich, mixed cover): the network predicts its detail better than
     adding none, and on another scene it never saw (Munich, natural cover) its loss falls from the untrained
     network's to within reach of that scene's no-detail level. (Beating no detail on an unseen scene takes
     thousands of steps; the shipped checkpoints show that in bench/quality_table.py.)"""
@@ -70,8 +69,9 @@ def test_short_training_learns_real_detail_and_carries_it_to_another_scene(share
         return (data["hrms"] - data["lms"]).abs().mean().item()
 
     net = small_net(bands=8)
-    # Twice the paper's lr and a fast EMA so a short run on 2 shared CPU cores learns something measurable.
-    config = TrainConfig(iterations=200, lr=2e-3, ema_decay=0.9, grad_clip=1.0, log_every=0)
+    # Twice the paper's lr and a fast EMA so a short run on 2 shared CPU cores learns something measurable (the
+    # release network starts from zero-initialised stems, so it needs more steps than a network with identity paths).
+    config = TrainConfig(iterations=400, lr=2e-3, ema_decay=0.9, grad_clip=1.0, log_every=0)
     diffusion = GaussianDiffusion()
     before = evaluation_loss(net, diffusion, batches(val), seed=0)
     start = time.perf_counter()
