@@ -29,6 +29,7 @@ from tiling import (
     MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, open_scene, record_provenance, run_tiles,
     store_attrs, store_lock,
 )
+from tiling import objstore
 from tiling.integrity import forget_tiles, verify_mosaic
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
@@ -118,8 +119,14 @@ class SharpenerPool:
         self.placement = ray.get([handle.describe.remote() for handle in self._handles])
 
     def _start(self):
-        # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held.
-        return ray.remote(TileSharpener).options(max_restarts=0, **self.options).remote(
+        # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held. The
+        # object-store variables go with the actor: a worker on another node, or one a long-lived cluster started
+        # before the driver set them, would otherwise read s3:// stores from the wrong endpoint, or as nobody.
+        options = dict(self.options)
+        forwarded = objstore.forwarded_environment()
+        if forwarded:
+            options["runtime_env"] = {"env_vars": forwarded}
+        return ray.remote(TileSharpener).options(max_restarts=0, **options).remote(
             self.checkpoint, self.cpu_threads)
 
     def __enter__(self) -> "SharpenerPool":
@@ -299,7 +306,7 @@ def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None,
 
 def is_finished(mosaic_store: str | os.PathLike) -> bool:
     """True when the mosaic store exists and its manifest records every tile."""
-    return Path(mosaic_store).exists() and not missing_tiles(mosaic_store)
+    return objstore.exists(mosaic_store) and not missing_tiles(mosaic_store)
 
 
 __all__ = ["SharpenerPool", "TileSharpener", "cluster_resources", "connect_ray", "is_finished", "sharpen_scene"]

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from tiling import objstore
 from tiling.grid import Tile, TileGrid
 
 # zstd as zarr's default, then a CRC-32C of the compressed bytes, verified on every read.
@@ -41,7 +42,7 @@ def content_sha256(pan: np.ndarray, ms: np.ndarray, full_scale: float) -> str:
 
 def scene_content_sha256(scene_store) -> str:
     """``content_sha256`` recomputed from a scene store, reading it a band of rows at a time."""
-    group = zarr.open_group(scene_store, mode="r")
+    group = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     try:
         return content_sha256(group["pan"], group["ms"], float(group.attrs["full_scale"]))
     except ValueError as err:   # a chunk failing its checksum: the codec's message names no file
@@ -73,7 +74,7 @@ class Damage:
 
 def verify_mosaic(mosaic_store, grid: TileGrid, full_scale: float, codes: dict[str, int]) -> list[Damage]:
     """The finished tiles of the mosaic that are damaged (see the module docstring); reads every one of them."""
-    group = zarr.open_group(mosaic_store, mode="r")
+    group = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")
     hrms, done = group["hrms"], group["done"]
     damaged = []
     for tile in grid.tiles():
@@ -117,7 +118,7 @@ def _reason(err: BaseException) -> str:
 def forget_tiles(mosaic_store, tiles: list[tuple[int, int]], missing: int) -> None:
     """Mark ``tiles`` missing again and delete their chunks, so that a rerun sharpens them from scratch: a damaged
     chunk cannot be partially overwritten (an edge tile's chunk would be read and decoded first)."""
-    group = zarr.open_group(mosaic_store, mode="r+")
+    group = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = group["hrms"], group["done"]
     store = hrms.store_path.store
     for row, col in tiles:

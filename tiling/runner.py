@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import zarr
 
+from tiling import objstore
 from tiling.grid import Tile, TileGrid, read_window
 from tiling.noise import window_noise
 from tiling.stores import (
@@ -53,6 +54,11 @@ def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple
             raise
         raise ValueError(f"{scene_store}: the scene under tile ({tile.row}, {tile.col}) is damaged ({err}): ingest "
                          f"the files again into a new scene store") from err
+    except Exception as err:
+        problem = objstore.storage_error(err, str(scene_store)) if objstore.is_url(scene_store) else None
+        if problem is None:
+            raise
+        raise problem from err
 
 
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
@@ -66,9 +72,9 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler,
                                checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs["sources"],
                                batch_size=batch_size)
-    scene = zarr.open_group(scene_store, mode="r")
+    scene = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
-    mosaic = zarr.open_group(mosaic_store, mode="r+")
+    mosaic = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = mosaic[HRMS], mosaic[DONE]
     if hrms.shape[1:] != pan_store.shape:
         raise ValueError(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
