@@ -220,8 +220,16 @@ def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_
     mosaic = url("killed", "mosaic.zarr")
     model = Pansharpener.from_checkpoint(checkpoint, device="cpu")
     grid = create_mosaic_store(mosaic, s3_scene, model, tile_size=64, halo=16, seed=0, steps=2, batch_size=1)
-    # What a run killed after five tiles leaves: those five written and marked, nothing else.
-    run_tiles(s3_scene, mosaic, model, list(grid.tiles())[:5], batch_size=1, seed=0, steps=2)
+    # What a run killed after five tiles leaves: those five written and marked, nothing else (sharpened with an
+    # actor's one torch thread, as the runs compared with).
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_tiles(s3_scene, mosaic, model, list(grid.tiles())[:5], batch_size=1, seed=0, steps=2)
+    finally:
+        torch.set_num_threads(threads)
     assert len(missing_tiles(mosaic)) == TILES - 5
     summary = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
     assert (summary["tiles_already_done"], summary["sharpened"]) == (5, TILES - 5)
@@ -231,7 +239,8 @@ def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_
 
 # ---- the lock: a lease with conditional writes ---------------------------------------------------------------------
 
-def test_a_second_writer_is_refused_and_a_dead_holders_lease_is_taken_over(s3, s3_scene, checkpoint, capsys):
+def test_a_second_writer_is_refused_and_a_dead_holders_lease_is_taken_over(s3, s3_scene, checkpoint, ray_local,
+                                                                          capsys):
     from flows.cli import EXIT_BUSY, main
     from tiling import StoreBusyError, store_lock
     from tiling.lock import lock_path
