@@ -9,7 +9,8 @@ does not exist, with ``If-Match: <etag>`` only if the object is still the one we
   not expired, it is refused (StoreBusyError, exit 3) naming the holder.
 - The holder renews the lease every third of its length (a background thread) with ``If-Match`` on the etag of
   its own last write, so it notices at once when it lost it.
-- A run killed (SIGKILL, a lost node) stops renewing; once its lease has expired the next run takes it over, with
+- A run killed (SIGKILL, a lost node) stops renewing; once its lease has expired (or at once, when it ran on the
+  same host and its process is gone) the next run takes it over, with
   ``If-Match`` on the etag of the expired record it read: of two runs taking over at once exactly one succeeds, the
   other is refused as busy. A killed run's lock therefore blocks the next run for at most ``LEASE_SECONDS``.
 - Releasing deletes the record with ``If-Match`` on our etag: a lease someone else took over is never deleted.
@@ -102,7 +103,7 @@ class _Lease:
         holder, etag = self._read()
         if holder is None:   # released between our write and our read: try once more from the start
             return self.acquire()
-        if not _expired(holder):
+        if not (_expired(holder) or _dead_here(holder)):
             raise LeaseBusy(holder)
         try:   # the holder is gone (it stopped renewing): take over that very record, or lose to whoever did
             self.etag = self._put(IfMatch=etag)
@@ -147,6 +148,20 @@ def objstore_sync(fs, coroutine):
 def _precondition_failed(err: BaseException) -> bool:
     code = objstore._client_error_code(err)
     return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or isinstance(err, FileExistsError)
+
+
+def _dead_here(holder: dict) -> bool:
+    """The holder ran on this host and its process is gone: no need to wait for its lease to expire (a run that
+    exited without reaching the store to delete its lease, the endpoint being down, is rerun at once)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _expired(holder: dict) -> bool:
