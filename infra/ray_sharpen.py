@@ -30,6 +30,7 @@ from tiling import (
     store_attrs, store_lock,
 )
 from tiling import objstore
+from tiling.stores import shard_of
 from tiling.integrity import forget_tiles, verify_mosaic
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
@@ -150,7 +151,15 @@ class SharpenerPool:
         """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
         Returns counts: tiles sharpened / all-nodata, actor calls made, batches retried after an actor died."""
         scene_store, mosaic_store = str(scene_store), str(mosaic_store)
-        batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+        shard_tiles = int(store_attrs(mosaic_store, MOSAIC_LAYOUT).get("shard_tiles", 1))
+        if shard_tiles > 1:
+            # A sharded mosaic (object storage): one call per shard, so a shard object has one writer at a time.
+            groups: dict[tuple[int, int], list[Tile]] = {}
+            for tile in tiles:
+                groups.setdefault(shard_of(tile, shard_tiles), []).append(tile)
+            batches = list(groups.values())
+        else:
+            batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
         in_flight: dict[ray.ObjectRef, tuple[int, Any, int]] = {}   # ref -> (slot, actor handle, batch index)

@@ -31,8 +31,11 @@ moto_server = pytest.importorskip("moto.server")
 BUCKET = "ssdiff-test"
 SMALL = 128
 TILES = 16
-# Two actors of one CPU each in every run: torch's thread count changes the last bits of a network call.
-RUN = ["--tile", "64", "--halo", "16", "--seed", "0", "--steps", "2", "--batch-size", "1", "--actors", "2",
+# Two actors of one CPU each in every run: torch's thread count changes the last bits of a network call. Batches of
+# 3 tiles: the local run's pool calls (3 tiles each, 1 at the end) and the object store's (one call per shard)
+# group the tiles differently, and still every network call holds 3 tiles.
+BATCH = 3
+RUN = ["--tile", "64", "--halo", "16", "--seed", "0", "--steps", "2", "--batch-size", str(BATCH), "--actors", "2",
        "--no-progress"]
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
@@ -168,6 +171,8 @@ def test_s3_geotiffs_sharpen_into_an_s3_mosaic_equal_to_the_local_run(s3, s3_sce
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
         assert opened.hrms.rio.crs is not None
     assert not keys("stores/.mosaic.zarr.lock"), "the lease is released"
+    # 16 tiles, one shard: one object of cores and one of manifest entries, not 32 objects.
+    assert len(keys("stores/mosaic.zarr/hrms/c/")) == 1 and len(keys("stores/mosaic.zarr/done/c/")) == 1
     # A rerun finds every tile done and writes nothing.
     again = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
     assert (again["tiles_already_done"], again["sharpened"]) == (TILES, 0)
@@ -186,7 +191,7 @@ def test_the_reprocess_job_takes_a_prefix_of_scene_stores_and_an_s3_out_dir(s3, 
     from infra.reprocess import main
 
     assert main([url("stores"), "--out-dir", url("archive"), "--checkpoint", str(checkpoint), "--steps", "2",
-                 "--tile", "64", "--halo", "16", "--batch-size", "1", "--actors", "2"]) == 0
+                 "--tile", "64", "--halo", "16", "--batch-size", str(BATCH), "--actors", "2"]) == 0
     with xr.open_zarr(url("archive", "scene.zarr")) as opened:
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
 
@@ -237,7 +242,7 @@ def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_
 
     mosaic = url("killed", "mosaic.zarr")
     model = Pansharpener.from_checkpoint(checkpoint, device="cpu")
-    grid = create_mosaic_store(mosaic, s3_scene, model, tile_size=64, halo=16, seed=0, steps=2, batch_size=1)
+    grid = create_mosaic_store(mosaic, s3_scene, model, tile_size=64, halo=16, seed=0, steps=2, batch_size=BATCH)
     # What a run killed after five tiles leaves: those five written and marked, nothing else (sharpened with an
     # actor's one torch thread, as the runs compared with).
     import torch
@@ -245,7 +250,7 @@ def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_tiles(s3_scene, mosaic, model, list(grid.tiles())[:5], batch_size=1, seed=0, steps=2)
+        run_tiles(s3_scene, mosaic, model, list(grid.tiles())[:5], batch_size=BATCH, seed=0, steps=2)
     finally:
         torch.set_num_threads(threads)
     assert len(missing_tiles(mosaic)) == TILES - 5
@@ -393,7 +398,8 @@ def test_an_endpoint_down_mid_run_exits_1_and_the_rerun_finishes_bit_for_bit(s3,
 
     mosaic, log = url("outage", "mosaic.zarr"), tmp_path / "job.log"
     address = ray_local.get_runtime_context().gcs_address
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "AWS_MAX_ATTEMPTS": "3"}
+    # Shards of 2 x 2 tiles: four shard objects, written one after another, so the endpoint dies between them.
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "AWS_MAX_ATTEMPTS": "3", "SSDIFF_SHARD_PIXELS": "64"}
     with open(log, "w") as out:
         job = subprocess.Popen([sys.executable, "-m", "flows.cli", "sharpen", s3_scene, "--out", mosaic,
                                 "--checkpoint", str(checkpoint), *RUN, "--ray-address", address], env=env,

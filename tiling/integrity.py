@@ -121,6 +121,15 @@ def forget_tiles(mosaic_store, tiles: list[tuple[int, int]], missing: int) -> No
     group = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = group["hrms"], group["done"]
     store = hrms.store_path.store
+    shard_tiles = int(group.attrs.get("shard_tiles", 1))
+    if shard_tiles > 1:
+        # A sharded mosaic: the damaged tile's whole shard goes (core and manifest objects); its other tiles read as
+        # missing then and are redone with it. Rewriting one chunk inside a damaged shard would read it first.
+        for row, col in {(row // shard_tiles, col // shard_tiles) for row, col in tiles}:
+            for array, coords in ((hrms, (0, row, col)), (done, (row, col))):
+                key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
+                zarr.core.sync.sync(store.delete(key))
+        return
     for row, col in tiles:
         for array, coords in ((hrms, (0, row, col)), (done, (row, col))):
             key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"

@@ -18,7 +18,7 @@ from tiling.grid import Tile, TileGrid, read_window
 from tiling.noise import window_noise
 from tiling.stores import (
     DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
-    mosaic_equalization, store_attrs, writing,
+    mosaic_equalization, shard_of, store_attrs, writing,
 )
 
 
@@ -42,6 +42,30 @@ def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: 
     with writing(mosaic_store, f"writing tile {tile.row}, {tile.col}; the finished tiles are kept, rerun to resume"):
         hrms[(slice(None), *tile.core)] = values
         done[tile.row, tile.col] = state
+
+
+def _write_shard(mosaic_store: StorePath, hrms, done, grid: TileGrid, shard_tiles: int, entries) -> None:
+    """Store the cores of ``entries`` (tile, values, state), all of one shard, then their manifest entries. When
+    they are the whole shard: one PUT of the cores, one of the manifest entries. Otherwise (a resumed shard) tile
+    by tile, each a read-modify-write of the shard object (this runner is the shard's only writer)."""
+    row0, col0 = shard_of(entries[0][0], shard_tiles)
+    rows = range(row0 * shard_tiles, min((row0 + 1) * shard_tiles, grid.shape[0]))
+    cols = range(col0 * shard_tiles, min((col0 + 1) * shard_tiles, grid.shape[1]))
+    if {(tile.row, tile.col) for tile, _, _ in entries} != {(r, c) for r in rows for c in cols}:
+        for tile, values, state in entries:
+            _write_core(mosaic_store, hrms, done, tile, values, state)
+        return
+    y0, x0 = rows.start * grid.core, cols.start * grid.core
+    y1, x1 = min(rows.stop * grid.core, grid.height), min(cols.stop * grid.core, grid.width)
+    cores = np.full((hrms.shape[0], y1 - y0, x1 - x0), np.nan, dtype=np.float32)
+    states = np.zeros((len(rows), len(cols)), dtype=np.uint8)
+    for tile, values, state in entries:
+        cores[:, tile.core[0].start - y0:tile.core[0].stop - y0, tile.core[1].start - x0:tile.core[1].stop - x0] = values
+        states[tile.row - rows.start, tile.col - cols.start] = state
+    with writing(mosaic_store, f"writing the shard of tiles {rows.start}..{rows.stop - 1}, {cols.start}..{cols.stop - 1}; "
+                               f"the finished tiles are kept, rerun to resume"):
+        hrms[:, y0:y1, x0:x1] = cores
+        done[rows.start:rows.stop, cols.start:cols.stop] = states
 
 
 def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +112,22 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             raise ValueError(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
     equalization = mosaic_equalization(attrs)
+    shard_tiles = int(attrs.get("shard_tiles", 1))
+    # A sharded mosaic (object storage) gets each shard's cores written at once, when its last tile given here is
+    # done; one core per chunk (local disk) is written as soon as it is sharpened.
+    expected = {}
+    for tile in tiles:
+        expected[shard_of(tile, shard_tiles)] = expected.get(shard_of(tile, shard_tiles), 0) + 1
+    pending: dict[tuple[int, int], list] = {}
+
+    def store(tile: Tile, values, state: int) -> None:
+        if shard_tiles == 1:
+            _write_core(mosaic_store, hrms, done, tile, values, state)
+            return
+        key = shard_of(tile, shard_tiles)
+        pending.setdefault(key, []).append((tile, values, state))
+        if len(pending[key]) == expected[key]:
+            _write_shard(mosaic_store, hrms, done, grid, shard_tiles, pending.pop(key))
 
     for batch in _batches(tiles, batch_size):
         inputs, work = [], []
@@ -98,7 +138,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             valid = pan_valid[None] & ms_valid.repeat(ratio, axis=1).repeat(ratio, axis=2)
             core_valid = valid[(slice(None), *tile.core_in_window)]
             if not core_valid.any():
-                _write_core(mosaic_store, hrms, done, tile, np.nan, TILE_NODATA)
+                store(tile, np.nan, TILE_NODATA)
                 counts["nodata"] += 1
                 continue
             noise = window_noise(seed, bands, tile.window_y0, tile.window_x0, tile.size, tile.size)
@@ -106,11 +146,16 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             work.append((tile, core_valid))
         if not work:
             continue
+        # Every network call gets exactly batch_size tiles (a short batch padded with copies of its last tile, their
+        # outputs dropped): a tile's last bits depend on the size of the call it is in, not on its neighbours, so a
+        # tile comes out the same whichever tiles it is batched with, however the tiles are grouped (a resumed run,
+        # a sharded mosaic) and wherever nodata tiles dropped out of a batch.
+        inputs += [inputs[-1]] * (batch_size - len(inputs))
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
         sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, sampler=sampler,
                                                full_scale=scene_attrs["full_scale"], equalization=equalization)
         for (tile, core_valid), out in zip(work, sharpened):
             core = out[(slice(None), *tile.core_in_window)]
-            _write_core(mosaic_store, hrms, done, tile, np.where(core_valid, core, np.nan), TILE_SHARPENED)
+            store(tile, np.where(core_valid, core, np.nan), TILE_SHARPENED)
             counts["sharpened"] += 1
     return counts

@@ -64,6 +64,11 @@ PAN, MS, HRMS, DONE = "pan", "ms", "hrms", "done"
 PAN_GRID_MAPPING, MS_GRID_MAPPING = "spatial_ref", "spatial_ref_ms"
 TILE_MISSING, TILE_SHARPENED, TILE_NODATA = 0, 1, 2
 SCENE_CHUNK = 256  # PAN pixels a side; small enough that reading one tile window decompresses little
+# PAN pixels a side of one shard object of a mosaic on object storage (Zarr v3 sharding): there, every object costs a
+# request and a per-object price, and one object per 32-pixel tile core would make a large scene millions of tiny
+# objects; 256 makes a shard of 64 cores (about 1 MB of 4 bands). Local stores keep one file per core.
+# SSDIFF_SHARD_PIXELS overrides it when a store is created (the store records its own: ``shard_tiles``).
+SHARD_PIXELS = 256
 OFFSET_WINDOW = 256  # MS pixels a side of the central window the MS offset is measured on (about a second)
 # Stores written before the release's sampler existed say "ddim": that is the consistent sampler.
 LEGACY_SAMPLER_NAMES = {"ddim": "consistent"}
@@ -353,6 +358,13 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     ds[HRMS].encoding["chunks"] = (bands, grid.core, grid.core)
     # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
     ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
+    # On object storage the chunks are grouped into shards of shard_tiles x shard_tiles cores (one object each, the
+    # checksummed chunks inside): the actor pool gives each shard to one writer (infra.ray_sharpen) and the runner
+    # writes a shard's cores in one PUT, then its manifest entries in another (tiling.runner).
+    shard_tiles = mosaic_shard_tiles(mosaic_store, grid)
+    if shard_tiles > 1:
+        ds[HRMS].encoding["shards"] = (bands, grid.core * shard_tiles, grid.core * shard_tiles)
+        ds[DONE].encoding["shards"] = (shard_tiles, shard_tiles)
     for name in (HRMS, DONE):
         ds[name].encoding["compressors"] = CHECKSUMMED
     ds.attrs = {
@@ -366,6 +378,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "pan_equalization": equalization,
         "code_version": _code_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "manifest_codes": {"missing": TILE_MISSING, "sharpened": TILE_SHARPENED, "nodata": TILE_NODATA},
+        "shard_tiles": shard_tiles,
         **dict(provenance or {}),
     }
     # compute=False writes metadata and coordinates only: the scene is never held in memory. An overwritten store
@@ -373,6 +386,22 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     with built_beside(mosaic_store, "creating the store", replace=overwrite) as partial:
         _write_dataset(ds, partial, mode="w-", compute=False)
     return grid
+
+
+def mosaic_shard_tiles(mosaic_store: StorePath, grid: TileGrid) -> int:
+    """Tiles a side of one shard object for a new mosaic: 1 (no sharding) on local disk, else SHARD_PIXELS worth of
+    cores, no more than the grid holds."""
+    if not objstore.is_url(mosaic_store):
+        return 1
+    try:
+        pixels = int(os.environ.get("SSDIFF_SHARD_PIXELS", SHARD_PIXELS))
+    except ValueError:
+        pixels = SHARD_PIXELS
+    return max(1, min(pixels // grid.core, max(grid.shape)))
+
+
+def shard_of(tile: Tile, shard_tiles: int) -> tuple[int, int]:
+    return tile.row // shard_tiles, tile.col // shard_tiles
 
 
 def mosaic_equalization(attrs: Mapping[str, Any]) -> PanEqualization | None:
