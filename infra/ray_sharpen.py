@@ -246,6 +246,11 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
+    if adapt and objstore.is_url(mosaic_store):
+        # The adapted weights live beside the mosaic as a local file the actors load; an object-store copy of them
+        # is not written yet.
+        raise ValueError(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
+                         f"object storage yet: sharpen without --adapt, or into a local --out")
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")

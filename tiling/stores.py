@@ -22,7 +22,8 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
             (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
             scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
-            plus whatever the caller adds (cluster, flow run)
+            shard_tiles (1: one object per core; on object storage N: Zarr v3 shards of N x N cores in ``hrms`` and
+            N x N entries in ``done``, each shard written by one writer), plus whatever the caller adds
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
