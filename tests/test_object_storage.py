@@ -463,3 +463,18 @@ def test_the_run_flow_ingests_sharpens_and_evaluates_on_s3(s3, s3_crop, local_ru
     assert summary["evaluate"]["quicklook"] == url("flow", "mosaic.quicklook.png")
     with xr.open_zarr(mosaic) as opened:
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, landsat_scene, tmp_path):
+    from infra.training_store import TrainingStore, build_training_store, landsat8_source
+
+    source = landsat8_source(landsat_scene["B8"].parent)
+    options = dict(family="r2", validation=0.5, regions=2, stride=128)
+    local = build_training_store([source], tmp_path / "train.zarr", **options)
+    remote = build_training_store([source], url("train", "landsat.zarr"), **options)
+    assert remote["counts"] == local["counts"] and remote["counts"]["train"] > 0
+    here, there = TrainingStore(tmp_path / "train.zarr"), TrainingStore(url("train", "landsat.zarr"))
+    for side in ("train", "validation"):
+        for name in ("pan", "ms"):
+            np.testing.assert_array_equal(here.group[side][name][...], there.group[side][name][...])
+    assert not keys("train/.landsat.zarr.lock")
