@@ -478,3 +478,24 @@ def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, land
         for name in ("pan", "ms"):
             np.testing.assert_array_equal(here.group[side][name][...], there.group[side][name][...])
     assert not keys("train/.landsat.zarr.lock")
+
+
+def test_the_standard_aws_variables_are_mapped_for_zarr_and_gdal():
+    import rasterio
+
+    from tiling import objstore
+
+    with environment(AWS_ENDPOINT_URL="http://127.0.0.1:9000", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s",
+                     AWS_REGION="eu-central-1", AWS_ENDPOINT_URL_S3=None, AWS_MAX_ATTEMPTS="7"):
+        options = objstore.storage_options("s3://bucket/key.zarr")
+        assert (options["endpoint_url"], options["key"], options["secret"]) == ("http://127.0.0.1:9000", "k", "s")
+        assert options["client_kwargs"]["region_name"] == "eu-central-1"
+        assert options["config_kwargs"]["retries"] == {"max_attempts": 7, "mode": "standard"}
+        with objstore.gdal_env():
+            config = rasterio.env.getenv()
+            # plain http, path-style, the endpoint without its scheme, as GDAL's /vsis3/ wants them
+            assert (config["AWS_HTTPS"], config["AWS_VIRTUAL_HOSTING"]) == ("NO", "FALSE")
+            assert config["AWS_S3_ENDPOINT"] == "127.0.0.1:9000"
+    assert objstore.is_url("s3://b/k") and objstore.is_url("https://host/x.tif") and not objstore.is_url("/tmp/x")
+    assert objstore.sibling("s3://b/out/m.zarr", ".m.zarr.lock") == "s3://b/out/.m.zarr.lock"
+    assert objstore.name("s3://b/out/m.zarr/") == "m.zarr"

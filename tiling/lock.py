@@ -110,6 +110,11 @@ def _describe_holder(record: str) -> str:
 def _leased(store: str) -> Iterator[None]:
     from tiling.lease import LeaseBusy, lease
 
+    if not store.lower().startswith(("s3://", "s3a://")):
+        # The lease needs S3's conditional writes; gs:// and az:// have their own (generation / etag preconditions)
+        # that tiling.lease does not speak yet. Reading from them works; writing a store there would be unlocked.
+        raise ValueError(f"{store}: output stores on {store.split('://', 1)[0]}:// cannot be locked yet; write to "
+                         f"s3:// (AWS S3, MinIO, any S3-compatible store) or to local disk")
     require_folder_for(store)   # the bucket exists and takes our credentials, else one clear line (exit 2)
     try:
         with writing(store, "taking its lock"):
