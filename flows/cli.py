@@ -218,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = COMMANDS[args.command](args)
     except (StoreBusyError, *BAD_INPUT, OSError) as err:
         return report(f"ssdiff {args.command}", err)
+    except Exception as err:   # an object store's own errors (botocore, aiohttp), classified like the rest
+        from tiling.objstore import storage_error
+
+        problem = storage_error(err, getattr(args, "out", None) or getattr(args, "scene", None) or "object store")
+        if problem is None:
+            raise
+        return report(f"ssdiff {args.command}", problem)
     except KeyboardInterrupt:
         print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
               file=sys.stderr)

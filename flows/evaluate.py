@@ -21,6 +21,7 @@ from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolutio
 from ssdiff_model.readers import PansharpeningPair
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_pair
+from tiling import objstore
 from tiling import HRMS, MS, PAN, missing_tiles, mosaic_grid, open_mosaic, open_scene, record_provenance, sharpen_array
 from tiling.integrity import verify_mosaic
 
@@ -53,11 +54,12 @@ def _full_resolution_indexes(fused: np.ndarray, ms: np.ndarray, pan: np.ndarray,
 def _read_reference(reference_path: PathLike, shape: tuple[int, ...]) -> np.ndarray:
     import rioxarray
 
-    path = Path(reference_path)
-    if not path.is_file():
+    path = objstore.location(reference_path) if objstore.is_url(reference_path) else Path(reference_path)
+    objstore.require_reachable(path, writable=False, what="reference")
+    if not objstore.is_file(path):
         raise FileNotFoundError(f"{path}: no such reference file")
     try:
-        with rioxarray.open_rasterio(path, mask_and_scale=False) as data:
+        with objstore.gdal_env(), rioxarray.open_rasterio(path, mask_and_scale=False) as data:
             reference = data.values.astype(np.float32)
     except Exception as err:  # rasterio raises many types; name the file whatever the cause
         raise ValueError(f"{path}: unreadable reference ({type(err).__name__}: {err})") from err
@@ -129,12 +131,22 @@ def write_quicklook(path: PathLike, ms: np.ndarray, fused: np.ndarray, ratio: in
         panels.append(np.stack([grey, grey // 2, np.zeros_like(grey)], axis=-1))  # dark red to orange: more error
     gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
     strip = np.concatenate([p if i == 0 else np.concatenate([gap, p], axis=1) for i, p in enumerate(panels)], axis=1)
+    if objstore.is_url(path):   # beside an object-store mosaic: one PUT of the encoded PNG
+        import io
+
+        encoded = io.BytesIO()
+        Image.fromarray(strip).save(encoded, format="PNG")
+        fs, inner = objstore.filesystem(objstore.location(path))
+        fs.pipe_file(inner, encoded.getvalue())
+        return path
     path = Path(path)
     Image.fromarray(strip).save(path)
     return path
 
 
-def default_quicklook_path(mosaic_store: PathLike) -> Path:
+def default_quicklook_path(mosaic_store: PathLike) -> Path | str:
+    if objstore.is_url(mosaic_store):
+        return objstore.sibling(mosaic_store, objstore.name(mosaic_store).removesuffix(".zarr") + ".quicklook.png")
     store = Path(mosaic_store)
     return store.with_name(f"{store.stem}.quicklook.png")
 
@@ -175,7 +187,10 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
                                                                            ratio, bits).items()}
     if reduced:
         results["reduced_resolution"] = _wald_indexes(scene, attrs, checkpoint, bits, to_dn)
-    quicklook = Path(quicklook) if quicklook else default_quicklook_path(mosaic_store)
+    if not quicklook:
+        quicklook = default_quicklook_path(mosaic_store)
+    elif not objstore.is_url(quicklook):
+        quicklook = Path(quicklook)
     results["quicklook"] = str(write_quicklook(quicklook, ms, fused, ratio, scene.attrs["band_names"],
                                                reference_image))
     record_provenance(mosaic_store, quality={k: v for k, v in results.items() if k != "mosaic_store"})

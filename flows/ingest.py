@@ -13,6 +13,7 @@ is never touched.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,7 +25,8 @@ from ssdiff_model.radiometry import infer_full_scale
 from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
 from ssdiff_model.registration import MSOffset, misregistration_warning
 from ssdiff_model.sensors import get_sensor
-from tiling import built_beside, nodata_mask, open_scene, require_folder_for, sha256_file, write_scene_store
+from tiling import built_beside, nodata_mask, objstore, open_scene, require_folder_for, sha256_file, write_scene_store
+from tiling.lock import store_lock
 from tiling.sources import remote_url
 
 PathLike = str | os.PathLike
@@ -38,8 +40,8 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
     .mat pair). PanCollection files hold many examples: ``example`` picks one. GeoTIFF pixels holding their
     file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata.
     ``full_scale`` (the value that means 1.0) overrides what ``ssdiff_model.radiometry`` decides from the data."""
-    paths = [Path(p) for p in ([pan] if pan else [])]
-    ms = [Path(p) for p in ms]
+    paths = [_as_path(p) for p in ([pan] if pan else [])]
+    ms = [_as_path(p) for p in ms]
     if not paths:
         raise ValueError("ingest needs a PAN file (or one .mat / .h5 file) to read")
     if sensor is not None:
@@ -47,9 +49,22 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
             get_sensor(sensor)   # a name looked up in a table, nothing else: an unknown one is an error
         except ValueError as err:
             raise ValueError(f"--sensor: {err}") from None
+    for path in (*paths, *ms):   # a missing bucket or refused credentials: one line, before any pixel is read
+        objstore.require_reachable(path, writable=False, what="input")
+    with objstore.gdal_env():   # s3:// inputs: GDAL's /vsis3/ configured from the AWS_* variables
+        return _read_scene(paths, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
+                           full_scale=full_scale)
+
+
+def _as_path(path: PathLike) -> Path | str:
+    """A local path as a Path, a URL as its text (Path would fold its ``//``)."""
+    return objstore.location(path) if objstore.is_url(path) else Path(path)
+
+
+def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale):
     tiffs = {".tif", ".tiff"}
     options = {"band_names": tuple(band_names)} if band_names else {}
-    if paths[0].suffix.lower() in tiffs:
+    if os.path.splitext(str(paths[0]))[1].lower() in tiffs:
         if not ms:
             raise ValueError(f"{paths[0]}: a GeoTIFF PAN needs its MS file(s) (--ms)")
         require_memory_for(paths[0], ms)
@@ -135,20 +150,28 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
 
     An existing ``out`` is an error unless it is a scene store made from the same files (same checksums) with the
     same nodata and full scale, in which case it is kept as it is (a rerun of a pipeline resumes)."""
-    out = Path(out)
+    out = _as_path(out)
     require_store_path(out)
+    if objstore.is_url(out):
+        require_folder_for(out)   # the bucket and the credentials, before minutes of reading
     pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
                       full_scale=full_scale)
     warnings = scene_warnings(pair, sensor)
-    if out.exists():
+    if objstore.exists(out):
         return _existing_scene(out, pair, nodata, warnings)
     require_folder_for(out)
+    # On an object store the store is written in place (no rename there) and a concurrent ingest would write into
+    # the same objects: the store's lease serialises them (tiling.lease); locally the rename does.
+    lock = store_lock(out) if objstore.is_url(out) else nullcontext()
     try:
-        with built_beside(out, "writing the scene store; nothing was kept") as partial:
-            write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata,
-                              provenance=provenance)
+        with lock:
+            if objstore.exists(out):   # another ingest committed it while we read
+                return _existing_scene(out, pair, nodata, warnings)
+            with built_beside(out, "writing the scene store; nothing was kept") as partial:
+                write_scene_store(partial, pair, sources=_source_names(pair.source), nodata=nodata,
+                                  provenance=provenance)
     except OSError:
-        if not out.exists():
+        if not objstore.exists(out):
             raise
         # A concurrent ingest renamed its store into place first: it is ours if made of the same files.
         return _existing_scene(out, pair, nodata, warnings)
@@ -161,10 +184,11 @@ def _source_names(paths: Sequence[Path]) -> dict[str, Path]:
     return {(name if names.count(name) == 1 else str(p)): p for name, p in zip(names, paths)}
 
 
-def _file_name(path: Path) -> str:
-    """The file's name; of a URL read through /vsicurl (a remote STAC asset), the name at the end of the URL."""
+def _file_name(path) -> str:
+    """The file's name; of a URL read through /vsicurl (a remote STAC asset), the name at the end of the URL; of
+    an object (s3://...), its key's last part."""
     url = remote_url(path)
-    return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] if url else path.name
+    return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] if url else objstore.name(path)
 
 
 def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) -> dict:

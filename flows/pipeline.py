@@ -54,7 +54,12 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
 
 
 def default_scene_store(mosaic_store: str | Path) -> Path:
-    """``out/name.zarr`` -> ``out/name.scene.zarr``: the scene store beside its mosaic."""
+    """``out/name.zarr`` -> ``out/name.scene.zarr``: the scene store beside its mosaic (same bucket and prefix
+    for an object-store mosaic)."""
+    from tiling import objstore
+
+    if objstore.is_url(mosaic_store):
+        return objstore.sibling(mosaic_store, objstore.name(mosaic_store).removesuffix(".zarr") + ".scene.zarr")
     store = Path(mosaic_store)
     return store.with_name(f"{store.stem}.scene.zarr")
 

@@ -80,6 +80,8 @@ def _itemsize(dtype: str) -> int:
 
 def require_store_path(out: PathLike) -> None:
     """An output store path that can never work: a dangling symbolic link (a rerun would fail the same way)."""
+    if "://" in str(out):
+        return   # an object-store key: no links there
     out = Path(out)
     if out.is_symlink() and not out.exists():
         raise ValueError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist: remove the link or "
@@ -89,6 +91,13 @@ def require_store_path(out: PathLike) -> None:
 def require_apart(scene: PathLike, out: PathLike) -> None:
     """The mosaic may not be, contain, or lie inside the scene store: writing it would change the scene (and the
     scene's checksum) or nest a store where Zarr does not expect one."""
+    from tiling.objstore import is_url, location
+
+    if is_url(scene) or is_url(out):
+        scene_text, out_text = location(scene).rstrip("/"), location(out).rstrip("/")
+        if out_text == scene_text or out_text.startswith(scene_text + "/") or scene_text.startswith(out_text + "/"):
+            raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
+        return
     scene_path, out_path = Path(scene).resolve(), Path(out).resolve()
     if out_path == scene_path or scene_path in out_path.parents or out_path in scene_path.parents:
         raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")

@@ -29,6 +29,8 @@ from tiling import (
     MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, open_scene, record_provenance, run_tiles,
     store_attrs, store_lock,
 )
+from tiling import objstore
+from tiling.stores import shard_of
 from tiling.integrity import forget_tiles, verify_mosaic
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
@@ -118,8 +120,14 @@ class SharpenerPool:
         self.placement = ray.get([handle.describe.remote() for handle in self._handles])
 
     def _start(self):
-        # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held.
-        return ray.remote(TileSharpener).options(max_restarts=0, **self.options).remote(
+        # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held. The
+        # object-store variables go with the actor: a worker on another node, or one a long-lived cluster started
+        # before the driver set them, would otherwise read s3:// stores from the wrong endpoint, or as nobody.
+        options = dict(self.options)
+        forwarded = objstore.forwarded_environment()
+        if forwarded:
+            options["runtime_env"] = {"env_vars": forwarded}
+        return ray.remote(TileSharpener).options(max_restarts=0, **options).remote(
             self.checkpoint, self.cpu_threads)
 
     def __enter__(self) -> "SharpenerPool":
@@ -143,7 +151,15 @@ class SharpenerPool:
         """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
         Returns counts: tiles sharpened / all-nodata, actor calls made, batches retried after an actor died."""
         scene_store, mosaic_store = str(scene_store), str(mosaic_store)
-        batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+        shard_tiles = int(store_attrs(mosaic_store, MOSAIC_LAYOUT).get("shard_tiles", 1))
+        if shard_tiles > 1:
+            # A sharded mosaic (object storage): one call per shard, so a shard object has one writer at a time.
+            groups: dict[tuple[int, int], list[Tile]] = {}
+            for tile in tiles:
+                groups.setdefault(shard_of(tile, shard_tiles), []).append(tile)
+            batches = list(groups.values())
+        else:
+            batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
         in_flight: dict[ray.ObjectRef, tuple[int, Any, int]] = {}   # ref -> (slot, actor handle, batch index)
@@ -230,6 +246,11 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
+    if adapt and objstore.is_url(mosaic_store):
+        # The adapted weights live beside the mosaic as a local file the actors load; an object-store copy of them
+        # is not written yet.
+        raise ValueError(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
+                         f"object storage yet: sharpen without --adapt, or into a local --out")
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
@@ -299,7 +320,7 @@ def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None,
 
 def is_finished(mosaic_store: str | os.PathLike) -> bool:
     """True when the mosaic store exists and its manifest records every tile."""
-    return Path(mosaic_store).exists() and not missing_tiles(mosaic_store)
+    return objstore.exists(mosaic_store) and not missing_tiles(mosaic_store)
 
 
 __all__ = ["SharpenerPool", "TileSharpener", "cluster_resources", "connect_ray", "is_finished", "sharpen_scene"]

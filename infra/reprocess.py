@@ -22,14 +22,15 @@ from typing import Iterable, Sequence
 from infra.failures import BAD_INPUT, report
 from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
 from tiling import SCENE_LAYOUT, StoreBusyError, check_run_settings, mosaic_grid
+from tiling import objstore
 from tiling.integrity import verify_mosaic
 
 
-def _is_scene_store(path: Path) -> bool:
+def _is_scene_store(path: Path | str) -> bool:
     import zarr
 
     try:
-        return zarr.open_group(str(path), mode="r").attrs.get("layout") == SCENE_LAYOUT
+        return zarr.open_group(objstore.zarr_store(path, read_only=True), mode="r").attrs.get("layout") == SCENE_LAYOUT
     except Exception:  # noqa: BLE001 - not a Zarr group at all
         return False
 
@@ -37,13 +38,23 @@ def _is_scene_store(path: Path) -> bool:
 def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None = None) -> list[Path]:
     """Scene stores named by ``inputs`` (stores, or folders of stores) and the lines of ``listing``, in order,
     without duplicates. A named path that is neither is an error (a typo must not pass as "nothing to do")."""
-    paths = [Path(p) for p in inputs]
+    paths = [_as_path(p) for p in inputs]
     if listing is not None:
-        paths += [Path(line.strip()) for line in Path(listing).read_text().splitlines() if line.strip()]
-    stores: list[Path] = []
+        with objstore.open_input(listing, "rt") as lines:   # a listing may itself be an object
+            paths += [_as_path(line.strip()) for line in lines.read().splitlines() if line.strip()]
+    stores: list[Path | str] = []
     for path in paths:
+        if objstore.is_url(path):
+            objstore.require_reachable(path, writable=False, what="scene store")
         if _is_scene_store(path):
             found = [path]
+        elif objstore.is_url(path):   # a prefix of scene stores: the stores directly under it
+            fs, inner = objstore.filesystem(path)
+            scheme = path.split("://", 1)[0]
+            found = sorted(f"{scheme}://{entry}" for entry in fs.ls(inner, detail=False)
+                           if _is_scene_store(f"{scheme}://{entry}"))
+            if not found:
+                raise FileNotFoundError(f"{path}: neither a scene store nor a prefix holding scene stores")
         elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_dir() and _is_scene_store(p))
         else:
@@ -65,17 +76,26 @@ def _finished_with(mosaic: Path, settings: dict) -> bool:
     return not verify_mosaic(mosaic, mosaic_grid(mosaic), float(attrs["full_scale"]), attrs["manifest_codes"])
 
 
-def mosaic_path(scene_store: Path, out_dir: Path) -> Path:
+def _as_path(path) -> Path | str:
+    return objstore.location(path) if objstore.is_url(path) else Path(path)
+
+
+def mosaic_path(scene_store: Path | str, out_dir: Path | str) -> Path | str:
     """``out_dir/<scene name>.zarr``. The name is the store's last path component, which holds no separator, so
     whatever the scene paths given (``..``, absolute, shell metacharacters) the mosaic stays inside ``out_dir``."""
-    name = scene_store.name.removesuffix(".zarr").removesuffix(".scene")
-    return out_dir / f"{name}.zarr"
+    name = objstore.name(scene_store).removesuffix(".zarr").removesuffix(".scene")
+    if objstore.is_url(out_dir):
+        return objstore.join(out_dir, f"{name}.zarr")
+    return Path(out_dir) / f"{name}.zarr"
 
 
 def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int = 10, seed: int = 0,
               sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
               ray_address: str | None = None, progress: bool = False, adapt: int = 0) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if objstore.is_url(out_dir):
+        objstore.require_reachable(out_dir, writable=True, what="--out-dir")   # no folders to make there
+    else:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     cluster = connect_ray(ray_address)
     settings = {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size, "halo": halo}
     todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
@@ -132,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stores = find_scene_stores(args.scenes, args.list)
         if not stores:
             raise ValueError("no scene stores given (positional paths or --list)")
-        summary = reprocess(stores, Path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
+        summary = reprocess(stores, _as_path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
                             sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
                             ray_address=args.ray_address, adapt=args.adapt)
     except (StoreBusyError, *BAD_INPUT, OSError) as err:   # one line, and the exit status the CLI gives

@@ -469,7 +469,9 @@ def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bo
 
     source = latest_checkpoint(storage_path, name)
     store_path = load_checkpoint(source).training.get("job", {}).get("store")
-    store = TrainingStore(store_path) if store_path and Path(store_path).exists() else None
+    from tiling.objstore import exists
+
+    store = TrainingStore(store_path) if store_path and exists(store_path) else None
     return {"checkpoint": str(source), **export_checkpoint(source, out, half=half, store=store)}
 
 

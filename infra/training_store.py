@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +58,8 @@ from ssdiff_model.readers import (PansharpeningBatch, PansharpeningPair, SharedS
 from ssdiff_model import registration as coregistration
 from ssdiff_model.sensors import get_sensor
 from ssdiff_model.wald import reduced_resolution_example
-from tiling import built_beside
+from tiling import built_beside, objstore
+from tiling.lock import store_lock
 
 STORE_FORMAT = "ssdiff-training-store"
 STORE_VERSION = 3   # 2: pan_gain and pan_offset; 3: band_gain and band_mean
@@ -440,9 +442,9 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     complete."""
     import zarr
 
-    out = Path(out)
+    out = objstore.location(out) if objstore.is_url(out) else Path(out)
     stride = patch_size // 2 if stride is None else stride
-    if out.exists() and not overwrite:
+    if objstore.exists(out) and not overwrite:
         raise FileExistsError(f"{out}: a store already exists here (pass overwrite to replace it)")
     if not sources:
         raise ValueError("no sources to build a training store from")
@@ -457,8 +459,11 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     sides = assign_splits([u.id for u in units], validation, split_seed)
     records: list[dict[str, Any]] = []
     seen: set[bytes] = set()   # digests of the examples written so far
-    with built_beside(out, "building the training store", replace=overwrite) as tmp:
-        root = zarr.open_group(str(tmp), mode="w")
+    # On object storage the store is built in place (no rename there; see tiling.stores.built_beside): its lease
+    # keeps a second build out of the same prefix.
+    lock = store_lock(out) if objstore.is_url(out) else nullcontext()
+    with lock, built_beside(out, "building the training store", replace=overwrite) as tmp:
+        root = zarr.open_group(objstore.zarr_store(tmp), mode="w")
         arrays = None
         bands = ratio = None
         band_names: tuple[str, ...] = spec.band_names if spec else ()
@@ -542,7 +547,7 @@ class TrainingStore:
 
         self.path = str(path)
         try:
-            self.group = zarr.open_group(self.path, mode="r")
+            self.group = zarr.open_group(objstore.zarr_store(self.path, read_only=True), mode="r")
         except Exception as err:  # zarr raises several types for a missing or foreign folder
             raise ValueError(f"{self.path}: not a readable training store ({type(err).__name__}: {err})") from err
         self.attrs = dict(self.group.attrs)

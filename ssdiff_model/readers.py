@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -193,10 +194,19 @@ def _unreadable(path: Path, err: Exception) -> ValueError:
     return ValueError(f"{path}: unreadable or corrupt file ({type(reason).__name__}: {reason})")
 
 
-def _require_file(path: PathLike) -> Path:
-    path = Path(path)
-    if str(path).startswith("/vsi"):   # a GDAL virtual file (a URL read by /vsicurl): GDAL itself says if it is there
-        return path
+def _as_path(path: PathLike) -> Path | str:
+    """A local path as a Path; a URL (s3://, gs://, https://...) as its text, which GDAL reads through its virtual
+    file systems (/vsis3/, /vsicurl/) by byte range, and which Path would corrupt (it folds the ``//``)."""
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        return text
+    return Path(path)
+
+
+def _require_file(path: PathLike) -> Path | str:
+    path = _as_path(path)
+    if isinstance(path, str) or str(path).startswith("/vsi"):
+        return path   # an object or a GDAL virtual file: the reader's own error says whether it is there
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     return path
@@ -433,7 +443,7 @@ def _fusebox_pair(path: Path, arrays: dict, ms_path: PathLike | None) -> Panshar
 
 @dataclass
 class _Raster:
-    path: tuple[Path, ...]
+    path: tuple[Path | str, ...]
     values: np.ndarray  # (bands, rows, cols), the file's dtype
     crs: Any
     transform: Any
@@ -485,7 +495,7 @@ def _open_raster(paths: Sequence[Path], mask_nodata: bool = False) -> _Raster:
     values = np.concatenate(layers, axis=0)
     transform = first[1]
     nodata = np.concatenate(masks, axis=0) if mask_nodata and any(m.any() for m in masks) else None
-    return _Raster(tuple(Path(p) for p in paths), values, first[0], transform, transform != Affine.identity(),
+    return _Raster(tuple(_as_path(p) for p in paths), values, first[0], transform, transform != Affine.identity(),
                    nodata)
 
 
@@ -594,8 +604,8 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
 
     Pixels holding a file's declared nodata value are an error (a pair for training or scoring must be complete),
     or with `mask_nodata` NaN in the returned images (the nodata of a scene store; ingest reads scenes so)."""
-    ms_paths = [Path(ms_path)] if isinstance(ms_path, (str, Path)) else [Path(p) for p in ms_path]
-    pan, ms = _open_raster([Path(pan_path)], mask_nodata), _open_raster(ms_paths, mask_nodata)
+    ms_paths = [_as_path(ms_path)] if isinstance(ms_path, (str, os.PathLike)) else [_as_path(p) for p in ms_path]
+    pan, ms = _open_raster([_as_path(pan_path)], mask_nodata), _open_raster(ms_paths, mask_nodata)
     where = ", ".join(str(p) for p in (*pan.path, *ms.path))
     if pan.values.shape[0] != 1:
         raise ValueError(f"{pan_path}: a PAN must have one band, this file has {pan.values.shape[0]}")
@@ -630,7 +640,7 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
                            _window(ms.nodata, slice(None), ms_window))
     gt = None
     if gt_path is not None:
-        gt_raster = _open_raster([Path(gt_path)])
+        gt_raster = _open_raster([_as_path(gt_path)])
         gt = _as_float32(str(gt_path), "GT", gt_raster.values[(slice(None), *pan_window)])
     # The decision is taken on the pixels the pair keeps (nodata as NaN), in the files' own type.
     bits, full_scale, radiometry = _radiometry(where, [pan_image, ms_image], sensor, bits=bits,
@@ -639,7 +649,7 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
     sensor, names = _describe(sensor, band_names, ms_image.shape[0])
     return PansharpeningPair(
         pan=pan_image, ms_lr=ms_image, gt=gt, ratio=found_ratio, full_scale=full_scale, bits=bits, sensor=sensor,
-        band_names=names, source=(*pan.path, *ms.path, *((Path(gt_path),) if gt_path else ())), crs=pan.crs,
+        band_names=names, source=(*pan.path, *ms.path, *((_as_path(gt_path),) if gt_path else ())), crs=pan.crs,
         pan_transform=pan_transform, ms_transform=ms_transform, notes=tuple(notes), radiometry=radiometry)
 
 

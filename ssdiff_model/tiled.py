@@ -87,6 +87,11 @@ def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: in
             work.append((tile, core_valid))
         if not work:
             continue
+        # Every network call gets exactly batch_size tiles (a short batch padded with copies of its last tile, their
+        # outputs dropped): a tile's last bits depend on the size of the call it is in, not on its neighbours, so a
+        # tile comes out the same whichever tiles it is batched with, however the tiles are grouped (a resumed run,
+        # a sharded mosaic) and wherever nodata tiles dropped out of a batch.
+        inputs += [inputs[-1]] * (batch_size - len(inputs))
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
         sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, full_scale=full_scale,
                                                equalization=equalization, sampler=sampler)

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from tiling import objstore
 from tiling.cf import decode_attrs
 from tiling.grid import Tile, TileGrid
 
@@ -42,7 +43,7 @@ def content_sha256(pan: np.ndarray, ms: np.ndarray, full_scale: float) -> str:
 
 def scene_content_sha256(scene_store) -> str:
     """``content_sha256`` recomputed from a scene store, reading it a band of rows at a time."""
-    group = zarr.open_group(scene_store, mode="r")
+    group = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     try:
         return content_sha256(group["pan"], group["ms"], float(group.attrs["full_scale"]))
     except ValueError as err:   # a chunk failing its checksum: the codec's message names no file
@@ -74,7 +75,7 @@ class Damage:
 
 def verify_mosaic(mosaic_store, grid: TileGrid, full_scale: float, codes: dict[str, int]) -> list[Damage]:
     """The finished tiles of the mosaic that are damaged (see the module docstring); reads every one of them."""
-    group = zarr.open_group(mosaic_store, mode="r")
+    group = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")
     hrms, done = group["hrms"], group["done"]
     damaged = []
     for tile in grid.tiles():
@@ -118,9 +119,18 @@ def _reason(err: BaseException) -> str:
 def forget_tiles(mosaic_store, tiles: list[tuple[int, int]], missing: int) -> None:
     """Mark ``tiles`` missing again and delete their chunks, so that a rerun sharpens them from scratch: a damaged
     chunk cannot be partially overwritten (an edge tile's chunk would be read and decoded first)."""
-    group = zarr.open_group(mosaic_store, mode="r+")
+    group = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = group["hrms"], group["done"]
     store = hrms.store_path.store
+    shard_tiles = int(group.attrs.get("shard_tiles", 1))
+    if shard_tiles > 1:
+        # A sharded mosaic: the damaged tile's whole shard goes (core and manifest objects); its other tiles read as
+        # missing then and are redone with it. Rewriting one chunk inside a damaged shard would read it first.
+        for row, col in {(row // shard_tiles, col // shard_tiles) for row, col in tiles}:
+            for array, coords in ((hrms, (0, row, col)), (done, (row, col))):
+                key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
+                zarr.core.sync.sync(store.delete(key))
+        return
     for row, col in tiles:
         for array, coords in ((hrms, (0, row, col)), (done, (row, col))):
             key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"

@@ -8,6 +8,9 @@ SIGKILL included, so a killed run never leaves a stale lock behind.
 
 ``flock`` covers the processes of one host and, on Linux NFS clients (which emulate it with POSIX locks), the hosts
 sharing an NFSv4 export; a file system without working locks (some FUSE mounts) gives no protection.
+
+On object storage (an ``s3://`` store) there is no flock: the same lock is a lease object at the same place,
+written with conditional writes and renewed while the run lives (tiling.lease); a killed run's lease expires.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from tiling import objstore
 from tiling.stores import StorePath, require_folder_for, writing
 
 
@@ -28,8 +32,10 @@ class StoreBusyError(RuntimeError):
     """Another run holds the store's lock."""
 
 
-def lock_path(store: StorePath) -> Path:
+def lock_path(store: StorePath) -> Path | str:
     """Beside the store, not inside: the lock is taken before the store exists, and stays out of its files."""
+    if objstore.is_url(store):
+        return objstore.sibling(store, f".{objstore.name(store)}.lock")
     store = Path(store)
     return store.with_name(f".{store.name}.lock")
 
@@ -41,6 +47,10 @@ def store_lock(store: StorePath) -> Iterator[None]:
     The lock file is removed on release. Removing it is safe because a run that has just locked a file checks
     that the file is still the one at the lock path (a run that opened it before the holder removed it would
     otherwise hold a lock on a file nobody else can see)."""
+    if objstore.is_url(store):
+        with _leased(objstore.location(store)):
+            yield
+        return
     store = Path(store)
     require_folder_for(store, create=True)
     path = lock_path(store)
@@ -94,3 +104,34 @@ def _describe_holder(record: str) -> str:
         return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: {holder['command']}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown: its record is not written yet"
+
+
+@contextmanager
+def _leased(store: str) -> Iterator[None]:
+    from tiling.lease import LeaseBusy, lease
+
+    if not store.lower().startswith(("s3://", "s3a://")):
+        # The lease needs S3's conditional writes; gs:// and az:// have their own (generation / etag preconditions)
+        # that tiling.lease does not speak yet. Reading from them works; writing a store there would be unlocked.
+        raise ValueError(f"{store}: output stores on {store.split('://', 1)[0]}:// cannot be locked yet; write to "
+                         f"s3:// (AWS S3, MinIO, any S3-compatible store) or to local disk")
+    require_folder_for(store)   # the bucket exists and takes our credentials, else one clear line (exit 2)
+    try:
+        with writing(store, "taking its lock"):
+            context = lease(lock_path(store))
+            held = context.__enter__()
+    except LeaseBusy as busy:
+        raise StoreBusyError(f"{store}: in use by another run ({_describe_holder(json.dumps(busy.holder))}); wait "
+                             f"for it to finish or stop it, then rerun (a rerun resumes where it stopped; a killed "
+                             f"run's lease expires {held_for()} after its last renewal)") from None
+    try:
+        yield
+    finally:
+        context.__exit__(None, None, None)
+    del held
+
+
+def held_for() -> str:
+    from tiling.lease import lease_seconds
+
+    return f"{lease_seconds():g} s"

@@ -13,10 +13,11 @@ import numpy as np
 import zarr
 
 from ssdiff_model.tiled import sample_tiles
+from tiling import objstore
 from tiling.grid import Tile, TileGrid, read_window
 from tiling.stores import (
     DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
-    mosaic_equalization, store_attrs, writing,
+    mosaic_equalization, shard_of, store_attrs, writing,
 )
 
 
@@ -29,6 +30,30 @@ def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: 
         done[tile.row, tile.col] = state
 
 
+def _write_shard(mosaic_store: StorePath, hrms, done, grid: TileGrid, shard_tiles: int, entries) -> None:
+    """Store the cores of ``entries`` (tile, values, state), all of one shard, then their manifest entries. When
+    they are the whole shard: one PUT of the cores, one of the manifest entries. Otherwise (a resumed shard) tile
+    by tile, each a read-modify-write of the shard object (this runner is the shard's only writer)."""
+    row0, col0 = shard_of(entries[0][0], shard_tiles)
+    rows = range(row0 * shard_tiles, min((row0 + 1) * shard_tiles, grid.shape[0]))
+    cols = range(col0 * shard_tiles, min((col0 + 1) * shard_tiles, grid.shape[1]))
+    if {(tile.row, tile.col) for tile, _, _ in entries} != {(r, c) for r in rows for c in cols}:
+        for tile, values, state in entries:
+            _write_core(mosaic_store, hrms, done, tile, values, state)
+        return
+    y0, x0 = rows.start * grid.core, cols.start * grid.core
+    y1, x1 = min(rows.stop * grid.core, grid.height), min(cols.stop * grid.core, grid.width)
+    cores = np.full((hrms.shape[0], y1 - y0, x1 - x0), np.nan, dtype=np.float32)
+    states = np.zeros((len(rows), len(cols)), dtype=np.uint8)
+    for tile, values, state in entries:
+        cores[:, tile.core[0].start - y0:tile.core[0].stop - y0, tile.core[1].start - x0:tile.core[1].stop - x0] = values
+        states[tile.row - rows.start, tile.col - cols.start] = state
+    with writing(mosaic_store, f"writing the shard of tiles {rows.start}..{rows.stop - 1}, {cols.start}..{cols.stop - 1}; "
+                               f"the finished tiles are kept, rerun to resume"):
+        hrms[:, y0:y1, x0:x1] = cores
+        done[rows.start:rows.stop, cols.start:cols.stop] = states
+
+
 def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     """The tile's PAN and MS windows; a scene chunk that fails its checksum (or does not decode) is an error
     naming the store and the tile, not the codec's bare message."""
@@ -39,6 +64,11 @@ def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple
             raise
         raise ValueError(f"{scene_store}: the scene under tile ({tile.row}, {tile.col}) is damaged ({err}): ingest "
                          f"the files again into a new scene store") from err
+    except Exception as err:
+        problem = objstore.storage_error(err, str(scene_store)) if objstore.is_url(scene_store) else None
+        if problem is None:
+            raise
+        raise problem from err
 
 
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
@@ -52,9 +82,9 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler,
                                checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs["sources"],
                                batch_size=batch_size)
-    scene = zarr.open_group(scene_store, mode="r")
+    scene = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
-    mosaic = zarr.open_group(mosaic_store, mode="r+")
+    mosaic = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = mosaic[HRMS], mosaic[DONE]
     if hrms.shape[1:] != pan_store.shape:
         raise ValueError(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
@@ -66,14 +96,32 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         if tile != grid.tile(tile.row, tile.col):
             raise ValueError(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
+    equalization = mosaic_equalization(attrs)
+    shard_tiles = int(attrs.get("shard_tiles", 1))
+    # A sharded mosaic (object storage) gets each shard's cores written at once, when its last tile given here is
+    # done; one core per chunk (local disk) is written as soon as it is sharpened.
+    expected = {}
+    for tile in tiles:
+        expected[shard_of(tile, shard_tiles)] = expected.get(shard_of(tile, shard_tiles), 0) + 1
+    pending: dict[tuple[int, int], list] = {}
+
+    def store(tile: Tile, values, state: int) -> None:
+        if shard_tiles == 1:
+            _write_core(mosaic_store, hrms, done, tile, values, state)
+            return
+        key = shard_of(tile, shard_tiles)
+        pending.setdefault(key, []).append((tile, values, state))
+        if len(pending[key]) == expected[key]:
+            _write_shard(mosaic_store, hrms, done, grid, shard_tiles, pending.pop(key))
+
     for tile, core in sample_tiles(pansharpener, pan_store, ms_store, tiles, batch_size=batch_size, seed=seed,
-                                   steps=steps, full_scale=scene_attrs["full_scale"],
-                                   equalization=mosaic_equalization(attrs), sampler=sampler,
-                                   read=lambda tile: _read_tile(scene_store, pan_store, ms_store, tile)):
+                                   steps=steps, full_scale=scene_attrs["full_scale"], equalization=equalization,
+                                   sampler=sampler, read=lambda tile: _read_tile(scene_store, pan_store, ms_store,
+                                                                                 tile)):
         if core is None:
-            _write_core(mosaic_store, hrms, done, tile, np.nan, TILE_NODATA)
+            store(tile, np.nan, TILE_NODATA)
             counts["nodata"] += 1
         else:
-            _write_core(mosaic_store, hrms, done, tile, core, TILE_SHARPENED)
+            store(tile, core, TILE_SHARPENED)
             counts["sharpened"] += 1
     return counts

@@ -22,9 +22,11 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
             (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
             scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),
-            plus whatever the caller adds (cluster, flow run); CF Conventions, title, source, history; values
-            that are not strings or numbers stored as JSON strings named by ``json_attributes`` (tiling.cf), so
-            the store writes to netCDF as it is; ``store_attrs`` and ``open_mosaic`` decode them
+            shard_tiles (1: one object per core; on object storage N: Zarr v3 shards of N x N cores in ``hrms`` and
+            N x N entries in ``done``, each shard written by one writer), plus whatever the caller adds
+            (cluster, flow run); CF Conventions, title, source, history; values that are not strings or numbers
+            stored as JSON strings named by ``json_attributes`` (tiling.cf), so the store writes to netCDF as it
+            is; ``store_attrs`` and ``open_mosaic`` decode them
 
 Both open with ``xr.open_zarr(store, decode_coords="all")`` as lazy dask arrays with working ``.rio.crs`` and
 ``.rio.transform()``; for ``ms`` name its spatial dims first:
@@ -56,10 +58,11 @@ from affine import Affine
 
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.registration import measured_offset
+from tiling import objstore
 from tiling.cf import JSON_ATTRIBUTES, cf_global_attrs, cf_mosaic, decode_attrs, encode_attrs
 from tiling.grid import Tile, TileGrid
 from tiling.integrity import CHECKSUMMED, content_sha256, scene_content_sha256
-from tiling.sources import open_bytes
+from tiling.sources import open_bytes, remote_url
 
 SCENE_LAYOUT = "ssdiff-scene/1"
 MOSAIC_LAYOUT = "ssdiff-mosaic/1"
@@ -67,6 +70,11 @@ PAN, MS, HRMS, DONE = "pan", "ms", "hrms", "done"
 PAN_GRID_MAPPING, MS_GRID_MAPPING = "spatial_ref", "spatial_ref_ms"
 TILE_MISSING, TILE_SHARPENED, TILE_NODATA = 0, 1, 2
 SCENE_CHUNK = 256  # PAN pixels a side; small enough that reading one tile window decompresses little
+# PAN pixels a side of one shard object of a mosaic on object storage (Zarr v3 sharding): there, every object costs a
+# request and a per-object price, and one object per 32-pixel tile core would make a large scene millions of tiny
+# objects; 256 makes a shard of 64 cores (about 1 MB of 4 bands). Local stores keep one file per core.
+# SSDIFF_SHARD_PIXELS overrides it when a store is created (the store records its own: ``shard_tiles``).
+SHARD_PIXELS = 256
 OFFSET_WINDOW = 256  # MS pixels a side of the central window the MS offset is measured on (about a second)
 # Stores written before the release's sampler existed say "ddim": that is the consistent sampler.
 LEGACY_SAMPLER_NAMES = {"ddim": "consistent"}
@@ -83,14 +91,43 @@ StorePath = str | os.PathLike
 def sha256_file(path: StorePath) -> str:
     """The sha256 of a local file, or of the file at the URL of a /vsicurl path (tiling.sources)."""
     digest = hashlib.sha256()
-    with open_bytes(path) as f:
+    # A URL read through /vsicurl (a remote STAC asset) is streamed over HTTP, an object (s3://) through its store:
+    # never stored locally.
+    with (open_bytes(path) if remote_url(path) else objstore.open_input(path)) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def built_beside(store: StorePath, what: str, replace: bool = False):
+    """Build a new store and make it appear at ``store`` only once complete: locally in a hidden sibling renamed
+    into place (``_renamed_into_place``), on an object store (no rename there) in place with its root metadata
+    written last (``_committed_last``). The context yields what to write the store to."""
+    if objstore.is_url(store):
+        return _committed_last(store, what, replace)
+    return _renamed_into_place(store, what, replace)
+
+
 @contextmanager
-def built_beside(store: StorePath, what: str, replace: bool = False) -> Iterator[Path]:
+def _committed_last(store: str, what: str, replace: bool = False):
+    """Object storage: write the store's objects at their final keys and its root ``zarr.json`` last (the commit
+    marker: readers, ``xr.open_zarr`` included, and ``objstore.exists`` see no store until it is there). Whatever
+    is under the prefix without that marker is a killed writer's leftover and is cleared first, so a rerun never
+    mixes old chunks into a new store. ``replace`` clears an existing store first too: on object storage the old
+    store is gone while the new one is written (there is no atomic swap of a prefix), never mixed with it.
+    A failure leaves an uncommitted prefix: invisible to readers, cleared by the next writer. The caller holds
+    the store's lock (``tiling.lock``): two writers never clear and fill one prefix at once."""
+    with writing(store, what):
+        if not replace and objstore.exists(store):
+            raise FileExistsError(errno.EEXIST, "a store appeared there meanwhile", store)
+        objstore.remove_prefix(store)
+        staged = objstore.staged_store(store)
+        yield staged
+        objstore.commit_staged(staged)
+
+
+@contextmanager
+def _renamed_into_place(store: StorePath, what: str, replace: bool = False) -> Iterator[Path]:
     """Build a new store in the hidden sibling this yields, renamed into place once the block succeeds: a failure
     or a kill leaves no half-made store that a rerun would trip over, only the sibling (removed when it can be).
     A sibling, not a system temp dir: the rename must stay on one file system to be atomic; it fails if the store
@@ -118,10 +155,19 @@ def writing(store: StorePath, what: str) -> Iterator[None]:
     ``what`` was being done: the system's own error names a temporary file, or (a full disk) no file at all.
     Errors about anything else pass unchanged: one raised by our own checks (no errno; an input file missing, say)
     or one naming another file (an input that cannot be read) already names what is wrong."""
-    store = Path(store)
     try:
         yield
-    except OSError as err:
+    except Exception as err:
+        if objstore.is_url(store):   # s3fs / botocore errors: no bucket, refused credentials, endpoint down
+            problem = objstore.storage_error(err, f"{store}")
+            if problem is not None:
+                if isinstance(problem, OSError):
+                    problem = OSError(problem.errno, f"{problem.strerror} ({what})", str(store))
+                raise problem from err
+            raise
+        if not isinstance(err, OSError):
+            raise
+        store = Path(store)
         ours = (str(store), str(store.with_name(f".{store.name}")))
         if err.errno is None or (err.filename is not None and not str(err.filename).startswith(ours)):
             raise
@@ -130,7 +176,11 @@ def writing(store: StorePath, what: str) -> Iterator[None]:
 
 def require_folder_for(store: StorePath, create: bool = False) -> None:
     """A new store at ``store`` needs a folder to go in: a file in the way, or (unless ``create``, which makes the
-    missing folders) a folder that does not exist, is an error naming the store."""
+    missing folders) a folder that does not exist, is an error naming the store. On an object store there are no
+    folders: its bucket must exist and accept the credentials (``objstore.require_reachable``)."""
+    if objstore.is_url(store):
+        objstore.require_reachable(objstore.location(store), writable=True, what="store")
+        return
     store = Path(store)
     blocker = next((p for p in reversed(store.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -174,9 +224,15 @@ def _write_dataset(ds: xr.Dataset, store: StorePath, compute: bool = True, **kwa
 def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
     """The store's attributes, after checking that it is a store of that layout (else ValueError)."""
     try:
-        attrs = dict(zarr.open_group(store, mode="r").attrs)
+        attrs = dict(zarr.open_group(objstore.zarr_store(store, read_only=True), mode="r").attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise ValueError(f"{store}: no Zarr store there ({err})") from err
+        problem = objstore.storage_error(err, str(store)) if objstore.is_url(store) else None
+        raise problem or ValueError(f"{store}: no Zarr store there ({err})") from err
+    except Exception as err:
+        problem = objstore.storage_error(err, str(store)) if objstore.is_url(store) else None
+        if problem is None:
+            raise
+        raise problem from err
     if attrs.get("layout") != layout:
         raise ValueError(f"{store}: not a {layout} store (layout attribute {attrs.get('layout')!r})")
     return decode_attrs(attrs)   # a mosaic keeps nested values as JSON strings (tiling.cf)
@@ -189,7 +245,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
     non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
     existing store is never touched: ValueError."""
-    if Path(store).exists():
+    if objstore.exists(store):
         raise ValueError(f"{store}: scene store already exists; remove it or choose another path")
     pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
     ratio = int(pair.ratio)
@@ -226,7 +282,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     for name in (PAN, MS):
         ds[name].encoding["compressors"] = CHECKSUMMED
     if sources is None:
-        sources = {Path(path).name: path for path in getattr(pair, "source", ())}
+        sources = {objstore.name(path): path for path in getattr(pair, "source", ())}
     ds.attrs = {
         "layout": SCENE_LAYOUT, "sensor": pair.sensor or "unknown", "ratio": ratio,
         "full_scale": float(pair.full_scale), "bits": getattr(pair, "bits", None),
@@ -258,7 +314,7 @@ def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
     """The scene store as a lazy, georeferenced Dataset (ValueError if the path is not a scene store): dask
     arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene)."""
     store_attrs(store, SCENE_LAYOUT)
-    return xr.open_zarr(store, decode_coords="all", chunks={} if dask else None)
+    return xr.open_zarr(objstore.zarr_store(store, read_only=True), decode_coords="all", chunks={} if dask else None)
 
 
 def _code_version() -> str:
@@ -291,7 +347,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps, "sampler": sampler,
                 "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs["sources"],
                 "scene_content": scene_content, **({"batch_size": batch_size} if batch_size is not None else {})}
-    if Path(mosaic_store).exists() and not overwrite:
+    if objstore.exists(mosaic_store) and not overwrite:
         check_run_settings(mosaic_store, **settings)
         return grid
 
@@ -316,6 +372,13 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     ds[HRMS].encoding["chunks"] = (bands, grid.core, grid.core)
     # One chunk per tile: concurrent writers never share one. A plain 0 = TILE_MISSING, not a CF missing value.
     ds[DONE].encoding.update(chunks=(1, 1), _FillValue=None)
+    # On object storage the chunks are grouped into shards of shard_tiles x shard_tiles cores (one object each, the
+    # checksummed chunks inside): the actor pool gives each shard to one writer (infra.ray_sharpen) and the runner
+    # writes a shard's cores in one PUT, then its manifest entries in another (tiling.runner).
+    shard_tiles = mosaic_shard_tiles(mosaic_store, grid)
+    if shard_tiles > 1:
+        ds[HRMS].encoding["shards"] = (bands, grid.core * shard_tiles, grid.core * shard_tiles)
+        ds[DONE].encoding["shards"] = (shard_tiles, shard_tiles)
     for name in (HRMS, DONE):
         ds[name].encoding["compressors"] = CHECKSUMMED
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -332,7 +395,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         "scene_store": str(scene_store), "scene_sensor": attrs["sensor"], "scene_full_scale": attrs["full_scale"],
         "pan_equalization": equalization,
         "code_version": _code_version(), "created": created,
-        "manifest_codes": manifest_codes,
+        "manifest_codes": manifest_codes, "shard_tiles": shard_tiles,
         **dict(provenance or {}),
     })
     # compute=False writes metadata and coordinates only: the scene is never held in memory. An overwritten store
@@ -340,6 +403,22 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     with built_beside(mosaic_store, "creating the store", replace=overwrite) as partial:
         _write_dataset(ds, partial, mode="w-", compute=False)
     return grid
+
+
+def mosaic_shard_tiles(mosaic_store: StorePath, grid: TileGrid) -> int:
+    """Tiles a side of one shard object for a new mosaic: 1 (no sharding) on local disk, else SHARD_PIXELS worth of
+    cores, no more than the grid holds."""
+    if not objstore.is_url(mosaic_store):
+        return 1
+    try:
+        pixels = int(os.environ.get("SSDIFF_SHARD_PIXELS", SHARD_PIXELS))
+    except ValueError:
+        pixels = SHARD_PIXELS
+    return max(1, min(pixels // grid.core, max(grid.shape)))
+
+
+def shard_of(tile: Tile, shard_tiles: int) -> tuple[int, int]:
+    return tile.row // shard_tiles, tile.col // shard_tiles
 
 
 def mosaic_equalization(attrs: Mapping[str, Any]) -> PanEqualization | None:
@@ -380,7 +459,7 @@ def _shown(value: Any) -> str:
 def mosaic_grid(mosaic_store: StorePath) -> TileGrid:
     """The tile grid a mosaic store was created with."""
     attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
-    _, height, width = zarr.open_group(mosaic_store, mode="r")[HRMS].shape
+    _, height, width = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")[HRMS].shape
     return TileGrid(height=height, width=width, ratio=attrs["ratio"], tile_size=attrs["tile_size"],
                     halo=attrs["halo"])
 
@@ -388,7 +467,7 @@ def mosaic_grid(mosaic_store: StorePath) -> TileGrid:
 def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
     """Tiles the manifest does not record as finished, row by row: what a resumed run still has to do."""
     grid = mosaic_grid(mosaic_store)
-    done = zarr.open_group(mosaic_store, mode="r")[DONE][...]
+    done = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")[DONE][...]
     return [tile for tile in grid.tiles() if done[tile.row, tile.col] == TILE_MISSING]
 
 
@@ -396,7 +475,8 @@ def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
     """The mosaic store as a lazy, georeferenced Dataset (ValueError if the path is not a mosaic store): dask
     arrays chunked like the store, or with ``dask=False`` lazily indexed ones; its attributes decoded (tiling.cf)."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
-    ds = xr.open_zarr(mosaic_store, decode_coords="all", chunks={} if dask else None)
+    ds = xr.open_zarr(objstore.zarr_store(mosaic_store, read_only=True), decode_coords="all",
+                      chunks={} if dask else None)
     ds.attrs = decode_attrs(ds.attrs)
     return ds
 
@@ -405,7 +485,7 @@ def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
     """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
     with writing(mosaic_store, "recording its provenance; the tiles are kept"), warnings.catch_warnings():
-        group = zarr.open_group(mosaic_store, mode="r+")
+        group = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
         group.attrs.update(encode_attrs(attrs, already=group.attrs.get(JSON_ATTRIBUTES, "")))
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(mosaic_store)
+        zarr.consolidate_metadata(store)
