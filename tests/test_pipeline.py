@@ -102,7 +102,7 @@ def test_mosaic_is_georeferenced_complete_and_carries_provenance(sharpened, scen
 
     assert attrs["checkpoint"] == str(checkpoint)
     assert attrs["checkpoint_hash"] == load_checkpoint(checkpoint).content_hash
-    assert attrs["model_config"]["width"] == 16 and attrs["sampler"] == "ddim" and attrs["steps"] == 2
+    assert attrs["model_config"]["width"] == 16 and attrs["sampler"] == "consistent" and attrs["steps"] == 2
     assert (attrs["seed"], attrs["tile_size"], attrs["halo"]) == (0, 96, 16)
     assert attrs["scene_store"] == str(scene_store) and attrs["scene_sources"] == scene.attrs["sources"]
     assert attrs["code_version"] and attrs["started"] <= attrs["finished"]
