@@ -485,7 +485,8 @@ def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
     """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
     with writing(mosaic_store, "recording its provenance; the tiles are kept"), warnings.catch_warnings():
-        group = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
+        store = objstore.zarr_store(mosaic_store)
+        group = zarr.open_group(store, mode="r+")
         group.attrs.update(encode_attrs(attrs, already=group.attrs.get(JSON_ATTRIBUTES, "")))
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(store)
