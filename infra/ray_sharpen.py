@@ -205,8 +205,8 @@ class SharpenerPool:
 
 
 def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
-                  *, steps: int = 10, seed: int = 0, sampler: str = "consistent", tile_size: int = 64,
-                  halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None,
+                  *, steps: int | None = None, seed: int = 0, sampler: str | None = None, tile_size: int = 64,
+                  halo: int | None = None, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None,
                   progress: bool = True, provenance: Mapping[str, Any] | None = None,
                   adapt: int = 0) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
@@ -217,7 +217,11 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
     With ``adapt`` > 0 the checkpoint is first fine-tuned on the scene for that many L-BAF iterations (seeded with
     ``seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic and reused by reruns,
-    and the actors (a pool of their own: ``pool`` holds another model) load them."""
+    and the actors (a pool of their own: ``pool`` holds another model) load them.
+
+    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.checkpoint.resolve_sampling``
+    (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default); the mosaic
+    records the values used and, in ``sampling_settings_from``, where each came from."""
     from ssdiff_model.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
@@ -226,7 +230,10 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
     cluster = cluster_resources()
     with store_lock(mosaic_store):
-        extra = {"checkpoint": str(checkpoint)}
+        # Resolved from the checkpoint the user named (an adapted one keeps its base's recommendation anyway).
+        (steps, halo, sampler), settings_from = _resolve_sampling(described.checkpoint, mosaic_store, steps=steps,
+                                                                  halo=halo, sampler=sampler)
+        extra = {"checkpoint": str(checkpoint), "sampling_settings_from": settings_from}
         if adapt:
             from infra.adapt import ensure_adapted
 
@@ -248,7 +255,8 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
-                   "ray_cluster": cluster, **({"adaptation": adaptation} if adapt else {})}
+                   "ray_cluster": cluster, "steps": steps, "halo": halo, "sampler": sampler,
+                   "sampling_settings_from": settings_from, **({"adaptation": adaptation} if adapt else {})}
         if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
             # disk); a rerun with nothing to do leaves the store untouched.
@@ -257,6 +265,15 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                                                                 "nodata", "actor_calls", "batches_retried",
                                                                 "seconds")})
     return summary
+
+
+def _resolve_sampling(ckpt, mosaic_store, **given) -> tuple[tuple[int, int, str], dict[str, str]]:
+    """(steps, halo, sampler) and where each came from; a mosaic being resumed lends its own settings."""
+    from ssdiff_model.checkpoint import resolve_sampling
+
+    recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
+    values, sources = resolve_sampling(ckpt, recorded=recorded, **given)
+    return (values["steps"], values["halo"], values["sampler"]), sources
 
 
 def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None, scene_store, mosaic_store,

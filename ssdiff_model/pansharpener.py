@@ -1,7 +1,7 @@
 """The public model API: load a checkpoint, sharpen PAN + MS arrays given in digital numbers (DN).
 
     sharpener = Pansharpener.from_checkpoint("ssdiff-8band-r4")
-    hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)            # (B, H, W) float32 DN
+    hrms = sharpener.sharpen(pan, ms_lr, seed=0)     # (B, H, W) float32 DN; steps: the checkpoint's recommendation
 
 ``sharpen_tiles`` is the batch entry point of the tiling and Ray code: it takes a stack of equally sized
 tiles and the starting noise of each (the caller derives it from global pixel positions, so overlapping
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssdiff_model.checkpoint import Checkpoint, load_checkpoint
+from ssdiff_model.checkpoint import Checkpoint, load_checkpoint, resolve_sampling
 from ssdiff_model.diffusion import GaussianDiffusion
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.lora import add_lora, merge_lora
@@ -126,17 +126,21 @@ class Pansharpener:
 
     # ---- public entry points -----------------------------------------------------------------------
 
-    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
-                full_scale: float | None = None, sampler: str = "consistent") -> np.ndarray:
+    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0,
+                full_scale: float | None = None, sampler: str | None = None) -> np.ndarray:
         """PAN (H, W) and MS (B, H/r, W/r) in DN -> sharpened MS (B, H, W) float32 DN in [0, full_scale].
 
         `full_scale`: the DN that means 1.0 for these images (the scene's bit depth); training divided every scene
         by its own full scale, so a scene of another bit depth than the checkpoint's default passes its own.
-        A checkpoint trained on equalized PANs (bands) equalizes these with the statistics of these arrays."""
+        A checkpoint trained on equalized PANs (bands) equalizes these with the statistics of these arrays.
+        `steps` and `sampler` left None: the checkpoint's recommendation, else the project's default
+        (``ssdiff_model.checkpoint.resolve_sampling``)."""
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         if pan.ndim != 2 or ms_lr.ndim != 3:
             raise ValueError(f"sharpen expects pan (H, W) and ms_lr (B, h, w), got pan {pan.shape} "
                              f"and ms_lr {ms_lr.shape}")
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler)
+        steps, sampler = settings["steps"], settings["sampler"]
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None

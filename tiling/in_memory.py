@@ -11,17 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdiff_model.checkpoint import resolve_sampling
 from ssdiff_model.readers import PansharpeningPair
 from tiling.runner import run_tiles
 from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_store
 
 
-def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int = 16,
-                  steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
-                  sampler: str = "consistent") -> np.ndarray:
+def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int | None = None,
+                  steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
+                  sampler: str | None = None) -> np.ndarray:
     """(B, H, W) float32 DN from `pan` (H, W) and `ms_lr` (B, H/r, W/r) in DN; NaN inputs stay NaN.
     `full_scale`: the images' full scale in DN (default: the checkpoint's); `sampler`: see
-    ``GaussianDiffusion.ddim_sample``."""
+    ``GaussianDiffusion.ddim_sample``; `halo`, `steps`, `sampler` left None: as the pipeline resolves them
+    (``ssdiff_model.checkpoint.resolve_sampling``: the checkpoint's recommendation, else the project's default)."""
+    settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler)
+    steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
     ms_lr = np.asarray(ms_lr, dtype=np.float32)
     pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
                              full_scale=full_scale or pansharpener.full_scale, sensor=pansharpener.sensor,
