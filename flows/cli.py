@@ -2,7 +2,7 @@
 
     ssdiff ingest --pan P --ms M [M ...] [--sensor S] [--nodata V] [--full-scale F] --out scene.zarr
     ssdiff ingest --stac ITEM --pan-asset KEY --ms-asset KEY [KEY ...] [--sensor S] --out scene.zarr
-    ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps 10] [--seed 0] [--tile 64] [--halo 16]
+    ssdiff sharpen scene.zarr --out mosaic.zarr --checkpoint C [--steps N] [--seed 0] [--tile 64] [--halo H]
                    [--actors N] [--ray-address ADDR] [--overwrite]
     ssdiff evaluate mosaic.zarr [--reference GT] [--reduced] [--quicklook PNG]
     ssdiff run --pan P --ms M --out mosaic.zarr --checkpoint C [...]      the three as one Prefect flow
@@ -56,16 +56,20 @@ def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> No
 
 def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or the name of a shipped checkpoint")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM sampling steps (default 10)")
+    # No argparse defaults for steps, halo and sampler: None lets ssdiff_model.checkpoint.resolve_sampling take the
+    # checkpoint's measured recommendation (or, resuming, the mosaic's own settings).
+    parser.add_argument("--steps", type=int,
+                        help="DDIM sampling steps (default: the checkpoint's recommendation, else 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the position-keyed noise (default 0)")
-    parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent",
-                        help="DDIM as trained (consistent, the default) or as the authors' release samples (release: "
+    parser.add_argument("--sampler", choices=("consistent", "release"),
+                        help="DDIM as trained (consistent; the default unless the checkpoint recommends otherwise) or as the authors' release samples (release: "
                              "step indices fed as timesteps, image space after the first step)")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced "
                              "resolution (Wald's protocol on the scene; kept beside the mosaic, reused by reruns)")
     parser.add_argument("--tile", type=int, default=64, help="tile side in PAN pixels (default 64)")
-    parser.add_argument("--halo", type=int, default=16, help="halo in PAN pixels around each tile's core (default 16)")
+    parser.add_argument("--halo", type=int, help="halo in PAN pixels around each tile's core (default: the "
+                                                 "checkpoint's recommendation, else 16)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default 8)")
     parser.add_argument("--actors", type=int,
                         help="Ray actors, one model each (default: one per GPU, else one using every CPU)")

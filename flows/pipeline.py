@@ -28,8 +28,8 @@ SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
 def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str] | None = None,
                      scene_store: str | None = None, sensor: str | None = None, band_names: list[str] | None = None,
                      nodata: float | None = None, example: int | None = None, full_scale: float | None = None,
-                     overwrite: bool = False, steps: int = 10, seed: int = 0, sampler: str = "consistent",
-                     tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+                     overwrite: bool = False, steps: int | None = None, seed: int = 0, sampler: str | None = None,
+                     tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
                      ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True, adapt: int = 0) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
@@ -116,8 +116,8 @@ def _inside(folder: Path, relative: str) -> str:
 
 
 @flow(name="ssdiff-watch-inbox")
-def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int = 10, seed: int = 0, tile_size: int = 64,
-                  halo: int = 16, batch_size: int = 8, actors: int | None = None,
+def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int | None = None, seed: int = 0,
+                  tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
                   ray_address: str | None = None, adapt: int = 0) -> list[dict[str, Any]]:
     """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
     deployment of infra/prefect.yaml runs this on a cron schedule). One failing scene does not stop the others."""

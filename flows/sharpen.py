@@ -10,8 +10,8 @@ from infra.ray_sharpen import connect_ray, sharpen_scene
 
 # A retry resumes: only the tiles the manifest does not record yet run again.
 @task(name="sharpen", retries=2, retry_delay_seconds=10, retry_condition_fn=transient_failure)
-def sharpen_task(scene_store: str, mosaic_store: str, checkpoint: str, steps: int = 10, seed: int = 0,
-                 sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8,
+def sharpen_task(scene_store: str, mosaic_store: str, checkpoint: str, steps: int | None = None, seed: int = 0,
+                 sampler: str | None = None, tile_size: int = 64, halo: int | None = None, batch_size: int = 8,
                  actors: int | None = None, ray_address: str | None = None, progress: bool = True,
                  overwrite: bool = False, adapt: int = 0) -> dict:
     connect_ray(ray_address)

@@ -103,18 +103,19 @@ def require_apart(scene: PathLike, out: PathLike) -> None:
         raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
 
 
-def require_sharpen_settings(*, steps: int, batch_size: int, tile_size: int, halo: int,
+def require_sharpen_settings(*, steps: int | None, batch_size: int, tile_size: int, halo: int | None,
                              actors: int | None = None) -> None:
-    """The numbers of a sharpen run, checked before the model is loaded or any store created."""
-    if not 1 <= steps <= MAX_STEPS:
+    """The numbers of a sharpen run, checked before the model is loaded or any store created (steps and halo left
+    None come from the checkpoint later, and are checked again once resolved)."""
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"--steps {steps}: the sampler needs 1 to {MAX_STEPS} steps")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: at least 1 tile per network call")
     if actors is not None and actors < 1:
         raise ValueError(f"--actors {actors}: at least 1 actor")
-    if halo < 0:
+    if halo is not None and halo < 0:
         raise ValueError(f"--halo {halo}: cannot be negative")
-    if tile_size < 1 or tile_size - 2 * halo < 1:
+    if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:
         raise ValueError(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
                          f"halo")
 

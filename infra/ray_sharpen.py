@@ -223,9 +223,10 @@ class SharpenerPool:
 
 
 def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
-                  *, steps: int = 10, seed: int = 0, sampler: str = "consistent", tile_size: int = 64,
-                  halo: int = 16, batch_size: int = 8, actors: int | None = None, pool: SharpenerPool | None = None,
-                  progress: bool = True, provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
+                  *, steps: int | None = None, seed: int = 0, sampler: str | None = None, tile_size: int = 64,
+                  halo: int | None = None, batch_size: int = 8, actors: int | None = None,
+                  pool: SharpenerPool | None = None, progress: bool = True,
+                  provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
                   adapt: int = 0) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
     the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
@@ -239,7 +240,11 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
     With ``adapt`` > 0 the checkpoint is first fine-tuned on the scene for that many L-BAF iterations (seeded with
     ``seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic and reused by reruns,
-    and the actors (a pool of their own: ``pool`` holds another model) load them."""
+    and the actors (a pool of their own: ``pool`` holds another model) load them.
+
+    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.checkpoint.resolve_sampling``
+    (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default); the mosaic
+    records the values used and, in ``sampling_settings_from``, where each came from."""
     from ssdiff_model.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
@@ -260,7 +265,11 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                       scene_width=scene_shape[1])
     cluster = cluster_resources()
     with store_lock(mosaic_store):
-        extra = {"checkpoint": str(checkpoint)}
+        # Resolved from the checkpoint the user named (an adapted one keeps its base's recommendation anyway).
+        (steps, halo, sampler), settings_from = _resolve_sampling(described.checkpoint, mosaic_store, steps=steps,
+                                                                  halo=halo, sampler=sampler)
+        require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+        extra = {"checkpoint": str(checkpoint), "sampling_settings_from": settings_from}
         if adapt:
             from infra.adapt import ensure_adapted
 
@@ -290,7 +299,8 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                    "tiles_repaired": [[d.row, d.col] for d in damaged],
                    "warnings": [f"{mosaic_store}: {d}; sharpened again" for d in damaged],
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
-                   "ray_cluster": cluster, **({"adaptation": adaptation} if adapt else {})}
+                   "ray_cluster": cluster, "steps": steps, "halo": halo, "sampler": sampler,
+                   "sampling_settings_from": settings_from, **({"adaptation": adaptation} if adapt else {})}
         if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
             # disk); a rerun with nothing to do leaves the store untouched.
@@ -299,6 +309,15 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                                                                 "nodata", "actor_calls", "batches_retried",
                                                                 "seconds")})
     return summary
+
+
+def _resolve_sampling(ckpt, mosaic_store, **given) -> tuple[tuple[int, int, str], dict[str, str]]:
+    """(steps, halo, sampler) and where each came from; a mosaic being resumed lends its own settings."""
+    from ssdiff_model.checkpoint import resolve_sampling
+
+    recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
+    values, sources = resolve_sampling(ckpt, recorded=recorded, **given)
+    return (values["steps"], values["halo"], values["sampler"]), sources
 
 
 def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None, scene_store, mosaic_store,

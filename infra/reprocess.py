@@ -89,15 +89,18 @@ def mosaic_path(scene_store: Path | str, out_dir: Path | str) -> Path | str:
     return Path(out_dir) / f"{name}.zarr"
 
 
-def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int = 10, seed: int = 0,
-              sampler: str = "consistent", tile_size: int = 64, halo: int = 16, batch_size: int = 8, actors: int | None = None,
+def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int | None = None, seed: int = 0,
+              sampler: str | None = None, tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
               ray_address: str | None = None, progress: bool = False, adapt: int = 0) -> dict:
     if objstore.is_url(out_dir):
         objstore.require_reachable(out_dir, writable=True, what="--out-dir")   # no folders to make there
     else:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     cluster = connect_ray(ray_address)
-    settings = {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size, "halo": halo}
+    # A setting left None agrees with any finished mosaic: sharpen_scene would resume it with its own
+    # (ssdiff_model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
+    settings = {k: v for k, v in {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size,
+                                  "halo": halo}.items() if v is not None}
     todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
     skipped = [str(s) for s in scene_stores if s not in todo]
     for store in skipped:
@@ -133,13 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", help="file with one scene store (or folder) per line")
     parser.add_argument("--out-dir", required=True, help="folder for the mosaic stores (<scene name>.zarr)")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, help="default: the checkpoint's recommendation, else 10")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=("consistent", "release"), default="consistent")
+    parser.add_argument("--sampler", choices=("consistent", "release"),
+                        help="default: the checkpoint's recommendation, else consistent")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="fine-tune the checkpoint on each scene for N L-BAF iterations first (infra.adapt)")
     parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--halo", type=int, default=16)
+    parser.add_argument("--halo", type=int, help="default: the checkpoint's recommendation, else 16")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--actors", type=int, help="default: one per GPU, else one using every CPU")
     parser.add_argument("--ray-address", help="default: RAY_ADDRESS (set by `ray job submit`), else a local Ray")

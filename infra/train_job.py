@@ -475,6 +475,16 @@ def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bo
     return {"checkpoint": str(source), **export_checkpoint(source, out, half=half, store=store)}
 
 
+def _recommended_sampling(training: dict) -> list[str]:
+    """The card's line for ``training["sampling_defaults"]`` (bench/steps_halo.py measures what to put there)."""
+    recommended = training.get("sampling_defaults")
+    if not recommended:
+        return ["- recommended sampling: none recorded (the pipeline uses 10 DDIM steps, halo 16, sampler consistent)"]
+    return [f"- recommended sampling: {recommended['steps']} DDIM steps, halo {recommended['halo']}, sampler "
+            f"{recommended['sampler']} (`training['sampling_defaults']`: what the pipeline uses when the user gives "
+            "none)"]
+
+
 def model_card(ckpt, digest: str, filename: str) -> str:
     t = ckpt.training
     job = t.get("job", {})
@@ -486,7 +496,8 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "## Use", "",
         "```python", "from ssdiff_model.pansharpener import Pansharpener",
         f"sharpener = Pansharpener.from_checkpoint({Path(filename).stem!r})   # once shipped; else the file's path",
-        "hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)   # DN in, DN out", "```", "",
+        "hrms = sharpener.sharpen(pan, ms_lr, seed=0)   # DN in, DN out; steps: the recommendation below, else 10",
+        "```", "",
         "## Data conventions", "",
         f"- sensor: {ckpt.sensor}; {ckpt.config['bands']} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}",
         "- the network sees DN divided by the scene's own full scale, as in training (the pipeline takes it from the "
@@ -503,7 +514,8 @@ def model_card(ckpt, digest: str, filename: str) -> str:
            if t.get("band_gains") else ""),
         f"- network: {ckpt.config.get('architecture', 'legacy')} architecture, width {ckpt.config['width']}, "
         f"head size {ckpt.config['head_dim']}; "
-        f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling", "",
+        f"weights stored as {'float16' if t.get('exported_half') else 'float32'}, EMA weights for sampling",
+        *_recommended_sampling(t), "",
         "## Training", "",
         f"- iterations: {t.get('iterations')} (batch {job.get('batch_size_per_worker')} per worker x "
         f"{job.get('world_size')} workers), EMA decay {t.get('ema_decay')}"

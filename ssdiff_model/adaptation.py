@@ -134,8 +134,9 @@ def adapt_checkpoint(base: Checkpoint, pan: np.ndarray, ms_lr: np.ndarray, confi
         trainer.fit(patch_batches(data, config.batch_size, seed=config.seed, augmentation="dihedral"))
         net = trainer.net
     weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    # sampling_defaults: the base's measured recommendation still holds for its fine-tuning on one scene.
     training = {k: v for k, v in flags.items() if k in ("pan_equalization", "band_equalization", "augmentation",
-                                                         "data_sources", "iterations", "store")}
+                                                         "data_sources", "iterations", "store", "sampling_defaults")}
     training["adaptation"] = {"base_hash": base.content_hash, **asdict(config), "examples": len(examples["pan"]),
                               "patch": int(examples["pan"].shape[-1]), "scene_full_scale": scale,
                               "scene_sensor": sensor or base.sensor, "scene": scene}

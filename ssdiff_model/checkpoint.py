@@ -157,3 +157,64 @@ def save_untrained(path: str | Path, *, bands: int, ratio: int, full_scale: floa
     save_checkpoint(Checkpoint(config=net.config, weights=net.state_dict(), ema_weights=None, full_scale=full_scale,
                                sensor=sensor, band_names=list(band_names), ratio=ratio), path)
     return Path(path)
+
+
+# ---- sampling defaults ---------------------------------------------------------------------------------------------
+
+# What a run uses when neither the user nor the checkpoint says: the settings every run used before checkpoints
+# carried their own (the release samples 10 DDIM steps; a 16-pixel halo was the pipeline's default).
+PROJECT_SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 10, "halo": 16, "sampler": "consistent"}
+SAMPLING_KEYS = tuple(PROJECT_SAMPLING_DEFAULTS)
+# Stores written before the release sampler existed call the consistent sampler "ddim".
+_SAMPLER_ALIASES = {"ddim": "consistent"}
+
+
+def sampling_defaults(ckpt: Checkpoint) -> dict[str, Any]:
+    """The sampling settings a checkpoint recommends (``training["sampling_defaults"]``, measured for it and stated in
+    its model card); {} for a checkpoint that recommends none. A malformed entry is a ValueError, not a silent
+    fallback: it would change every run that relies on it."""
+    recommended = ckpt.training.get("sampling_defaults") or {}
+    if not isinstance(recommended, dict) or set(recommended) - set(SAMPLING_KEYS):
+        raise ValueError(f"checkpoint's sampling_defaults {recommended!r}: expected a dict with keys among "
+                         f"{SAMPLING_KEYS}")
+    _check_sampling(recommended, "checkpoint's sampling_defaults")
+    return dict(recommended)
+
+
+def _check_sampling(values: dict[str, Any], where: str) -> None:
+    from ssdiff_model.diffusion import SAMPLERS  # the diffusion module only when asked
+
+    for key, least in (("steps", 1), ("halo", 0)):
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{where}: {key} must be an integer of at least {least}, got {value!r}")
+    if values.get("sampler") is not None and values["sampler"] not in SAMPLERS:
+        raise ValueError(f"{where}: sampler must be one of {SAMPLERS}, got {values['sampler']!r}")
+
+
+def resolve_sampling(ckpt: Checkpoint | None, *, steps: int | None = None, halo: int | None = None,
+                     sampler: str | None = None, recorded: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The steps, halo and sampler a run uses, and where each came from. The one place they are decided: the command
+    line, the flows and the archive reprocessing all come through here.
+
+    Each setting is, in order: the user's (not None); the one the mosaic being resumed was made with (``recorded``,
+    its attributes: a rerun finishes a store with its own settings, whatever the checkpoint recommends today); the
+    checkpoint's recommendation (``sampling_defaults``); the project's default (``PROJECT_SAMPLING_DEFAULTS``).
+
+    Returns:
+        ({"steps", "halo", "sampler"}: values, {same keys: "user" | "mosaic store" | "checkpoint" | "project"}).
+    """
+    given = {"steps": steps, "halo": halo, "sampler": sampler}
+    _check_sampling(given, "given")
+    stored = {k: _SAMPLER_ALIASES.get(v, v) if k == "sampler" else v
+              for k, v in (recorded or {}).items() if k in SAMPLING_KEYS and v is not None}
+    recommended = sampling_defaults(ckpt) if ckpt is not None else {}   # None: a network built in memory
+    values, sources = {}, {}
+    for key in SAMPLING_KEYS:
+        for source, layer in (("user", given), ("mosaic store", stored), ("checkpoint", recommended),
+                              ("project", PROJECT_SAMPLING_DEFAULTS)):
+            if layer.get(key) is not None:
+                values[key], sources[key] = layer[key], source
+                break
+    return values, sources

@@ -1,7 +1,7 @@
 """The public model API: load a checkpoint, sharpen PAN + MS arrays given in digital numbers (DN).
 
     sharpener = Pansharpener.from_checkpoint("ssdiff-8band-r4")
-    hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0)            # (B, H, W) float32 DN
+    hrms = sharpener.sharpen(pan, ms_lr, seed=0)     # (B, H, W) float32 DN; steps: the checkpoint's recommendation
 
 ``sharpen`` cuts the image into the pipeline's tiles (``ssdiff_model.tile_grid``) and samples them with the
 pipeline's own loop (``ssdiff_model.tiled``), so its cost grows linearly with the pixels and its output equals the
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssdiff_model.checkpoint import Checkpoint, load_checkpoint
+from ssdiff_model.checkpoint import Checkpoint, load_checkpoint, resolve_sampling
 from ssdiff_model.diffusion import GaussianDiffusion
 from ssdiff_model.equalization import PanEqualization, pan_equalization
 from ssdiff_model.lora import add_lora, merge_lora
@@ -134,9 +134,9 @@ class Pansharpener:
 
     # ---- public entry points -----------------------------------------------------------------------
 
-    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0, tile: int = 64,
-                halo: int = 16, batch_size: int = 8, full_scale: float | None = None,
-                sampler: str = "consistent") -> np.ndarray:
+    def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0, tile: int = 64,
+                halo: int | None = None, batch_size: int = 8, full_scale: float | None = None,
+                sampler: str | None = None) -> np.ndarray:
         """Sharpen an image tile by tile, as the pipeline does.
 
         The image is cut into the pipeline's tiles (windows of ``tile`` PAN pixels overlapping by ``halo``, each
@@ -150,18 +150,22 @@ class Pansharpener:
         Args:
             pan: PAN ``(H, W)`` in DN.
             ms_lr: MS ``(B, H / r, W / r)`` in DN, ``r`` the checkpoint's ratio.
-            steps: DDIM steps.
+            steps: DDIM steps (None: the checkpoint's recommendation, else the project's default; see
+                ``ssdiff_model.checkpoint.resolve_sampling``).
             seed: seed of the position-keyed starting noise.
             tile: tile side in PAN pixels (a multiple of ``lcm(r, 4)``).
-            halo: overlap on each side of a tile's core, in PAN pixels (a multiple of ``lcm(r, 4)``).
+            halo: overlap on each side of a tile's core, in PAN pixels (a multiple of ``lcm(r, 4)``; None: as
+                ``steps``).
             batch_size: tiles per network call; part of what fixes the output's last bits.
             full_scale: the DN that means 1.0 for these images; None: inferred from the arrays (see
                 ``full_scale_of``).
-            sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+            sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``; None: as ``steps``).
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``, NaN where the input is nodata.
         """
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, halo=halo, sampler=sampler)
+        steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
         scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
@@ -181,8 +185,8 @@ class Pansharpener:
                 hrms[(slice(None), *part.core)] = core
         return hrms
 
-    def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int = 10, seed: int = 0,
-                      full_scale: float | None = None, sampler: str = "consistent") -> np.ndarray:
+    def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0,
+                      full_scale: float | None = None, sampler: str | None = None) -> np.ndarray:
         """Sharpen an image as one network input: global attention over all its pixels at once.
 
         The cost of that attention grows with the square of the pixel count, and the network was trained on
@@ -200,6 +204,8 @@ class Pansharpener:
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``.
         """
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler)
+        steps, sampler = settings["steps"], settings["sampler"]
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
         scale = self.full_scale_of(pan, ms_lr, full_scale).value

@@ -100,3 +100,61 @@ def test_bare_names_resolve_to_shipped_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt_module, "SHIPPED_DIR", tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="none shipped"):
         resolve_checkpoint("ssdiff-4band-r4")
+
+
+# ---- sampling defaults: the user's value, else the resumed mosaic's, else the checkpoint's, else the project's ----
+
+def with_defaults(recommended) -> Checkpoint:
+    ckpt = make_checkpoint()
+    ckpt.training["sampling_defaults"] = recommended
+    return ckpt
+
+
+def test_a_checkpoint_without_recommendation_gets_the_project_defaults():
+    values, sources = ckpt_module.resolve_sampling(make_checkpoint())
+    assert values == ckpt_module.PROJECT_SAMPLING_DEFAULTS == {"steps": 10, "halo": 16, "sampler": "consistent"}
+    assert set(sources.values()) == {"project"}
+    assert ckpt_module.resolve_sampling(None)[0] == values   # a network built in memory has no checkpoint
+
+
+def test_the_checkpoints_recommendation_fills_what_the_user_left_out():
+    ckpt = with_defaults({"steps": 2, "halo": 8})
+    values, sources = ckpt_module.resolve_sampling(ckpt)
+    assert values == {"steps": 2, "halo": 8, "sampler": "consistent"}
+    assert sources == {"steps": "checkpoint", "halo": "checkpoint", "sampler": "project"}
+
+
+def test_the_users_value_wins_over_everything():
+    ckpt = with_defaults({"steps": 2, "halo": 8, "sampler": "release"})
+    values, sources = ckpt_module.resolve_sampling(ckpt, steps=10, halo=16, sampler="consistent",
+                                                   recorded={"steps": 4, "halo": 12, "sampler": "release"})
+    assert values == {"steps": 10, "halo": 16, "sampler": "consistent"}
+    assert set(sources.values()) == {"user"}
+
+
+def test_a_resumed_mosaic_keeps_its_own_settings_over_the_checkpoints_recommendation():
+    # a store made before the checkpoint recommended 2 steps must finish with the 10 it started with
+    ckpt = with_defaults({"steps": 2, "halo": 8})
+    values, sources = ckpt_module.resolve_sampling(ckpt, halo=8, recorded={"steps": 10, "halo": 16, "sampler": "ddim",
+                                                                            "seed": 0, "tile_size": 64})
+    assert values == {"steps": 10, "halo": 8, "sampler": "consistent"}   # "ddim": old stores' consistent sampler
+    assert sources == {"steps": "mosaic store", "halo": "user", "sampler": "mosaic store"}
+
+
+def test_recommendation_survives_the_file_and_its_hash(tmp_path):
+    path = tmp_path / "c.pt"
+    digest = save_checkpoint(with_defaults({"steps": 2, "halo": 8}), path)
+    loaded = load_checkpoint(path)
+    assert loaded.content_hash == digest and ckpt_module.sampling_defaults(loaded) == {"steps": 2, "halo": 8}
+
+
+@pytest.mark.parametrize("recommended", [{"steps": 0}, {"halo": -1}, {"steps": 2.5}, {"sampler": "ddpm"},
+                                         {"stpes": 2}, [2, 8]])
+def test_a_malformed_recommendation_is_refused_not_ignored(recommended):
+    with pytest.raises(ValueError, match="sampling_defaults"):
+        ckpt_module.resolve_sampling(with_defaults(recommended))
+
+
+def test_a_bad_user_value_is_refused():
+    with pytest.raises(ValueError, match="steps"):
+        ckpt_module.resolve_sampling(make_checkpoint(), steps=0)

@@ -117,6 +117,30 @@ def test_rerun_recomputes_nothing(sharpened):
     assert sharpened["after"] == sharpened["before"], "a rerun with nothing to do must not rewrite the store"
 
 
+def test_sharpen_takes_the_checkpoints_recommendation_and_records_where_each_setting_came_from(
+        ray_local, scene_store, checkpoint, tmp_path):
+    from ssdiff_model.checkpoint import load_checkpoint, save_checkpoint
+
+    recommending = load_checkpoint(checkpoint)
+    recommending.training["sampling_defaults"] = {"steps": 1, "halo": 8}
+    save_checkpoint(recommending, tmp_path / "recommending.pt")
+    mosaic = tmp_path / "mosaic.zarr"
+    # --halo given, --steps and --sampler not: the user's halo, the checkpoint's steps, the project's sampler
+    common = ["sharpen", str(scene_store), "--out", str(mosaic), "--checkpoint", str(tmp_path / "recommending.pt"),
+              "--tile", "96", "--batch-size", "4", "--no-progress"]
+    first = run_cli(common + ["--halo", "16"])
+    expected_from = {"steps": "checkpoint", "halo": "user", "sampler": "project"}
+    assert (first["steps"], first["halo"], first["sampler"]) == (1, 16, "consistent")
+    assert first["sampling_settings_from"] == expected_from
+    attrs = xr.open_zarr(mosaic).attrs
+    assert (attrs["steps"], attrs["halo"], attrs["sampler"]) == (1, 16, "consistent")
+    assert attrs["sampling_settings_from"] == expected_from
+    # A rerun without --halo resumes the store with its own halo rather than refusing the checkpoint's 8.
+    second = run_cli(common)
+    assert (second["halo"], second["sharpened"], second["tiles_already_done"]) == (16, 0, first["tiles_total"])
+    assert second["sampling_settings_from"]["halo"] == "mosaic store"
+
+
 def test_a_killed_actor_has_its_tiles_retried_and_the_mosaic_is_unchanged(sharpened, scene_store, checkpoint,
                                                                           tmp_path):
     from infra.ray_sharpen import SharpenerPool

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from infra.training_store import family_sources
-from ssdiff_model.checkpoint import SHIPPED_DIR, load_checkpoint, shipped_names
+from ssdiff_model.checkpoint import SHIPPED_DIR, load_checkpoint, sampling_defaults, shipped_names
 from ssdiff_model.metrics import ergas, sam
 from ssdiff_model.pansharpener import Pansharpener
 from ssdiff_model.resample import central_window, upsample_ms
@@ -26,6 +26,10 @@ def test_a_shipped_checkpoint_is_what_its_model_card_says(name):
     assert f"{len(ckpt.band_names)} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}" in card
     assert f"iterations: {ckpt.training['iterations']} " in card
     assert ckpt.train_state is None, "a shipped checkpoint carries weights only"
+    recommended = sampling_defaults(ckpt)
+    assert set(recommended) == {"steps", "halo", "sampler"}, "a shipped checkpoint says how to sample it"
+    assert (f"recommended sampling: {recommended['steps']} DDIM steps, halo {recommended['halo']}, "
+            f"sampler {recommended['sampler']}") in card
     held_out = _held_out(ckpt)
     assert held_out, "a shipped checkpoint names the scenes it was validated on"
     for scene_id in held_out:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdiff_model.checkpoint import resolve_sampling
 from ssdiff_model.readers import PansharpeningPair
 from tiling.runner import run_tiles
 from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_store
@@ -19,9 +20,9 @@ from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_st
 __all__ = ["sharpen_array"]
 
 
-def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int = 16,
-                  steps: int = 10, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
-                  sampler: str = "consistent") -> np.ndarray:
+def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int | None = None,
+                  steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
+                  sampler: str | None = None) -> np.ndarray:
     """Sharpen an image held in memory through a temporary scene store, ``run_tiles`` and a mosaic store.
 
     Args:
@@ -29,17 +30,20 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
         pan: PAN ``(H, W)`` in DN, NaN = nodata.
         ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
         tile: tile side in PAN pixels.
-        halo: overlap on each side of a tile's core.
-        steps: DDIM steps.
+        halo: overlap on each side of a tile's core (None: as the pipeline resolves it).
+        steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.checkpoint.resolve_sampling``:
+            the checkpoint's recommendation, else the project's default).
         seed: seed of the position-keyed noise.
         batch_size: tiles per network call.
         full_scale: the images' full scale in DN; None: inferred from the arrays as ``Pansharpener.sharpen``
             infers it (``Pansharpener.full_scale_of``), never silently the checkpoint's.
-        sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+        sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``; None: as ``steps``).
 
     Returns:
         ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
     """
+    settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler)
+    steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
     scale = pansharpener.full_scale_of(pan, ms_lr, full_scale).value
     ms_lr = np.asarray(ms_lr, dtype=np.float32)
     pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
