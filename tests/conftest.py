@@ -121,14 +121,16 @@ def crop(landsat_scene, tmp_path_factory) -> dict:
 
 
 def moved_network(net, seed: int = 0):
-    """Every parameter of `net` moved by N(0, 0.02) (in place), as after some training: the release network's
-    zero-initialised convs make a fresh one ignore x_t and the PAN, which would hide the sampler and the PAN path."""
+    """The zero-initialised convs of `net` moved by N(0, 0.02) (in place), as after the first training steps: a fresh
+    release network's stems output zero, so it would ignore x_t and the PAN and hide the sampler and the PAN path.
+    The other weights keep their initialisation, so the network stays as well conditioned as a fresh one."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=generator))
+        for name, p in net.named_parameters():
+            if "conv_zero" in name:
+                p.add_(0.02 * torch.randn(p.shape, generator=generator))
     return net
 
 

@@ -144,7 +144,8 @@ def test_tiles_are_sharpened_independently(sharpener, landsat_scene):
     together = sharpener.sharpen_tiles(pan, ms, noise, steps=2)
     assert together.shape == (2, 4, 32, 32) and together.dtype == np.float32
     alone = sharpener.sharpen_tiles(pan[1:], ms[1:], noise[1:], steps=2)
-    np.testing.assert_allclose(together[1:], alone, rtol=1e-4, atol=0.5)  # DN; batching changes nothing real
+    # batching changes nothing real: float32 last bits, carried by the sampler (see test_tiling_mosaic)
+    np.testing.assert_allclose(together[1:], alone, rtol=0, atol=1e-4 * FULL_SCALE)
 
 
 def test_ema_weights_are_the_default(checkpoint_path, sharpener, landsat_scene):

@@ -132,7 +132,7 @@ def test_sharpen_takes_the_checkpoints_recommendation_and_records_where_each_set
     expected_from = {"steps": "checkpoint", "halo": "user", "sampler": "project"}
     assert (first["steps"], first["halo"], first["sampler"]) == (1, 16, "consistent")
     assert first["sampling_settings_from"] == expected_from
-    attrs = xr.open_zarr(mosaic).attrs
+    attrs = open_mosaic(mosaic).attrs   # nested values decoded from their JSON strings
     assert (attrs["steps"], attrs["halo"], attrs["sampler"]) == (1, 16, "consistent")
     assert attrs["sampling_settings_from"] == expected_from
     # A rerun without --halo resumes the store with its own halo rather than refusing the checkpoint's 8.
