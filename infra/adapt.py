@@ -35,18 +35,16 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
 
     from ssdiff_model.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
     from ssdiff_model.checkpoint import load_checkpoint, save_checkpoint
+    from ssdiff_model.resample import central_window
     from tiling.stores import MS, PAN, open_scene
 
     base = load_checkpoint(checkpoint)
     scene = open_scene(scene_store, dask=False)
     ratio = int(scene.attrs["ratio"])
-    # Only the central window adaptation uses is read: a 40k x 40k scene costs what a 1k one does.
-    ms_rows, ms_cols = scene[MS].shape[1:]
-    size = MAX_WINDOW // ratio
-    top, left = max(0, (ms_rows - size) // 2), max(0, (ms_cols - size) // 2)
-    rows, cols = slice(top, top + min(size, ms_rows)), slice(left, left + min(size, ms_cols))
-    ms = np.asarray(scene[MS][:, rows, cols].values)
-    pan = np.asarray(scene[PAN][rows.start * ratio: rows.stop * ratio, cols.start * ratio: cols.stop * ratio].values)
+    # Only the central window adaptation uses is read (the arrays are lazily indexed): a 40k x 40k scene costs what
+    # a 1k one does.
+    pan, ms = (np.asarray(window.values) for window in
+               central_window(scene[PAN], scene[MS], ratio, MAX_WINDOW // ratio))
     record = _scene_record(scene_store)
     adapted = adapt_checkpoint(base, pan, ms, AdaptationConfig(iterations=iterations, seed=seed),
                                full_scale=record["full_scale"], sensor=record["sensor"], scene=record)

@@ -107,6 +107,23 @@ def write_crop(sources: list[Path], out: Path, row: int, col: int, size: int, dt
     return out
 
 
+def blank_top_left(size: int):
+    """A ``write_crop`` edit: the top-left ``size`` x ``size`` pixels of every band set to 0."""
+    def edit(data):
+        data[..., :size, :size] = 0
+        return data
+    return edit
+
+
+def with_nodata(path: Path, value: float) -> Path:
+    """The GeoTIFF at ``path`` declaring ``value`` as its nodata."""
+    import rasterio
+
+    with rasterio.open(path, "r+") as dst:
+        dst.nodata = value
+    return path
+
+
 def landsat_crop(landsat_scene, folder: Path, row: int = 400, col: int = 400, size: int = CROP) -> dict:
     """PAN window at (row, col) of ``size`` pixels and the matching MS window (ratio 2) as two GeoTIFFs."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ import rasterio
 import xarray as xr
 from rio_cogeo.cogeo import cog_validate
 
-from conftest import BAND_NAMES, MS_BANDS, ingest_args, run_cli, store_state, write_crop
+from conftest import (BAND_NAMES, MS_BANDS, blank_top_left, ingest_args, run_cli, store_state, with_nodata,
+                      write_crop)
 from flows.cli import EXIT_BAD_INPUT, main
 from tiling import open_mosaic
 
@@ -25,29 +26,16 @@ SETTINGS = {"tile_size": 64, "halo": 16, "seed": 0, "steps": 2}   # cores of 32 
 BLOCK = 64       # below the mosaic's size, so the COG has an overview
 
 
-def _blank_top_left(size: int):
-    def edit(data):
-        data[..., :size, :size] = 0
-        return data
-    return edit
-
-
-def _declaring_nodata(path: Path, value: float) -> Path:
-    with rasterio.open(path, "r+") as dst:
-        dst.nodata = value
-    return path
-
-
 @pytest.fixture(scope="module")
 def mosaic(landsat_scene, checkpoint, tmp_path_factory) -> Path:
     from ssdiff_model.pansharpener import Pansharpener
     from tiling import create_mosaic_store, missing_tiles, run_tiles
 
     folder = tmp_path_factory.mktemp("export")
-    pan = _declaring_nodata(write_crop([landsat_scene["B8"]], folder / "pan.tif", 400, 400, SIZE,
-                                       edit=_blank_top_left(40)), 0)
-    ms = _declaring_nodata(write_crop([landsat_scene[b] for b in MS_BANDS], folder / "ms.tif", 200, 200, SIZE // 2,
-                                      edit=_blank_top_left(20)), 0)
+    pan = with_nodata(write_crop([landsat_scene["B8"]], folder / "pan.tif", 400, 400, SIZE,
+                                       edit=blank_top_left(40)), 0)
+    ms = with_nodata(write_crop([landsat_scene[b] for b in MS_BANDS], folder / "ms.tif", 200, 200, SIZE // 2,
+                                      edit=blank_top_left(20)), 0)
     scene, store = folder / "scene.zarr", folder / "mosaic.zarr"
     run_cli(ingest_args({"pan": pan, "ms": ms}, scene))
     pansharpener = Pansharpener.from_checkpoint(checkpoint, device="cpu")

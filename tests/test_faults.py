@@ -37,8 +37,8 @@ import pytest
 import rasterio
 
 from conftest import (
-    BAND_NAMES, CROP, MS_BANDS, PROJECT_ROOT, ingest_args, landsat_crop, run_cli, store_state, tiny_checkpoint,
-    write_crop,
+    BAND_NAMES, CROP, MS_BANDS, PROJECT_ROOT, blank_top_left, ingest_args, landsat_crop, run_cli, store_state,
+    tiny_checkpoint, with_nodata, write_crop,
 )
 from flows.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, main
 from tiling import TILE_NODATA, TILE_SHARPENED, StoreBusyError, lock_path, missing_tiles, open_mosaic
@@ -362,12 +362,6 @@ def _with_crs(path: Path, epsg: int) -> Path:
     return path
 
 
-def _with_nodata(path: Path, value: float) -> Path:
-    with rasterio.open(path, "r+") as dst:
-        dst.nodata = value
-    return path
-
-
 def _text_file(path: Path) -> Path:
     path.write_text("not a GeoTIFF")
     return path
@@ -390,7 +384,7 @@ BAD_MS = {   # problem: (how to make the MS file, what the error must say)
     "inf": (lambda ms, tmp: write_crop(ms, tmp / "ms_inf.tif", 200, 200, CROP // 2, "float32",
                                        edit=lambda d: np.where(np.arange(d.size).reshape(d.shape) == 7, np.inf, d)),
             "infinite"),
-    "all nodata": (lambda ms, tmp: _with_nodata(write_crop(ms, tmp / "ms_empty.tif", 200, 200, CROP // 2,
+    "all nodata": (lambda ms, tmp: with_nodata(write_crop(ms, tmp / "ms_empty.tif", 200, 200, CROP // 2,
                                                            edit=np.zeros_like), 0), "is nodata"),
     "unreadable": (lambda ms, tmp: _text_file(tmp / "ms_broken.tif"), "unreadable"),
     "truncated": (lambda ms, tmp: _first_half(write_crop(ms, tmp / "ms_whole.tif", 200, 200, CROP // 2),
@@ -418,16 +412,10 @@ def test_nodata_regions_stay_nodata_and_their_tiles_are_skipped(landsat_scene, c
     """What users expect of a scene with nodata (a swath edge, a masked region): no error, the region stays nodata
     in the mosaic, and tiles without a valid pixel are marked nodata, not sharpened. (A scene that is nodata
     throughout is an error instead: see BAD_MS["all nodata"].)"""
-    def blank_top_left(size):
-        def edit(data):
-            data[..., :size, :size] = 0
-            return data
-        return edit
-
     # Both files declare nodata 0 and hold it over the same ground: PAN pixels 0:64, MS pixels 0:32.
-    pan = _with_nodata(write_crop([landsat_scene["B8"]], tmp_path / "pan.tif", 400, 400, SMALL,
+    pan = with_nodata(write_crop([landsat_scene["B8"]], tmp_path / "pan.tif", 400, 400, SMALL,
                                   edit=blank_top_left(64)), 0)
-    ms = _with_nodata(write_crop([landsat_scene[b] for b in MS_BANDS], tmp_path / "ms.tif", 200, 200, SMALL // 2,
+    ms = with_nodata(write_crop([landsat_scene[b] for b in MS_BANDS], tmp_path / "ms.tif", 200, 200, SMALL // 2,
                                  edit=blank_top_left(32)), 0)
     scene, mosaic = tmp_path / "scene.zarr", tmp_path / "mosaic.zarr"
     run_cli(ingest_args({"pan": pan, "ms": ms}, scene))
