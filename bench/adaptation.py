@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from quality_table import CLASSICAL, COMPARED, ROOT, _crop_to_blocks, _in_digital_numbers, validation_scenes
-from ssdiff_model.metrics import reduced_resolution
+
+from ssdiff_model.science.metrics import reduced_resolution
 
 INDEXES = ("SAM", "ERGAS", "Q2n")
 
 
 def trained_scenes(checkpoint: str, data_root: Path, limit: int):
     """(label, pair, bits) of the first `limit` training scenes of `checkpoint`'s store."""
-    from infra.training_store import family_sources
-    from ssdiff_model.checkpoint import load_checkpoint
-    from ssdiff_model.readers import PansharpeningBatch
-    from ssdiff_model.wald import reduced_resolution_pair
+    from ssdiff_model.data.readers import PansharpeningBatch
+    from ssdiff_model.model.checkpoint import load_checkpoint
+    from ssdiff_model.science.wald import reduced_resolution_pair
+    from tiling.stores.training import family_sources
 
     store = load_checkpoint(checkpoint).training.get("store") or {}
     trained = [s["id"] for s in store.get("sources", []) if s["split"] == "train" and s["patches"]]
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         print(f"no shared data at {args.data}: nothing to evaluate", file=sys.stderr)
         return 2
 
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import sharpen_array
 
     base = Pansharpener.from_checkpoint(args.checkpoint, device="cpu")

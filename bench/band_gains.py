@@ -1,5 +1,5 @@
 """Do a scene's own band gains predict how much PAN detail each of its bands takes? The measurement behind band
-equalization (`ssdiff_model.equalization`, `train --equalize-bands`).
+equalization (`ssdiff_model.science.equalization`, `train --equalize-bands`).
 
 On each scene's reduced-resolution pair (a shipped one, or Wald's protocol on a full-resolution pair) the true gain
 of band k is the slope of its reference detail (reference - interp23tap MS) on the equalized PAN's detail (the PAN
@@ -18,12 +18,12 @@ import json
 import sys
 
 import numpy as np
-
 from family_scenes import family_arguments, family_pairs
-from ssdiff_model.equalization import pan_equalization
-from ssdiff_model.resample import decimate, filter_replicate, interp23tap, mtf_kernel
-from ssdiff_model.sensors import get_sensor
-from ssdiff_model.wald import reduced_resolution_pair
+
+from ssdiff_model.science.equalization import pan_equalization
+from ssdiff_model.science.resample import decimate, filter_replicate, interp23tap, mtf_kernel
+from ssdiff_model.science.sensors import get_sensor
+from ssdiff_model.science.wald import reduced_resolution_pair
 
 
 def true_gains(pan: np.ndarray, ms_lr: np.ndarray, reference: np.ndarray, ratio: int, sensor: str,

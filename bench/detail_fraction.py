@@ -16,10 +16,10 @@ import json
 import sys
 
 import numpy as np
-
 from family_scenes import family_arguments, family_pairs
-from ssdiff_model.resample import decimate, interp23tap, mtf_filter
-from ssdiff_model.wald import reduced_resolution_example
+
+from ssdiff_model.science.resample import decimate, interp23tap, mtf_filter
+from ssdiff_model.science.wald import reduced_resolution_example
 
 BORDER = 8
 

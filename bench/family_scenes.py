@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from infra.training_store import FAMILIES, family_sources
-from ssdiff_model.readers import PansharpeningBatch
+from ssdiff_model.data.readers import PansharpeningBatch
+from tiling.stores.training import FAMILIES, family_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 

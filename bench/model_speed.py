@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ssdiff_model.fusion import APFM
-from ssdiff_model.network import build_network
+from ssdiff_model.model.fusion import APFM
+from ssdiff_model.model.network import build_network
 
 TILE, BANDS, RATIO, BATCH = 64, 8, 4, 8
 # torch's flop counter knows the CUDA SDPA kernels but not the CPU one; count it with the same formula,
@@ -119,7 +119,7 @@ def count_flops(net, inputs) -> tuple[int, int, bool]:
 def ddim_seconds_per_tile(net, inputs, device, repeats: int, warmup: int) -> tuple[float, str]:
     x_t, _, pan, lms, ms = inputs
     try:
-        from ssdiff_model.diffusion import GaussianDiffusion
+        from ssdiff_model.model.diffusion import GaussianDiffusion
     except ImportError:
         GaussianDiffusion = None
     if GaussianDiffusion is not None:

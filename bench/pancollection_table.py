@@ -4,7 +4,8 @@
         [--protocol tiled|release] [--full-scale DN] [--sampler consistent|release] [--out table.json]
         [--save-fused sr.h5]
 
-The test file holds `gt`, `lms`, `ms`, `pan` (N x C x H x W, digital numbers; `ssdiff_model.readers.read_pancollection`
+The test file holds `gt`, `lms`, `ms`, `pan` (N x C x H x W, digital numbers;
+`ssdiff_model.data.readers.read_pancollection`
 reads it). Every image is sharpened from its `pan` and `ms` by one of two protocols:
 
 - `tiled`: as the pipeline does (`tiling.sharpen_array`: 64 x 64 tiles with a 16-pixel halo, only their cores kept,
@@ -19,7 +20,7 @@ release checkpoint (`ssdiff import-release-checkpoint`) and `--protocol release`
 The tiled protocol upsamples the MS itself (interp23tap), as the pipeline does; so does the release protocol for a
 checkpoint that equalizes MS bands (it must see the bands it equalized). The network sees DN / full scale:
 `--full-scale` (WV3 and QuickBird files are 11-bit, 2047; GaoFen-2 10-bit, 1023), else the checkpoint's. The indexes
-are `ssdiff_model.metrics.reduced_resolution` of each sharpened image against its `gt`, with the settings of the
+are `ssdiff_model.science.metrics.reduced_resolution` of each sharpened image against its `gt`, with the settings of the
 community's PanCollection analysis (indexes_evaluation with flag_cut_bounds 0, 32-pixel Q2n blocks, no thresholding);
 `--cut-bounds` drops the toolbox's 21-pixel frame instead.
 
@@ -91,7 +92,7 @@ def sharpen_release(model, pan: np.ndarray, ms_lr: np.ndarray, lms: np.ndarray |
                     ) -> tuple[np.ndarray, int]:
     """One image by the release's protocol: (sharpened (B, H, W) float32 DN, number of patches sampled). `lms`:
     the upsampled MS (B, H, W) to cut each patch's from (None: the model upsamples each patch's MS)."""
-    from ssdiff_model.equalization import pan_equalization
+    from ssdiff_model.science.equalization import pan_equalization
     from tiling import window_noise
 
     ratio, bands = model.ratio, ms_lr.shape[0]
@@ -128,7 +129,7 @@ def bits_for(full_scale: float, file_bits: int | None) -> int:
 
 
 def load_test_file(path: Path, sensor: str | None):
-    from ssdiff_model.readers import read_pancollection
+    from ssdiff_model.data.readers import read_pancollection
 
     batch = read_pancollection(path, sensor=sensor)
     if batch.gt is None:
@@ -138,8 +139,8 @@ def load_test_file(path: Path, sensor: str | None):
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from ssdiff_model.metrics import reduced_resolution
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
+    from ssdiff_model.science.metrics import reduced_resolution
     from tiling import sharpen_array
 
     batch = load_test_file(args.test, args.sensor)
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{args.test}: no such test file")
         for name in ("steps", "batch_size", "tile", "limit"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         table = evaluate(args)
     except (*BAD_INPUT, OSError) as err:
         return report(PROGRAM, err)

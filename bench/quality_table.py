@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ssdiff_model import baselines
-from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolution
-from ssdiff_model.readers import PansharpeningPair, iter_shared_sets
-from ssdiff_model.wald import reduced_resolution_pair
+from ssdiff_model.data.readers import PansharpeningPair, iter_shared_sets
+from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_resolution
+from ssdiff_model.science.wald import reduced_resolution_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSICAL = {"EXP": baselines.exp, "BT-H": baselines.bt_h, "MTF-GLP-FS": baselines.mtf_glp_fs,
@@ -62,9 +62,9 @@ def reduced_resolution_scenes(data_root: Path, wald: bool, max_per_dataset: int)
 def validation_scenes(checkpoint: str, data_root: Path, max_per_dataset: int):
     """(scene id, reduced-resolution pair, bits) for the validation scenes recorded in `checkpoint`'s training facts,
     loaded as the training store loaded them (same sources, same band selection)."""
-    from infra.training_store import family_sources
-    from ssdiff_model.checkpoint import load_checkpoint
-    from ssdiff_model.readers import PansharpeningBatch
+    from ssdiff_model.data.readers import PansharpeningBatch
+    from ssdiff_model.model.checkpoint import load_checkpoint
+    from tiling.stores.training import family_sources
 
     store = load_checkpoint(checkpoint).training.get("store") or {}
     held_out = [s["id"] for s in store.get("sources", []) if s["split"] == "validation"]
@@ -116,7 +116,7 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int =
                   adapt: int = 0):
     """SSDiff as the pipeline runs it; with `adapt` > 0 first fine-tuned on each scene's own input pair
     (``Pansharpener.adapted``: Wald's protocol on the pair it is given, never its reference)."""
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import sharpen_array
 
     model = Pansharpener.from_checkpoint(checkpoint)

@@ -40,12 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # run as a script: it
 
 from quality_table import ROOT, validation_scenes  # noqa: E402
 
-from ssdiff_model.checkpoint import load_checkpoint  # noqa: E402
-from ssdiff_model.equalization import pan_equalization  # noqa: E402
-from ssdiff_model.metrics import reduced_resolution  # noqa: E402
-from ssdiff_model.pansharpener import Pansharpener  # noqa: E402
-from ssdiff_model.readers import PansharpeningPair  # noqa: E402
-from ssdiff_model.resample import central_window  # noqa: E402
+from ssdiff_model.data.readers import PansharpeningPair  # noqa: E402
+from ssdiff_model.inference.pansharpener import Pansharpener  # noqa: E402
+from ssdiff_model.model.checkpoint import load_checkpoint  # noqa: E402
+from ssdiff_model.science.equalization import pan_equalization  # noqa: E402
+from ssdiff_model.science.metrics import reduced_resolution  # noqa: E402
+from ssdiff_model.science.resample import central_window  # noqa: E402
 from tiling import sharpen_array  # noqa: E402
 
 INDEXES = ("SAM", "ERGAS", "Q2n")

@@ -29,7 +29,7 @@ def synthetic_pair(size: int):
     import numpy as np
     from affine import Affine
 
-    from ssdiff_model.readers import PansharpeningPair
+    from ssdiff_model.data.readers import PansharpeningPair
 
     rng = np.random.default_rng(size)
     n = size // RATIO
@@ -46,7 +46,7 @@ def synthetic_pair(size: int):
 
 
 def make_inputs(size: int, workdir: Path) -> None:
-    from ssdiff_model.checkpoint import save_untrained
+    from ssdiff_model.model.checkpoint import save_untrained
     from tiling import write_scene_store
 
     save_untrained(workdir / "model.pt", bands=BANDS, ratio=RATIO, full_scale=FULL_SCALE, sensor="synthetic",
@@ -57,7 +57,7 @@ def make_inputs(size: int, workdir: Path) -> None:
 def run_scene(workdir: Path, tile: int, halo: int, batch: int) -> dict:
     import torch
 
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import create_mosaic_store, missing_tiles, open_mosaic, run_tiles
 
     sharpener = Pansharpener.from_checkpoint(workdir / "model.pt", device="cpu")

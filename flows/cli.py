@@ -24,12 +24,11 @@ Nothing read from a file or the command line is ever evaluated or passed to a sh
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
 from typing import Sequence
 
-from infra.failures import BAD_INPUT, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, report  # noqa: F401 - the codes are API
+from infra.failures import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED  # noqa: F401 - the codes are API
+from ssdiff_model.errors import BadInput
 
 
 def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> None:
@@ -56,13 +55,15 @@ def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> No
 
 def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or the name of a shipped checkpoint")
-    # No argparse defaults for steps, halo and sampler: None lets ssdiff_model.checkpoint.resolve_sampling take the
+    # No argparse defaults for steps, halo and sampler: None lets ssdiff_model.model.checkpoint.resolve_sampling take
+    # the
     # checkpoint's measured recommendation (or, resuming, the mosaic's own settings).
     parser.add_argument("--steps", type=int,
                         help="DDIM sampling steps (default: the checkpoint's recommendation, else 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the position-keyed noise (default 0)")
     parser.add_argument("--sampler", choices=("consistent", "release"),
-                        help="DDIM as trained (consistent; the default unless the checkpoint recommends otherwise) or as the authors' release samples (release: "
+                        help="DDIM as trained (consistent; the default unless the checkpoint recommends otherwise) or as "
+                             "the authors' release samples (release: "
                              "step indices fed as timesteps, image space after the first step)")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced "
@@ -98,8 +99,18 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compress", help="DEFLATE (default: every GDAL reads it), ZSTD, LZW or NONE")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ssdiff-pansharpening")
+    except PackageNotFoundError:   # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdiff", description="Distributed SSDiff pansharpening.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="validate scene files and write a Zarr scene store")
@@ -139,14 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _ingest(args) -> dict:
     if args.stac:
         if args.ms or args.example is not None:
-            raise ValueError(f"{args.stac}: with --stac the files are the item's assets: give --pan-asset and "
+            raise BadInput(f"{args.stac}: with --stac the files are the item's assets: give --pan-asset and "
                              f"--ms-asset, not --ms or --example")
         from flows.stac import ingest_stac
 
         return ingest_stac(args.stac, args.pan_asset, args.ms_asset or (), args.out, sensor=args.sensor,
                            band_names=args.band_names or (), nodata=args.nodata)
     if args.pan_asset or args.ms_asset:
-        raise ValueError(f"{args.pan}: --pan-asset and --ms-asset name the assets of a --stac item")
+        raise BadInput(f"{args.pan}: --pan-asset and --ms-asset name the assets of a --stac item")
     from flows.ingest import ingest_scene
 
     return ingest_scene(args.pan, args.ms, args.out, sensor=args.sensor, band_names=args.band_names or (),
@@ -154,6 +165,7 @@ def _ingest(args) -> dict:
 
 
 def _sharpen(args) -> dict:
+    from infra.entry import interrupt_on_sigterm
     from infra.ray_sharpen import connect_ray, sharpen_scene
 
     connect_ray(args.ray_address)
@@ -198,46 +210,13 @@ def _export(args) -> dict:
 COMMANDS = {"ingest": _ingest, "sharpen": _sharpen, "evaluate": _evaluate, "run": _run, "export": _export}
 
 
-def _interrupted(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler's or `kill`'s polite stop) ends the command as Ctrl-C does: the finished tiles are
-    kept, the lock released, and the "interrupted; rerun" line printed with exit status 1. Only the main thread
-    may set a handler; elsewhere (a Prefect worker thread) the process's handler stays."""
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupted)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tiling.lock import StoreBusyError   # after parsing: `ssdiff --help` need not load the tiling stack
+    from infra.entry import run_entry
 
-    interrupt_on_sigterm()
-    # The messages already name the file and the problem; a traceback would only bury them.
-    try:
-        result = COMMANDS[args.command](args)
-    except (StoreBusyError, *BAD_INPUT, OSError) as err:
-        return report(f"ssdiff {args.command}", err)
-    except Exception as err:   # an object store's own errors (botocore, aiohttp), classified like the rest
-        from tiling.objstore import storage_error
-
-        problem = storage_error(err, getattr(args, "out", None) or getattr(args, "scene", None) or "object store")
-        if problem is None:
-            raise
-        return report(f"ssdiff {args.command}", problem)
-    except KeyboardInterrupt:
-        print(f"ssdiff {args.command}: interrupted; rerun the same command to finish the missing tiles",
-              file=sys.stderr)
-        return EXIT_FAILED
-    warnings = result.get("warnings", []) if isinstance(result, dict) else []
-    for warning in warnings:
-        print(f"ssdiff {args.command}: warning: {warning}", file=sys.stderr)
-    print(json.dumps(result, indent=2, default=str))
-    return 0
+    return run_entry(f"ssdiff {args.command}", lambda: COMMANDS[args.command](args),
+                     where=getattr(args, "out", None) or getattr(args, "scene", None),
+                     rerun_hint="rerun the same command to finish the missing tiles")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,23 @@ import numpy as np
 from prefect import task
 
 from flows.retry import transient_failure
-from ssdiff_model.metrics import full_resolution, index_scale, reduced_resolution
-from ssdiff_model.readers import PansharpeningPair
-from ssdiff_model.sensors import get_sensor
-from ssdiff_model.wald import reduced_resolution_pair
-from tiling import objstore
-from tiling import HRMS, MS, PAN, missing_tiles, mosaic_grid, open_mosaic, open_scene, record_provenance, sharpen_array
+from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.errors import BadInput
+from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_resolution
+from ssdiff_model.science.sensors import get_sensor
+from ssdiff_model.science.wald import reduced_resolution_pair
+from tiling import (
+    HRMS,
+    MS,
+    PAN,
+    missing_tiles,
+    mosaic_grid,
+    objstore,
+    open_mosaic,
+    open_scene,
+    record_provenance,
+    sharpen_array,
+)
 from tiling.integrity import verify_mosaic
 
 PathLike = str | os.PathLike
@@ -62,9 +73,9 @@ def _read_reference(reference_path: PathLike, shape: tuple[int, ...]) -> np.ndar
         with objstore.gdal_env(), rioxarray.open_rasterio(path, mask_and_scale=False) as data:
             reference = data.values.astype(np.float32)
     except Exception as err:  # rasterio raises many types; name the file whatever the cause
-        raise ValueError(f"{path}: unreadable reference ({type(err).__name__}: {err})") from err
+        raise BadInput(f"{path}: unreadable reference ({type(err).__name__}: {err})") from err
     if reference.shape != tuple(shape):
-        raise ValueError(f"{path}: reference has shape {reference.shape}, the mosaic {tuple(shape)} "
+        raise BadInput(f"{path}: reference has shape {reference.shape}, the mosaic {tuple(shape)} "
                          f"(bands, rows, cols on the PAN grid)")
     return reference
 
@@ -72,7 +83,7 @@ def _read_reference(reference_path: PathLike, shape: tuple[int, ...]) -> np.ndar
 def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: int, to_dn: float) -> dict[str, Any]:
     """Wald's protocol on the scene: sharpen the degraded pair with the mosaic's checkpoint and settings (in this
     process: the reduced scene is ratio^2 times smaller than the mosaic) and score it against the original MS."""
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
 
     pan, ms = scene[PAN].values, scene[MS].values
     if not (np.isfinite(pan).all() and np.isfinite(ms).all()):
@@ -81,7 +92,7 @@ def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: 
     checkpoint = checkpoint or mosaic_attrs.get("checkpoint")
     sharpener = Pansharpener.from_checkpoint(checkpoint)
     if sharpener.checkpoint_hash != mosaic_attrs["checkpoint_hash"]:
-        raise ValueError(f"{checkpoint}: not the checkpoint the mosaic was made with (hash "
+        raise BadInput(f"{checkpoint}: not the checkpoint the mosaic was made with (hash "
                          f"{sharpener.checkpoint_hash[:12]}..., the mosaic records "
                          f"{mosaic_attrs['checkpoint_hash'][:12]}...)")
     pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=ratio, full_scale=float(scene.attrs["full_scale"]),
@@ -164,11 +175,11 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     damaged = verify_mosaic(mosaic_store, grid, float(attrs["full_scale"]), attrs["manifest_codes"])
     if damaged:
         shown = "; ".join(map(str, damaged[:4])) + (f"; and {len(damaged) - 4} more" if len(damaged) > 4 else "")
-        raise ValueError(f"{mosaic_store}: {len(damaged)} damaged tile(s): {shown}; rerun `ssdiff sharpen` with the "
+        raise BadInput(f"{mosaic_store}: {len(damaged)} damaged tile(s): {shown}; rerun `ssdiff sharpen` with the "
                          f"same arguments, it sharpens them again")
     missing = missing_tiles(mosaic_store)
     if missing:
-        raise ValueError(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
+        raise BadInput(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
                          f"to finish it before evaluating")
     scene = open_scene(attrs["scene_store"])
     ratio = int(attrs["ratio"])

@@ -28,8 +28,16 @@ import rasterio.shutil
 import zarr
 from rasterio.windows import Window
 
+from ssdiff_model.errors import BadInput
 from tiling import (
-    HRMS, MOSAIC_LAYOUT, missing_tiles, mosaic_grid, open_mosaic, require_folder_for, store_attrs, writing,
+    HRMS,
+    MOSAIC_LAYOUT,
+    missing_tiles,
+    mosaic_grid,
+    open_mosaic,
+    require_folder_for,
+    store_attrs,
+    writing,
 )
 
 PathLike = str | os.PathLike
@@ -48,17 +56,17 @@ def export_cog(mosaic_store: PathLike, out: PathLike, *, overwrite: bool = False
     attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
     missing = missing_tiles(mosaic_store)
     if missing:
-        raise ValueError(f"{mosaic_store}: not a finished mosaic ({len(missing)} of {len(mosaic_grid(mosaic_store))} "
+        raise BadInput(f"{mosaic_store}: not a finished mosaic ({len(missing)} of {len(mosaic_grid(mosaic_store))} "
                          f"tiles missing): rerun `ssdiff sharpen` on it to finish them, then export")
     compress = compress.upper()
     if compress not in COMPRESSIONS:
-        raise ValueError(f"{out}: unknown compression {compress!r} (one of {', '.join(COMPRESSIONS)})")
+        raise BadInput(f"{out}: unknown compression {compress!r} (one of {', '.join(COMPRESSIONS)})")
     if blocksize < 16 or blocksize % 16:
-        raise ValueError(f"{out}: a COG's block size must be a multiple of 16, got {blocksize}")
+        raise BadInput(f"{out}: a COG's block size must be a multiple of 16, got {blocksize}")
     if nodata is not None and not (np.isfinite(nodata) and np.float32(nodata) == nodata):
-        raise ValueError(f"{out}: nodata {nodata!r} is not a finite float32 value (leave it out for NaN)")
+        raise BadInput(f"{out}: nodata {nodata!r} is not a finite float32 value (leave it out for NaN)")
     if out.is_dir():
-        raise ValueError(f"{out}: is a folder; give the path of the .tif to write")
+        raise BadInput(f"{out}: is a folder; give the path of the .tif to write")
     if out.exists() and not overwrite:
         raise FileExistsError(errno.EEXIST, "already exists; pass --overwrite to replace it", str(out))
     require_folder_for(out)
@@ -111,7 +119,7 @@ def _stream_to_geotiff(hrms: zarr.Array, path: Path, profile: Mapping[str, Any],
                 block = hrms[:, y0:y0 + chunk_y, x0:x0 + chunk_x]
                 if nodata is not None:
                     if (block == nodata).any():
-                        raise ValueError(f"nodata value {nodata:g} is a valid value of the mosaic (at PAN pixel row "
+                        raise BadInput(f"nodata value {nodata:g} is a valid value of the mosaic (at PAN pixel row "
                                          f">= {y0}, column >= {x0}): choose another --nodata, or leave it out "
                                          f"for NaN")
                     block = np.where(np.isnan(block), np.float32(nodata), block)

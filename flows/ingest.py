@@ -1,6 +1,6 @@
 """Ingest: scene files in, a validated scene store out, written atomically.
 
-The readers (ssdiff_model.readers) validate the files (readable, same CRS, MS extent equal to the PAN's, an
+The readers (ssdiff_model.data.readers) validate the files (readable, same CRS, MS extent equal to the PAN's, an
 integer ratio, finite values or a declared nodata) and raise errors naming the file; ingest adds that the sensor
 is one it knows and that the scene has data (a PAN, or an MS band, that is nodata throughout is an error: the
 wrong --nodata, or an empty file). Pixels holding a file's declared nodata value, or --nodata, are stored as
@@ -21,10 +21,11 @@ from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
 from infra.preflight import require_memory_for, require_store_path
-from ssdiff_model.radiometry import infer_full_scale
-from ssdiff_model.readers import PansharpeningBatch, read_geotiff_pair, read_pair
-from ssdiff_model.registration import MSOffset, misregistration_warning
-from ssdiff_model.sensors import get_sensor
+from ssdiff_model.data.readers import PansharpeningBatch, read_geotiff_pair, read_pair
+from ssdiff_model.errors import BadInput
+from ssdiff_model.science.radiometry import infer_full_scale
+from ssdiff_model.science.registration import MSOffset, misregistration_warning
+from ssdiff_model.science.sensors import get_sensor
 from tiling import built_beside, nodata_mask, objstore, open_scene, require_folder_for, sha256_file, write_scene_store
 from tiling.lock import store_lock
 from tiling.sources import remote_url
@@ -39,16 +40,17 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
     order), or one .mat / .h5 file (then ``pan`` is that file and ``ms`` is empty, or the MS file of a two-file
     .mat pair). PanCollection files hold many examples: ``example`` picks one. GeoTIFF pixels holding their
     file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata.
-    ``full_scale`` (the value that means 1.0) overrides what ``ssdiff_model.radiometry`` decides from the data."""
+    ``full_scale`` (the value that means 1.0) overrides what ``ssdiff_model.science.radiometry`` decides from the
+    data."""
     paths = [_as_path(p) for p in ([pan] if pan else [])]
     ms = [_as_path(p) for p in ms]
     if not paths:
-        raise ValueError("ingest needs a PAN file (or one .mat / .h5 file) to read")
+        raise BadInput("ingest needs a PAN file (or one .mat / .h5 file) to read")
     if sensor is not None:
         try:
             get_sensor(sensor)   # a name looked up in a table, nothing else: an unknown one is an error
         except ValueError as err:
-            raise ValueError(f"--sensor: {err}") from None
+            raise BadInput(f"--sensor: {err}") from None
     for path in (*paths, *ms):   # a missing bucket or refused credentials: one line, before any pixel is read
         objstore.require_reachable(path, writable=False, what="input")
     with objstore.gdal_env():   # s3:// inputs: GDAL's /vsis3/ configured from the AWS_* variables
@@ -66,26 +68,26 @@ def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale):
     options = {"band_names": tuple(band_names)} if band_names else {}
     if os.path.splitext(str(paths[0]))[1].lower() in tiffs:
         if not ms:
-            raise ValueError(f"{paths[0]}: a GeoTIFF PAN needs its MS file(s) (--ms)")
+            raise BadInput(f"{paths[0]}: a GeoTIFF PAN needs its MS file(s) (--ms)")
         require_memory_for(paths[0], ms)
         options["full_scale"] = full_scale
         pair = read_geotiff_pair(paths[0], ms[0] if len(ms) == 1 else ms, sensor=sensor, mask_nodata=True,
                                  **options)
     else:
         if band_names:
-            raise ValueError(f"{paths[0]}: --band-names only applies to GeoTIFF scenes")
+            raise BadInput(f"{paths[0]}: --band-names only applies to GeoTIFF scenes")
         pair = read_pair(*paths, *ms, sensor=sensor)
     if isinstance(pair, PansharpeningBatch):
         if example is None:
             if len(pair) != 1:
-                raise ValueError(f"{paths[0]}: a PanCollection file of {len(pair)} examples: choose one with "
+                raise BadInput(f"{paths[0]}: a PanCollection file of {len(pair)} examples: choose one with "
                                  f"--example (0..{len(pair) - 1})")
             example = 0
         if not 0 <= example < len(pair):
-            raise ValueError(f"{paths[0]}: example {example} out of range (the file holds {len(pair)})")
+            raise BadInput(f"{paths[0]}: example {example} out of range (the file holds {len(pair)})")
         pair = pair.pair(example)
     elif example not in (None, 0):
-        raise ValueError(f"{paths[0]}: --example applies to PanCollection files only")
+        raise BadInput(f"{paths[0]}: --example applies to PanCollection files only")
     if full_scale is not None and pair.radiometry is None:   # .mat / .h5: their own or the sensor's scale, replaced
         pair.radiometry = infer_full_scale(pair.pan, pair.ms_lr, dtype=pair.pan.dtype, declared=full_scale)
         pair.full_scale, pair.bits = pair.radiometry.value, pair.radiometry.bits
@@ -100,13 +102,14 @@ def _require_sensor_bands(pair, sensor: str | None) -> None:
         return
     known = get_sensor(sensor)
     if not known.is_generic and pair.n_bands > len(known.ms_gains):
-        raise ValueError(f"{', '.join(map(str, pair.source))}: --sensor {known.name} has {len(known.ms_gains)} MS "
+        raise BadInput(f"{', '.join(map(str, pair.source))}: --sensor {known.name} has {len(known.ms_gains)} MS "
                          f"bands, these files hold {pair.n_bands}: name the sensor that took them")
 
 
 def scene_warnings(pair, sensor: str | None) -> list[str]:
     """What the user must be told about a scene that ingest accepts: an adjustment a reader made to the pixels (a
-    crop to whole MS pixels, an MS placed on the PAN grid by its georeferencing, a decimation), a full scale assumed from the data, pixels that saturate, and a
+    crop to whole MS pixels, an MS placed on the PAN grid by its georeferencing, a decimation), a full scale assumed
+    from the data, pixels that saturate, and a
     sensor whose MTF gains were made for other bands than these."""
     where = ", ".join(map(str, pair.source))
     # The grid notes say where the MS was placed on the PAN grid when the shapes alone did not (a crop then
@@ -133,10 +136,10 @@ def _require_data(pair, nodata: float | None) -> None:
     files = [str(p) for p in pair.source]
     because = f" (nodata value {nodata:g})" if nodata is not None else ""
     if nodata_mask(pair.pan, nodata).all():
-        raise ValueError(f"{files[0]}: every PAN pixel is nodata{because}: nothing to sharpen")
+        raise BadInput(f"{files[0]}: every PAN pixel is nodata{because}: nothing to sharpen")
     empty = [str(name) for name, band in zip(pair.band_names, pair.ms_lr) if nodata_mask(band, nodata).all()]
     if empty:
-        raise ValueError(f"{', '.join(files[1:] or files)}: every pixel of MS band(s) {', '.join(empty)} is "
+        raise BadInput(f"{', '.join(files[1:] or files)}: every pixel of MS band(s) {', '.join(empty)} is "
                          f"nodata{because}: nothing to sharpen")
 
 
@@ -195,17 +198,17 @@ def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) 
     try:
         attrs = open_scene(out).attrs
     except ValueError as err:
-        raise ValueError(f"{out}: already exists and is not a scene store; choose another --out") from err
+        raise BadInput(f"{out}: already exists and is not a scene store; choose another --out") from err
     recorded = {entry["sha256"] for entry in attrs["sources"].values()}
     given = {sha256_file(p) for p in pair.source}
     if given != recorded:
-        raise ValueError(f"{out}: a scene store from other files already exists there; remove it or choose "
+        raise BadInput(f"{out}: a scene store from other files already exists there; remove it or choose "
                          f"another --out")
     # The same files read another way give other pixels: reusing the store would silently ignore the change.
     for name, now, before in (("nodata", nodata, attrs.get("nodata")),
                               ("full scale", float(pair.full_scale), attrs.get("full_scale"))):
         if now != before:
-            raise ValueError(f"{out}: a scene store of these files with {name} {before} already exists there, "
+            raise BadInput(f"{out}: a scene store of these files with {name} {before} already exists there, "
                              f"this ingest has {name} {now}; remove it or choose another --out")
     return {**_summary(out, warnings), "reused": True}
 

@@ -18,7 +18,8 @@ from flows.ingest import ingest_task
 from flows.sharpen import sharpen_task
 from infra.preflight import require_apart, require_sharpen_settings, require_store_path
 from infra.ray_sharpen import is_finished
-from ssdiff_model.sensors import get_sensor
+from ssdiff_model.errors import BadInput
+from ssdiff_model.science.sensors import get_sensor
 
 SCENE_MANIFEST = "scene.json"   # an inbox folder holding this file is one scene (see find_new_scenes)
 SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
@@ -104,14 +105,14 @@ def _described_scene(folder: Path) -> dict[str, Any]:
             get_sensor(scene["sensor"])   # looked up in the sensor table: an unknown name is an error
     except (ValueError, KeyError, TypeError) as err:
         problem = f"no {err} given" if isinstance(err, KeyError) else str(err)
-        raise ValueError(f"{manifest}: not a valid scene description ({problem})") from err
+        raise BadInput(f"{manifest}: not a valid scene description ({problem})") from err
     return scene
 
 
 def _inside(folder: Path, relative: str) -> str:
     path = Path(relative)   # a TypeError for anything but a string: caught as an invalid description
     if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"file {relative!r} is outside the scene folder: give paths relative to it, without '..'")
+        raise BadInput(f"file {relative!r} is outside the scene folder: give paths relative to it, without '..'")
     return str(folder / path)
 
 
@@ -120,7 +121,8 @@ def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int | None = 
                   tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
                   ray_address: str | None = None, adapt: int = 0) -> list[dict[str, Any]]:
     """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
-    deployment of infra/prefect.yaml runs this on a cron schedule). One failing scene does not stop the others."""
+    deployment of infra/deploy/prefect.yaml runs this on a cron schedule). One failing scene does not stop the
+    others."""
     for folder in ("scenes", "mosaics"):
         (Path(outbox) / folder).mkdir(parents=True, exist_ok=True)
     results = []

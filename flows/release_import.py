@@ -14,8 +14,8 @@ __all__ = ["add_import_command", "import_release"]
 def import_release(source: str, out: str, *, bands: int, sensor: str, full_scale: float | None = None,
                    ratio: int = 4) -> dict:
     """Write ``out`` (and ``out`` with ``.md``, its model card); refuse an existing ``out``."""
-    from ssdiff_model.checkpoint import save_checkpoint
-    from ssdiff_model.release import import_release_checkpoint, release_model_card
+    from ssdiff_model.model.checkpoint import save_checkpoint
+    from ssdiff_model.model.release import import_release_checkpoint, release_model_card
 
     target = Path(out)
     if target.exists():

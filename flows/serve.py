@@ -2,7 +2,7 @@
 
     python -m flows.serve --inbox /data/inbox --outbox /data/outbox --checkpoint ssdiff-8band-r4
 
-The same deployment, for a Prefect server with workers, is declared in infra/prefect.yaml.
+The same deployment, for a Prefect server with workers, is declared in infra/deploy/prefect.yaml.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from flows.pipeline import process_inbox
 
 WATCH_CRON = "*/15 * * * *"
 # One run at a time, and a run that comes due while one is going is cancelled rather than queued: the running one
-# is already working through the inbox and the next tick takes what arrived meanwhile (as in infra/prefect.yaml).
+# is already working through the inbox and the next tick takes what arrived meanwhile (as in infra/deploy/prefect.yaml).
 WATCH_CONCURRENCY = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 

@@ -24,6 +24,6 @@ def sharpen_task(scene_store: str, mosaic_store: str, checkpoint: str, steps: in
 
 def _interrupt_on_sigterm() -> None:
     # ray.init replaces the command line's SIGTERM handler (flows.cli) in the driver: put it back.
-    from flows.cli import interrupt_on_sigterm
+    from infra.entry import interrupt_on_sigterm
 
     interrupt_on_sigterm()

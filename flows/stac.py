@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import pystac
 
+from ssdiff_model.errors import BadInput
 from tiling.sources import is_remote, vsicurl_path
 
 PathLike = str | os.PathLike
@@ -36,19 +37,19 @@ def read_item(item: PathLike) -> pystac.Item:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{item}: not valid JSON ({err})") from None
+        raise BadInput(f"{item}: not valid JSON ({err})") from None
     kind = document.get("type") if isinstance(document, dict) else type(document).__name__
     if kind != "Feature" or "stac_version" not in document:
         found = f"its type is {kind!r}" if kind != "Feature" else "a GeoJSON Feature without stac_version"
-        raise ValueError(f"{item}: not a STAC Item ({found}); give the JSON of one Item, not a Collection, "
+        raise BadInput(f"{item}: not a STAC Item ({found}); give the JSON of one Item, not a Collection, "
                          f"ItemCollection or Catalog")
     if not isinstance(document.get("assets"), dict):
-        raise ValueError(f"{item}: not a STAC Item (no 'assets' object)")
+        raise BadInput(f"{item}: not a STAC Item (no 'assets' object)")
     try:
         return pystac.Item.from_dict(document, href=location, migrate=True)
     except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as err:
         problem = f"no {err}" if isinstance(err, KeyError) else str(err)
-        raise ValueError(f"{item}: not a valid STAC Item ({problem})") from err
+        raise BadInput(f"{item}: not a valid STAC Item ({problem})") from err
 
 
 def _read_text(item: str) -> tuple[str, str]:
@@ -58,14 +59,14 @@ def _read_text(item: str) -> tuple[str, str]:
             with urllib.request.urlopen(item, timeout=ITEM_TIMEOUT_S) as response:
                 return response.read().decode("utf-8"), item
         except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{item}: cannot read the STAC Item ({err})") from None
+            raise BadInput(f"{item}: cannot read the STAC Item ({err})") from None
     path = Path(_local(item))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such STAC Item file")
     try:
         return path.read_text(encoding="utf-8"), str(path.resolve())
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {err})") from None
+        raise BadInput(f"{path}: not valid JSON (not UTF-8 text: {err})") from None
 
 
 def _local(href: str) -> str:
@@ -80,7 +81,7 @@ def asset_href(item: pystac.Item, key: str, where: PathLike) -> str:
     asset = item.assets.get(key)
     if asset is None:
         present = ", ".join(sorted(item.assets)) or "none"
-        raise ValueError(f"{where}: item {item.id!r} has no asset {key!r} (its assets: {present})")
+        raise BadInput(f"{where}: item {item.id!r} has no asset {key!r} (its assets: {present})")
     return asset.get_absolute_href() or asset.href
 
 
@@ -112,7 +113,7 @@ def stac_scene(item: PathLike, pan_asset: str, ms_assets: Sequence[str]) -> dict
     """The scene an item describes: ``pan`` and ``ms`` paths for the reader, ``band_names`` from the item (may be
     empty), and ``provenance`` for the scene store."""
     if not pan_asset or not ms_assets:
-        raise ValueError(f"{item}: --stac needs --pan-asset and --ms-asset (the keys of the PAN and MS assets)")
+        raise BadInput(f"{item}: --stac needs --pan-asset and --ms-asset (the keys of the PAN and MS assets)")
     stac_item = read_item(item)
     pan_href = asset_href(stac_item, pan_asset, item)
     ms_hrefs = [asset_href(stac_item, key, item) for key in ms_assets]

@@ -6,7 +6,7 @@
 
 `add_training_commands(subparsers, commands)` adds these three subcommands to the ``ssdiff`` parser (and their
 handlers to the ``commands`` table of flows/cli.py). Prefect orchestrates and records; the pixels move in the
-builder (infra.training_store) and in the Ray Train workers (infra.train_job).
+builder (tiling.stores.training) and in the Ray Train workers (infra.train_job).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.retry import transient_failure
-
+from ssdiff_model.errors import BadInput
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tasks and flows
@@ -31,7 +31,7 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
                      validation: float | list[str] | None = None, split_seed: int = 0, stride: int | None = None,
                      regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
                      overwrite: bool = False) -> dict[str, Any]:
-    from infra.training_store import build_training_store, family_sources, source_from_files
+    from tiling.stores.training import build_training_store, family_sources, source_from_files
 
     scenes = family_sources(family, data_root, landsat8) if family else []
     scenes += [source_from_files(*files) for files in sources]
@@ -39,7 +39,7 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
         # a validation scene named by its file matches the id of that file's source however the path is spelled
         validation = [source_from_files(v).id if Path(v).is_file() else v for v in validation]
     if not scenes:
-        raise ValueError("nothing to build from: name a --family (with --data) or give --source files")
+        raise BadInput("nothing to build from: name a --family (with --data) or give --source files")
     return build_training_store(scenes, out, family=family, validation=validation, split_seed=split_seed,
                                 stride=stride, regions=regions, coregister=coregister,
                                 misregistered_copies=misregistered_copies, overwrite=overwrite)
@@ -127,7 +127,7 @@ def _train(args) -> dict:
     from infra.train_job import config_from_args
 
     if getattr(args, "lbaf", False) is False and args.command == "finetune" and args.lora_rank is None:
-        raise ValueError("finetune: choose --lbaf (branch alternation) or --lora-rank R (adapters)")
+        raise BadInput("finetune: choose --lbaf (branch alternation) or --lora-rank R (adapters)")
     cfg = config_from_args(args)
     job = {k: v for k, v in vars(cfg).items() if k not in ("store", "storage_path", "name")}
     return train_flow(store=cfg.store, storage_path=cfg.storage_path, name=cfg.name, export=args.export,
@@ -145,7 +145,7 @@ def add_training_commands(subparsers: argparse._SubParsersAction,
     """Add `prepare-training`, `train` and `finetune` to the ``ssdiff`` parser; their handlers go into `commands`
     (flows/cli.py's COMMANDS) and are also set as the parsers' `handler` default."""
     from infra.train_job import add_job_arguments
-    from infra.training_store import FAMILIES
+    from tiling.stores.training import FAMILIES
 
     prepare = subparsers.add_parser("prepare-training", help="build a Zarr training store of reduced-resolution "
                                                              "examples from real scenes (split by scene)")

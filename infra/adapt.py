@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from ssdiff_model.errors import BadInput
 from tiling import SCENE_LAYOUT, store_attrs
 
 __all__ = ["adapted_path", "ensure_adapted"]
@@ -33,10 +34,10 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     """Read the scene's central window, adapt, write the checkpoint atomically; returns its hash."""
     import numpy as np
 
-    from ssdiff_model.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
-    from ssdiff_model.checkpoint import load_checkpoint, save_checkpoint
-    from ssdiff_model.resample import central_window
-    from tiling.stores import MS, PAN, open_scene
+    from ssdiff_model.inference.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
+    from ssdiff_model.science.resample import central_window
+    from tiling.stores.core import MS, PAN, open_scene
 
     base = load_checkpoint(checkpoint)
     scene = open_scene(scene_store, dask=False)
@@ -53,7 +54,7 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
 
 def _record(path: Path, wanted: dict[str, Any], adapted=None) -> dict[str, Any]:
     """What the adapted file at `path` was made from, under the keys of `wanted`."""
-    from ssdiff_model.checkpoint import load_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint
 
     record = (adapted or load_checkpoint(path)).training.get("adaptation") or {}
     return {key: record.get(key) for key in wanted}
@@ -68,10 +69,10 @@ def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike
         ValueError: an adapted file exists beside the mosaic but was made from another checkpoint, scene or
             settings (remove it, or write the mosaic elsewhere; ``overwrite``, as the mosaic's, makes it anew).
     """
-    from ssdiff_model.checkpoint import load_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint
 
     if iterations < 1:
-        raise ValueError(f"--adapt needs at least 1 iteration, got {iterations}")
+        raise BadInput(f"--adapt needs at least 1 iteration, got {iterations}")
     base = load_checkpoint(checkpoint)
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
@@ -90,7 +91,7 @@ def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike
     found = _record(path, wanted, adapted)
     if found != wanted:
         differs = sorted(key for key in wanted if found[key] != wanted[key])
-        raise ValueError(f"{path}: adapted weights beside the mosaic were made with other {', '.join(differs)} "
+        raise BadInput(f"{path}: adapted weights beside the mosaic were made with other {', '.join(differs)} "
                          f"than this run's; remove the file (and the mosaic) or write the mosaic elsewhere")
     return {"base_checkpoint": str(checkpoint), "base_hash": base.content_hash, "adapted_checkpoint": str(path),
             "adapted_hash": adapted.content_hash, "iterations": iterations, "seed": seed, "reused": reused,

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import sys
 
+from ssdiff_model.errors import BadInput
+
 EXIT_FAILED = 1      # the system refused (disk full, permissions, a lost file system) or a run broke: rerun resumes
 EXIT_BAD_INPUT = 2   # the input is wrong: the same command fails the same way until the input changes
 EXIT_BUSY = 3        # another run holds the output store
 
 # Bad input fails the same way every time; retrying it would only delay the clear error the user needs.
-BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
+# A ValueError that is not BadInput is a bug (or a library's surprise): a failure, not bad input.
+BAD_INPUT: tuple[type[BaseException], ...] = (BadInput, FileNotFoundError, FileExistsError)
 
 
 def _store_busy() -> type[BaseException]:

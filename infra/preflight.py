@@ -12,6 +12,8 @@ import resource
 from pathlib import Path
 from typing import Sequence
 
+from ssdiff_model.errors import BadInput
+
 PathLike = str | os.PathLike
 
 # Bytes held per pixel of a scene while ingest reads it whole: the file's values, their float32 copy, the copy the
@@ -67,7 +69,7 @@ def require_memory_for(pan: PathLike, ms: Sequence[PathLike]) -> None:
             continue   # unreadable or missing: the reader says so with its own message
     available = available_memory()
     if need > available:
-        raise ValueError(f"{pan}: the scene is too large to ingest in this process's memory "
+        raise BadInput(f"{pan}: the scene is too large to ingest in this process's memory "
                          f"({', '.join(sizes)}: about {gib(need)} needed, {gib(available)} available); cut it into "
                          f"pieces (gdal_translate -srcwin) and ingest each, or run ingest on a larger machine")
 
@@ -84,7 +86,7 @@ def require_store_path(out: PathLike) -> None:
         return   # an object-store key: no links there
     out = Path(out)
     if out.is_symlink() and not out.exists():
-        raise ValueError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist: remove the link or "
+        raise BadInput(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist: remove the link or "
                          f"choose another --out")
 
 
@@ -96,11 +98,11 @@ def require_apart(scene: PathLike, out: PathLike) -> None:
     if is_url(scene) or is_url(out):
         scene_text, out_text = location(scene).rstrip("/"), location(out).rstrip("/")
         if out_text == scene_text or out_text.startswith(scene_text + "/") or scene_text.startswith(out_text + "/"):
-            raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
+            raise BadInput(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
         return
     scene_path, out_path = Path(scene).resolve(), Path(out).resolve()
     if out_path == scene_path or scene_path in out_path.parents or out_path in scene_path.parents:
-        raise ValueError(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
+        raise BadInput(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
 
 
 def require_sharpen_settings(*, steps: int | None, batch_size: int, tile_size: int, halo: int | None,
@@ -108,15 +110,15 @@ def require_sharpen_settings(*, steps: int | None, batch_size: int, tile_size: i
     """The numbers of a sharpen run, checked before the model is loaded or any store created (steps and halo left
     None come from the checkpoint later, and are checked again once resolved)."""
     if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"--steps {steps}: the sampler needs 1 to {MAX_STEPS} steps")
+        raise BadInput(f"--steps {steps}: the sampler needs 1 to {MAX_STEPS} steps")
     if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size}: at least 1 tile per network call")
+        raise BadInput(f"--batch-size {batch_size}: at least 1 tile per network call")
     if actors is not None and actors < 1:
-        raise ValueError(f"--actors {actors}: at least 1 actor")
+        raise BadInput(f"--actors {actors}: at least 1 actor")
     if halo is not None and halo < 0:
-        raise ValueError(f"--halo {halo}: cannot be negative")
+        raise BadInput(f"--halo {halo}: cannot be negative")
     if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:
-        raise ValueError(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
+        raise BadInput(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
                          f"halo")
 
 
@@ -127,11 +129,11 @@ def require_tiles_fit(*, tile_size: int, batch_size: int, bands: int, width: int
     one tile core, allocated whole)."""
     largest = math.ceil(max(scene_height, scene_width) / 32) * 32
     if tile_size > 4 * largest:
-        raise ValueError(f"--tile {tile_size}: the scene is only {scene_height} x {scene_width} PAN pixels; a "
+        raise BadInput(f"--tile {tile_size}: the scene is only {scene_height} x {scene_width} PAN pixels; a "
                          f"tile of {largest} covers it whole")
     channels = 2 * width + 2 * bands
     need = batch_size * tile_size**2 * channels * NETWORK_BYTES_PER_PIXEL_CHANNEL
     available = available_memory()
     if need > available:
-        raise ValueError(f"--tile {tile_size} with --batch-size {batch_size}: one network call needs about "
+        raise BadInput(f"--tile {tile_size} with --batch-size {batch_size}: one network call needs about "
                          f"{gib(need)}, {gib(available)} are available; use smaller tiles or batches")

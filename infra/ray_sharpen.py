@@ -25,13 +25,22 @@ from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
 from infra.preflight import require_apart, require_sharpen_settings, require_store_path, require_tiles_fit
+from ssdiff_model.errors import BadInput
 from tiling import (
-    MOSAIC_LAYOUT, Tile, create_mosaic_store, missing_tiles, mosaic_grid, open_scene, record_provenance, run_tiles,
-    store_attrs, store_lock,
+    MOSAIC_LAYOUT,
+    Tile,
+    create_mosaic_store,
+    missing_tiles,
+    mosaic_grid,
+    objstore,
+    open_scene,
+    record_provenance,
+    run_tiles,
+    store_attrs,
+    store_lock,
 )
-from tiling import objstore
-from tiling.stores import shard_of
 from tiling.integrity import forget_tiles, verify_mosaic
+from tiling.stores.core import shard_of
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
 # actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
@@ -70,7 +79,7 @@ class TileSharpener:
     def __init__(self, checkpoint: str, cpu_threads: int | None):
         import torch
 
-        from ssdiff_model.pansharpener import Pansharpener
+        from ssdiff_model.inference.pansharpener import Pansharpener
 
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
@@ -108,12 +117,12 @@ class SharpenerPool:
         else:
             self.actors = actors or 1
             if self.actors * (cpus_per_actor or 1) > cpus:
-                raise ValueError(f"{self.actors} actors of {cpus_per_actor or 1} CPU asked for, but the Ray cluster "
+                raise BadInput(f"{self.actors} actors of {cpus_per_actor or 1} CPU asked for, but the Ray cluster "
                                  f"has {cpus} CPUs and no GPU")
             self.cpu_threads = cpus_per_actor or max(1, cpus // self.actors)
             self.options = {"num_cpus": self.cpu_threads}
         if self.actors < 1:
-            raise ValueError(f"actors must be at least 1, got {self.actors}")
+            raise BadInput(f"actors must be at least 1, got {self.actors}")
         self.restarts = 0
         self._handles = [self._start() for _ in range(self.actors)]
         # Fail here, with the actor's own error, if the model cannot be loaded (bad checkpoint, missing file).
@@ -242,10 +251,10 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     ``seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic and reused by reruns,
     and the actors (a pool of their own: ``pool`` holds another model) load them.
 
-    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.checkpoint.resolve_sampling``
+    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.model.checkpoint.resolve_sampling``
     (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default); the mosaic
     records the values used and, in ``sampling_settings_from``, where each came from."""
-    from ssdiff_model.pansharpener import Pansharpener
+    from ssdiff_model.inference.pansharpener import Pansharpener
 
     started, clock = now_utc(), time.perf_counter()
     require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
@@ -254,7 +263,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     if adapt and objstore.is_url(mosaic_store):
         # The adapted weights live beside the mosaic as a local file the actors load; an object-store copy of them
         # is not written yet.
-        raise ValueError(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
+        raise BadInput(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
                          f"object storage yet: sharpen without --adapt, or into a local --out")
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
@@ -313,7 +322,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
 def _resolve_sampling(ckpt, mosaic_store, **given) -> tuple[tuple[int, int, str], dict[str, str]]:
     """(steps, halo, sampler) and where each came from; a mosaic being resumed lends its own settings."""
-    from ssdiff_model.checkpoint import resolve_sampling
+    from ssdiff_model.model.checkpoint import resolve_sampling
 
     recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
     values, sources = resolve_sampling(ckpt, recorded=recorded, **given)

@@ -19,10 +19,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from infra.failures import BAD_INPUT, report
+from infra.entry import run_entry
 from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
-from tiling import SCENE_LAYOUT, StoreBusyError, check_run_settings, mosaic_grid
-from tiling import objstore
+from ssdiff_model.errors import BadInput
+from tiling import SCENE_LAYOUT, check_run_settings, mosaic_grid, objstore
 from tiling.integrity import verify_mosaic
 
 
@@ -98,7 +98,7 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, s
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     cluster = connect_ray(ray_address)
     # A setting left None agrees with any finished mosaic: sharpen_scene would resume it with its own
-    # (ssdiff_model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
+    # (ssdiff_model.model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
     settings = {k: v for k, v in {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size,
                                   "halo": halo}.items() if v is not None}
     todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
@@ -152,16 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def work():
         stores = find_scene_stores(args.scenes, args.list)
         if not stores:
-            raise ValueError("no scene stores given (positional paths or --list)")
-        summary = reprocess(stores, _as_path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
-                            sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size, actors=args.actors,
-                            ray_address=args.ray_address, adapt=args.adapt)
-    except (StoreBusyError, *BAD_INPUT, OSError) as err:   # one line, and the exit status the CLI gives
-        return report("infra.reprocess", err)
-    return 1 if summary["failed"] else 0
+            raise BadInput("no scene stores given (positional paths or --list)")
+        return reprocess(stores, _as_path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
+                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
+                         actors=args.actors, ray_address=args.ray_address, adapt=args.adapt)
+
+    # reprocess prints a line per scene and the summary itself (a long job's log is read while it runs)
+    return run_entry("infra.reprocess", work, where=args.out_dir, print_summary=False,
+                     status=lambda summary: 1 if summary["failed"] else 0)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@
 Design:
 - `TorchTrainer` with one worker per GPU (or CPU worker); the model is wrapped in DDP by
   `ray.train.torch.prepare_model`. Worker `r` of `w` reads examples r::w of the store's train split
-  (`TrainingStore.load`), and draws batch k from (seed, rank, k) alone (`ssdiff_model.training.patch_batches`), so a
+  (`TrainingStore.load`), and draws batch k from (seed, rank, k) alone (`ssdiff_model.training.loop.patch_batches`),
+  so a
   resumed run sees exactly the batches the interrupted one would have seen.
-- The single-process pieces of `ssdiff_model.training` do the work: `Trainer` holds the network, AdamW, EMA, the
+- The single-process pieces of `ssdiff_model.training.loop` do the work: `Trainer` holds the network, AdamW, EMA, the
   L-BAF schedule and builds the one-file checkpoint (`Trainer.checkpoint`, `Trainer.resume`); `train_step` runs one
   step on the DDP module; `apply_lbaf_phase` freezes a branch. When the phase changes the DDP wrapper is rebuilt, so
   DDP only ever synchronises the parameters that train (a frozen branch gets no gradient and no AdamW update).
@@ -19,7 +20,8 @@ Design:
   started again with the same storage path and name finds its latest checkpoint through `ray.train.get_checkpoint()`
   and continues from its step (also after being killed); `FailureConfig(max_failures)` retries inside one job.
 - Every step reports the (all-reduced) loss; every `validate_every` steps rank 0 samples validation examples with DDIM
-  (EMA weights, fixed noise) and reports SAM, ERGAS, Q2n (`ssdiff_model.metrics.reduced_resolution`, per example in
+  (EMA weights, fixed noise) and reports SAM, ERGAS, Q2n (`ssdiff_model.science.metrics.reduced_resolution`, per
+  example in
   the scene's DN) and the validation loss.
 - `export_checkpoint` writes the final checkpoint (optionally float16, without training state, LoRA merged) with the
   training facts, and a model card (markdown) beside it.
@@ -41,7 +43,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ssdiff_model.training import apply_lbaf_phase, train_step
+from ssdiff_model.errors import BadInput
+from ssdiff_model.training.loop import apply_lbaf_phase, train_step
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +94,10 @@ class TrainJobConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.workers < 1 or self.batch_size < 1:
-            raise ValueError(f"steps, workers and batch size must be >= 1, got {self.steps}, {self.workers}, "
+            raise BadInput(f"steps, workers and batch size must be >= 1, got {self.steps}, {self.workers}, "
                              f"{self.batch_size}")
         if self.lbaf_start is not None and self.lora_rank is not None:
-            raise ValueError("choose L-BAF (--lbaf-start) or LoRA (--lora-rank), not both")
+            raise BadInput("choose L-BAF (--lbaf-start) or LoRA (--lora-rank), not both")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def _step_generator(seed: int, rank: int, step: int):
 
 
 def _train_config(cfg: TrainJobConfig, store_attrs: dict[str, Any]):
-    from ssdiff_model.training import TrainConfig
+    from ssdiff_model.training.loop import TrainConfig
 
     return TrainConfig(
         iterations=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay,
@@ -161,10 +164,10 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
     """A fresh Trainer, or one fine-tuning a checkpoint, or the one of the run's latest Ray checkpoint."""
     import ray.train
 
-    from ssdiff_model.checkpoint import load_checkpoint
-    from ssdiff_model.network import build_network
-    from ssdiff_model.pansharpener import network_from_checkpoint
-    from ssdiff_model.training import Trainer
+    from ssdiff_model.inference.pansharpener import network_from_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint
+    from ssdiff_model.model.network import build_network
+    from ssdiff_model.training.loop import Trainer
 
     resumed = ray.train.get_checkpoint()
     if resumed is not None:
@@ -184,7 +187,7 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
         train_config.pan_equalization |= bool(base.training.get("pan_equalization"))
         train_config.band_equalization |= bool(base.training.get("band_equalization"))
         if (int(base.config["bands"]), int(base.ratio)) != (store.bands, store.ratio):
-            raise ValueError(f"{cfg.finetune_from}: checkpoint is for {base.config['bands']} bands at ratio "
+            raise BadInput(f"{cfg.finetune_from}: checkpoint is for {base.config['bands']} bands at ratio "
                              f"{base.ratio}, the store {store.path} holds {store.bands} bands at ratio {store.ratio}")
         net = network_from_checkpoint(base, ema=True)
         # its EMA weights average the base's iterations: go on averaging at the decay the base had reached
@@ -209,9 +212,9 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
     are clipped where the scene's valid images lie and scored back in the scene's units."""
     import torch
 
-    from ssdiff_model.equalization import equalize_bands, restore_bands
-    from ssdiff_model.metrics import index_scale, reduced_resolution
-    from ssdiff_model.training import evaluation_loss
+    from ssdiff_model.science.equalization import equalize_bands, restore_bands
+    from ssdiff_model.science.metrics import index_scale, reduced_resolution
+    from ssdiff_model.training.loop import evaluation_loss
 
     device = next(net.parameters()).device
     n = len(data["pan"])
@@ -259,15 +262,15 @@ def _hardware(device) -> str:
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker."""
+    import ray.train
     import torch
     import torch.distributed as dist
-    import ray.train
     from ray.train import Checkpoint as RayCheckpoint
     from ray.train.torch import get_device, prepare_model
 
-    from infra.training_store import TrainingStore
-    from ssdiff_model.checkpoint import save_checkpoint
-    from ssdiff_model.training import patch_batches
+    from ssdiff_model.model.checkpoint import save_checkpoint
+    from ssdiff_model.training.loop import patch_batches
+    from tiling.stores.training import TrainingStore
 
     cfg = TrainJobConfig(**config)
     context = ray.train.get_context()
@@ -282,7 +285,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                     equalize_bands=trainer.config.band_equalization)
     shard = store.load("train", rank, world, **equalize)
     if len(shard["pan"]) == 0:
-        raise ValueError(f"{cfg.store}: worker {rank} of {world} got no training examples "
+        raise BadInput(f"{cfg.store}: worker {rank} of {world} got no training examples "
                          f"({store.count('train')} in the store): use fewer workers")
     data = {k: torch.from_numpy(shard[k]) for k in ("pan", "ms", "lms", "hrms")}
     batches = patch_batches(data, cfg.batch_size, seed=cfg.seed * 7919 + rank, start_step=start_step,
@@ -361,11 +364,11 @@ def run_training(cfg: TrainJobConfig, export: str | Path | None = None, half: bo
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from infra.training_store import TrainingStore
+    from tiling.stores.training import TrainingStore
 
     store = TrainingStore(cfg.store)  # fail here, with the path, rather than in every worker
     if store.count("train") < cfg.workers:
-        raise ValueError(f"{cfg.store}: {store.count('train')} training examples for {cfg.workers} workers")
+        raise BadInput(f"{cfg.store}: {store.count('train')} training examples for {cfg.workers} workers")
     if cfg.finetune_from:
         cfg.finetune_from = str(finetune_source(cfg.finetune_from).resolve())
     cfg.store = str(Path(cfg.store).resolve()) if "://" not in cfg.store else cfg.store
@@ -414,8 +417,8 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
     """Write the checkpoint users load: no training state, LoRA adapters merged, optionally float16 weights, the
     training facts (data sources, iterations, hardware, wall time, validation indexes, L-BAF phase) in `training`;
     and a model card `<out>.md` beside it. Returns {"path", "hash", "model_card"}."""
-    from ssdiff_model.checkpoint import load_checkpoint, save_checkpoint
-    from ssdiff_model.pansharpener import network_from_checkpoint
+    from ssdiff_model.inference.pansharpener import network_from_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(source)
     training = dict(ckpt.training)
@@ -445,7 +448,7 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
 def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
     """The one-file checkpoint of the furthest step among a run's Ray Train checkpoints (for a run that was killed
     or stopped before its last step: export what it reached)."""
-    from ssdiff_model.checkpoint import load_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint
 
     found = sorted(Path(storage_path, name).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
     if not found:
@@ -456,7 +459,7 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
 def finetune_source(path_or_name: str | Path) -> Path:
     """The checkpoint file to fine-tune from: a file, a shipped name, or a run's folder (storage path / name), which
     means its furthest checkpoint, so a recipe needs no timestamped folder name."""
-    from ssdiff_model.checkpoint import resolve_checkpoint
+    from ssdiff_model.model.checkpoint import resolve_checkpoint
 
     run = Path(path_or_name)
     return latest_checkpoint(run.parent, run.name) if run.is_dir() else resolve_checkpoint(path_or_name)
@@ -464,8 +467,8 @@ def finetune_source(path_or_name: str | Path) -> Path:
 
 def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bool = False) -> dict[str, Any]:
     """Export the run's latest checkpoint with the facts of its training store (when the store is still there)."""
-    from infra.training_store import TrainingStore
-    from ssdiff_model.checkpoint import load_checkpoint
+    from ssdiff_model.model.checkpoint import load_checkpoint
+    from tiling.stores.training import TrainingStore
 
     source = latest_checkpoint(storage_path, name)
     store_path = load_checkpoint(source).training.get("job", {}).get("store")
@@ -494,7 +497,7 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         f"# {Path(filename).stem}", "",
         f"SSDiff pansharpening checkpoint `{filename}` (sha256 of contents `{digest}`).", "",
         "## Use", "",
-        "```python", "from ssdiff_model.pansharpener import Pansharpener",
+        "```python", "from ssdiff_model.inference.pansharpener import Pansharpener",
         f"sharpener = Pansharpener.from_checkpoint({Path(filename).stem!r})   # once shipped; else the file's path",
         "hrms = sharpener.sharpen(pan, ms_lr, seed=0)   # DN in, DN out; steps: the recommendation below, else 10",
         "```", "",
@@ -503,11 +506,11 @@ def model_card(ckpt, digest: str, filename: str) -> str:
         "- the network sees DN divided by the scene's own full scale, as in training (the pipeline takes it from the "
         "scene store; `sharpen` infers it from the arrays' dtype and values, or takes `full_scale=`); "
         f"{ckpt.full_scale:g} DN, the training store's dominant full scale, stands for the sensor's nominal one",
-        "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.equalization`; "
+        "- PAN equalization: " + ("the PAN is fed scaled to its scene's MS intensity (`ssdiff_model.science.equalization`; "
                                   "the pipeline records each scene's in its stores)" if t.get("pan_equalization")
                                   else "none (raw PAN DN)"),
         "- band equalization: " + ("each MS band's contrast divided by its slope on the equalized PAN of its scene, "
-                                   "and the output scaled back (`ssdiff_model.equalization`)"
+                                   "and the output scaled back (`ssdiff_model.science.equalization`)"
                                    if t.get("band_equalization") else "none"),
         f"- augmentation: {t.get('augmentation') or 'none'}"
         + (f"; every MS band scaled by a random gain in [1/{t['band_gains']:g}, {t['band_gains']:g}]"
@@ -611,17 +614,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_job_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from infra.failures import BAD_INPUT, report
+    from infra.entry import run_entry
     from infra.ray_sharpen import connect_ray
 
-    try:
+    def work():
         cfg = config_from_args(args)
         connect_ray(args.ray_address, log_to_driver=True)
-        summary = run_training(cfg, export=args.export, half=args.half)
-    except (*BAD_INPUT, OSError) as err:
-        return report("train_job", err)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+        return run_training(cfg, export=args.export, half=args.half)
+
+    return run_entry("train_job", work, where=args.storage_path,
+                     rerun_hint="rerun the same command: the run resumes from its last checkpoint")
 
 
 if __name__ == "__main__":

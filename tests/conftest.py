@@ -154,7 +154,7 @@ def moved_network(net, seed: int = 0):
 def tiny_checkpoint(path: Path, bands: int = 4, sensor: str = "Landsat8", band_names=BAND_NAMES,
                     full_scale: float = 65535.0, ratio: int = 2) -> Path:
     """A small randomly initialised SSDiff saved as a real one-file checkpoint; ratio 2 fits the Landsat-8 crops."""
-    from ssdiff_model.checkpoint import save_untrained
+    from ssdiff_model.model.checkpoint import save_untrained
 
     return save_untrained(path, bands=bands, ratio=ratio, full_scale=full_scale, sensor=sensor,
                           band_names=list(band_names), width=16, head_dim=8, time_embed_dim=32, time_hidden_dim=64)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdiff_model.checkpoint import resolve_sampling
-from ssdiff_model.readers import PansharpeningPair
+from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.model.checkpoint import resolve_sampling
 from tiling.runner import run_tiles
-from tiling.stores import HRMS, create_mosaic_store, open_mosaic, write_scene_store
+from tiling.stores.core import HRMS, create_mosaic_store, open_mosaic, write_scene_store
 
 __all__ = ["sharpen_array"]
 
@@ -31,7 +31,7 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
         ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
         tile: tile side in PAN pixels.
         halo: overlap on each side of a tile's core (None: as the pipeline resolves it).
-        steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.checkpoint.resolve_sampling``:
+        steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.model.checkpoint.resolve_sampling``:
             the checkpoint's recommendation, else the project's default).
         seed: seed of the position-keyed noise.
         batch_size: tiles per network call.

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from ssdiff_model.errors import BadInput
 from tiling import objstore
 from tiling.cf import decode_attrs
 from tiling.grid import Tile, TileGrid
@@ -47,7 +48,7 @@ def scene_content_sha256(scene_store) -> str:
     try:
         return content_sha256(group["pan"], group["ms"], float(group.attrs["full_scale"]))
     except ValueError as err:   # a chunk failing its checksum: the codec's message names no file
-        raise ValueError(f"{scene_store}: the scene store is damaged ({_reason(err)}): ingest the files again "
+        raise BadInput(f"{scene_store}: the scene store is damaged ({_reason(err)}): ingest the files again "
                          f"into a new scene store") from err
 
 

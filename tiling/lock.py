@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from ssdiff_model.errors import BadInput
 from tiling import objstore
-from tiling.stores import StorePath, require_folder_for, writing
+from tiling.stores.core import StorePath, require_folder_for, writing
 
 
 class StoreBusyError(RuntimeError):
@@ -113,7 +114,7 @@ def _leased(store: str) -> Iterator[None]:
     if not store.lower().startswith(("s3://", "s3a://")):
         # The lease needs S3's conditional writes; gs:// and az:// have their own (generation / etag preconditions)
         # that tiling.lease does not speak yet. Reading from them works; writing a store there would be unlocked.
-        raise ValueError(f"{store}: output stores on {store.split('://', 1)[0]}:// cannot be locked yet; write to "
+        raise BadInput(f"{store}: output stores on {store.split('://', 1)[0]}:// cannot be locked yet; write to "
                          f"s3:// (AWS S3, MinIO, any S3-compatible store) or to local disk")
     require_folder_for(store)   # the bucket exists and takes our credentials, else one clear line (exit 2)
     try:

@@ -17,7 +17,7 @@ no local copy), with the AWS_* variables mapped here onto rasterio's AWSSession 
 read AWS_ENDPOINT_URL itself, and needs AWS_HTTPS=NO for a plain-http endpoint).
 
 An object-store Zarr store is *committed* when its root ``zarr.json`` exists: ``staged_store`` writes every
-other object first and that one last, so readers see a complete store or none (see ``tiling.stores.built_beside``).
+other object first and that one last, so readers see a complete store or none (see ``tiling.stores.core.built_beside``).
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import errno
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+from ssdiff_model.errors import BadInput
 
 ROOT_METADATA = "zarr.json"   # a Zarr v3 store's root metadata: its commit marker on object storage
 DEFAULT_MAX_ATTEMPTS = 4
@@ -206,7 +208,7 @@ def require_reachable(url: str, *, writable: bool, what: str) -> None:
     try:
         fs, inner = filesystem(url)
     except ImportError as err:
-        raise ValueError(f"{url}: no file system for {_scheme(url)}:// is installed ({err})") from err
+        raise BadInput(f"{url}: no file system for {_scheme(url)}:// is installed ({err})") from err
     if _scheme(url) not in ("s3", "s3a"):
         return
     bucket = inner.split("/", 1)[0]
@@ -237,7 +239,7 @@ def storage_error(err: BaseException, where: str) -> Exception | None:
     ``where``; None if ``err`` is no object-store failure."""
     code = _client_error_code(err)
     if code in _BAD_INPUT_CODES:
-        return ValueError(f"{where}: {_BAD_INPUT_CODES[code]} ({code})")
+        return BadInput(f"{where}: {_BAD_INPUT_CODES[code]} ({code})")
     if _unreachable(err):
         return OSError(errno.EHOSTUNREACH, f"the object store does not answer after {max_attempts()} attempts "
                        f"({_endpoint_text()}: {' '.join(str(err).split())[:160]}); rerun when it is back, the "
@@ -258,7 +260,8 @@ def _client_error_code(err: BaseException) -> str | None:
 
 def _unreachable(err: BaseException) -> bool:
     try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
     except ImportError:   # no s3 support installed: nothing of ours to classify
         return False
     seen = set()

@@ -2,7 +2,8 @@
 
 This is what one worker (a Ray actor later, a thread or a plain loop here) does with its share of the tiles. It
 holds one batch of tiles at a time, so memory does not grow with the scene. The sampling itself (windows, nodata,
-noise, batches) is ``ssdiff_model.tiled.sample_tiles``, which ``Pansharpener.sharpen`` runs on arrays in memory:
+noise, batches) is ``ssdiff_model.inference.tiled.sample_tiles``, which ``Pansharpener.sharpen`` runs on arrays in
+memory:
 one implementation, so the two give equal pixels.
 """
 from __future__ import annotations
@@ -12,12 +13,24 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from ssdiff_model.tiled import sample_tiles
+from ssdiff_model.errors import BadInput
+from ssdiff_model.inference.tiled import sample_tiles
 from tiling import objstore
 from tiling.grid import Tile, TileGrid, read_window
-from tiling.stores import (
-    DONE, HRMS, MS, PAN, SCENE_LAYOUT, TILE_NODATA, TILE_SHARPENED, StorePath, check_run_settings,
-    mosaic_equalization, shard_of, store_attrs, writing,
+from tiling.stores.core import (
+    DONE,
+    HRMS,
+    MS,
+    PAN,
+    SCENE_LAYOUT,
+    TILE_NODATA,
+    TILE_SHARPENED,
+    StorePath,
+    check_run_settings,
+    mosaic_equalization,
+    shard_of,
+    store_attrs,
+    writing,
 )
 
 
@@ -46,9 +59,11 @@ def _write_shard(mosaic_store: StorePath, hrms, done, grid: TileGrid, shard_tile
     cores = np.full((hrms.shape[0], y1 - y0, x1 - x0), np.nan, dtype=np.float32)
     states = np.zeros((len(rows), len(cols)), dtype=np.uint8)
     for tile, values, state in entries:
-        cores[:, tile.core[0].start - y0:tile.core[0].stop - y0, tile.core[1].start - x0:tile.core[1].stop - x0] = values
+        (ys, xs) = tile.core
+        cores[:, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = values
         states[tile.row - rows.start, tile.col - cols.start] = state
-    with writing(mosaic_store, f"writing the shard of tiles {rows.start}..{rows.stop - 1}, {cols.start}..{cols.stop - 1}; "
+    with writing(mosaic_store, f"writing the shard of tiles {rows.start}..{rows.stop - 1}, "
+                               f"{cols.start}..{cols.stop - 1}; "
                                f"the finished tiles are kept, rerun to resume"):
         hrms[:, y0:y1, x0:x1] = cores
         done[rows.start:rows.stop, cols.start:cols.stop] = states
@@ -62,7 +77,7 @@ def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple
     except ValueError as err:
         if "outside an array" in str(err):
             raise
-        raise ValueError(f"{scene_store}: the scene under tile ({tile.row}, {tile.col}) is damaged ({err}): ingest "
+        raise BadInput(f"{scene_store}: the scene under tile ({tile.row}, {tile.col}) is damaged ({err}): ingest "
                          f"the files again into a new scene store") from err
     except Exception as err:
         problem = objstore.storage_error(err, str(scene_store)) if objstore.is_url(scene_store) else None
@@ -77,7 +92,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     seed, steps and checkpoint), ``batch_size`` tiles per network call, and mark each in the manifest once its
     core is written. Returns how many tiles were sharpened and how many were skipped as all-nodata."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise BadInput(f"batch_size must be at least 1, got {batch_size}")
     scene_attrs = store_attrs(scene_store, SCENE_LAYOUT)
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler,
                                checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs["sources"],
@@ -87,14 +102,14 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     mosaic = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
     hrms, done = mosaic[HRMS], mosaic[DONE]
     if hrms.shape[1:] != pan_store.shape:
-        raise ValueError(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
+        raise BadInput(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
                          f"{pan_store.shape}: it was created for another scene")
     grid = TileGrid(height=hrms.shape[1], width=hrms.shape[2], ratio=attrs["ratio"], tile_size=attrs["tile_size"],
                     halo=attrs["halo"])
     tiles = list(tiles)
     for tile in tiles:   # a tile of another grid would write across chunks that other writers own
         if tile != grid.tile(tile.row, tile.col):
-            raise ValueError(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
+            raise BadInput(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
     equalization = mosaic_equalization(attrs)
     shard_tiles = int(attrs.get("shard_tiles", 1))

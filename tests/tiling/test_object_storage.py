@@ -1,0 +1,500 @@
+"""Object storage end to end, on a real S3-compatible server on 127.0.0.1 that these tests start and stop
+(moto's standalone server: the real HTTP protocol, s3fs, botocore and GDAL's /vsis3/ all talk to it as to AWS).
+
+What is checked: GeoTIFFs in a bucket are ingested and sharpened into a mosaic in the bucket that equals the same
+run on local disk bit for bit and opens with a plain ``xr.open_zarr("s3://...")``; the lock (a lease with
+conditional writes) refuses a second writer and is taken over once its holder stopped renewing; a store half
+written by a killed run is invisible and a rerun finishes it; wrong credentials and a missing bucket are one line
+and exit 2; an endpoint that goes down mid-run ends the run with exit 1 after bounded retries, and the rerun
+finishes it bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BAND_NAMES, PROJECT_ROOT, ingest_args, landsat_crop, run_cli
+
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "ssdiff-test"
+SMALL = 128
+TILES = 16
+# Two actors of one CPU each in every run: torch's thread count changes the last bits of a network call. Batches of
+# 3 tiles: the local run's pool calls (3 tiles each, 1 at the end) and the object store's (one call per shard)
+# group the tiles differently, and still every network call holds 3 tiles.
+BATCH = 3
+RUN = ["--tile", "64", "--halo", "16", "--seed", "0", "--steps", "2", "--batch-size", str(BATCH), "--actors", "2",
+       "--no-progress"]
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def environment(**values):
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: value for name, value in values.items() if value is not None})
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class S3Server:
+    """moto's threaded server on 127.0.0.1: its buckets live in this process, so stopping it and starting it
+    again on the same port is an endpoint going down and coming back with its data."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = None
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture(scope="module")
+def s3():
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # one log line per request otherwise
+    server = S3Server()
+    server.start()
+    with environment(AWS_ENDPOINT_URL=server.endpoint, AWS_MAX_ATTEMPTS="3", **AWS):
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def url(*parts: str) -> str:
+    return "/".join([f"s3://{BUCKET}", *parts])
+
+
+def upload(path: Path, key: str) -> str:
+    import boto3
+
+    boto3.client("s3").upload_file(str(path), BUCKET, key)
+    return url(key)
+
+
+def keys(prefix: str) -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="module")
+def small_crop(landsat_scene, tmp_path_factory) -> dict:
+    return landsat_crop(landsat_scene, tmp_path_factory.mktemp("s3crop"), size=SMALL)
+
+
+@pytest.fixture(scope="module")
+def s3_crop(s3, small_crop) -> dict:
+    return {name: upload(path, f"inputs/{name}.tif") for name, path in small_crop.items()}
+
+
+@pytest.fixture(scope="module")
+def local_run(small_crop, checkpoint, ray_local, tmp_path_factory) -> dict:
+    """The same scene sharpened on local disk: what the object-store runs must equal bit for bit."""
+    import xarray as xr
+
+    folder = tmp_path_factory.mktemp("local")
+    run_cli(ingest_args(small_crop, folder / "scene.zarr"))
+    run_cli(["sharpen", str(folder / "scene.zarr"), "--out", str(folder / "mosaic.zarr"), "--checkpoint",
+             str(checkpoint), *RUN])
+    with xr.open_zarr(folder / "mosaic.zarr") as mosaic:
+        return {"hrms": mosaic.hrms.values, "scene": folder / "scene.zarr"}
+
+
+@pytest.fixture(scope="module")
+def s3_scene(s3, s3_crop) -> str:
+    scene = url("stores", "scene.zarr")
+    summary = run_cli(ingest_args(s3_crop, scene))
+    assert summary["scene_store"] == scene
+    return scene
+
+
+def the_error(capsys) -> str:
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    return error
+
+
+# ---- the pipeline on object storage ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_s3_geotiffs_sharpen_into_an_s3_mosaic_equal_to_the_local_run(s3, s3_scene, local_run, checkpoint,
+                                                                     ray_local):
+    import xarray as xr
+    import zarr
+
+    # The scene store holds the same pixels as the local one, read from the bucket by GDAL.
+    np.testing.assert_array_equal(zarr.open_group(str(local_run["scene"]))["pan"][...],
+                                  zarr.open_group(zarr_store(s3_scene), mode="r")["pan"][...])
+    mosaic = url("stores", "mosaic.zarr")
+    summary = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert summary["sharpened"] == TILES
+    # What a user types: nothing but the URL and the standard AWS_* variables.
+    with xr.open_zarr(mosaic) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+        assert opened.hrms.rio.crs is not None
+    assert not keys("stores/.mosaic.zarr.lock"), "the lease is released"
+    # 16 tiles, one shard: one object of cores and one of manifest entries, not 32 objects.
+    assert len(keys("stores/mosaic.zarr/hrms/c/")) == 1 and len(keys("stores/mosaic.zarr/done/c/")) == 1
+    # A rerun finds every tile done and writes nothing.
+    again = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert (again["tiles_already_done"], again["sharpened"]) == (TILES, 0)
+    # Bytes flipped inside the shard object: the rerun names the damage, redoes the shard, and ends bit for bit.
+    import boto3
+
+    client, (shard,) = boto3.client("s3"), keys("stores/mosaic.zarr/hrms/c/")
+    body = bytearray(client.get_object(Bucket=BUCKET, Key=shard)["Body"].read())
+    body[len(body) // 2:len(body) // 2 + 8] = bytes(8)
+    client.put_object(Bucket=BUCKET, Key=shard, Body=bytes(body))
+    repaired = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert repaired["tiles_repaired"] and repaired["sharpened"] == TILES
+    with xr.open_zarr(mosaic) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+    # evaluate reads it from the bucket and puts its quicklook beside it.
+    quality = run_cli(["evaluate", mosaic])
+    assert quality["quicklook"] == url("stores", "mosaic.quicklook.png") and "stores/mosaic.quicklook.png" in keys("")
+    with xr.open_zarr(mosaic) as opened:
+        assert "quality" in opened.attrs
+
+
+@pytest.mark.slow
+def test_the_reprocess_job_takes_a_prefix_of_scene_stores_and_an_s3_out_dir(s3, s3_scene, local_run, checkpoint,
+                                                                           ray_local, capsys):
+    import xarray as xr
+
+    from infra.reprocess import main
+
+    assert main([url("stores"), "--out-dir", url("archive"), "--checkpoint", str(checkpoint), "--steps", "2",
+                 "--tile", "64", "--halo", "16", "--batch-size", str(BATCH), "--actors", "2"]) == 0
+    with xr.open_zarr(url("archive", "scene.zarr")) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+def zarr_store(path):
+    from tiling.objstore import zarr_store as store
+
+    return store(path, read_only=True)
+
+
+# ---- atomicity without rename: the root metadata is the commit marker ----------------------------------------------
+
+def test_a_store_half_written_by_a_killed_ingest_is_invisible_and_a_rerun_finishes_it(s3, s3_crop, s3_scene):
+    import xarray as xr
+
+    from flows.ingest import read_scene
+    from tiling import built_beside, write_scene_store
+    from tiling.objstore import exists
+
+    scene = url("half", "scene.zarr")
+    pair = read_scene(s3_crop["pan"], [s3_crop["ms"]], sensor="Landsat8", band_names=BAND_NAMES)
+
+    class Killed(Exception):
+        pass
+
+    with pytest.raises(Killed):   # every object written, then killed before the commit
+        with built_beside(scene, "test") as staged:
+            write_scene_store(staged, pair)
+            raise Killed
+    assert any(key.startswith("half/scene.zarr/pan/c/") for key in keys("half/")), "chunks were written"
+    assert not exists(scene)
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the zarr/fsspec stack gives: readers see no store
+        xr.open_zarr(scene)
+    summary = run_cli(ingest_args(s3_crop, scene))
+    assert not summary["reused"]
+    with xr.open_zarr(scene) as rerun, xr.open_zarr(s3_scene) as reference:
+        np.testing.assert_array_equal(rerun.pan.values, reference.pan.values)
+        np.testing.assert_array_equal(rerun.ms.values, reference.ms.values)
+
+
+@pytest.mark.slow
+def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_bit(s3, s3_scene, local_run,
+                                                                                    checkpoint, ray_local):
+    import xarray as xr
+
+    from ssdiff_model.inference.pansharpener import Pansharpener
+    from tiling import create_mosaic_store, missing_tiles, run_tiles
+
+    mosaic = url("killed", "mosaic.zarr")
+    model = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+    grid = create_mosaic_store(mosaic, s3_scene, model, tile_size=64, halo=16, seed=0, steps=2, batch_size=BATCH)
+    # What a run killed after five tiles leaves: those five written and marked, nothing else (sharpened with an
+    # actor's one torch thread, as the runs compared with).
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_tiles(s3_scene, mosaic, model, list(grid.tiles())[:5], batch_size=BATCH, seed=0, steps=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(missing_tiles(mosaic)) == TILES - 5
+    summary = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert (summary["tiles_already_done"], summary["sharpened"]) == (5, TILES - 5)
+    with xr.open_zarr(mosaic) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+# ---- the lock: a lease with conditional writes ---------------------------------------------------------------------
+
+def test_a_second_writer_is_refused_and_a_dead_holders_lease_is_taken_over(s3, s3_scene, checkpoint, ray_local,
+                                                                          capsys):
+    from flows.cli import EXIT_BUSY, main
+    from tiling import StoreBusyError, store_lock
+    from tiling.lock import lock_path
+
+    mosaic = url("locked", "mosaic.zarr")
+    assert lock_path(mosaic) == url("locked", ".mosaic.zarr.lock")
+    with store_lock(mosaic):
+        with pytest.raises(StoreBusyError, match=f"pid {os.getpid()} on "):
+            with store_lock(mosaic):
+                pass
+        assert main(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN]) == EXIT_BUSY
+        assert f"{mosaic}: in use by another run (pid {os.getpid()}" in the_error(capsys)
+    assert not keys("locked/.mosaic.zarr.lock"), "released"
+
+    # A holder killed without releasing: its record stays, unexpired for a while, then expired.
+    import boto3
+
+    record = {"pid": 1, "host": "gone", "started": "2026-01-01T00:00:00+00:00", "command": "ssdiff sharpen"}
+    client = boto3.client("s3")
+    client.put_object(Bucket=BUCKET, Key="locked/.mosaic.zarr.lock",
+                      Body=json.dumps({**record, "expires": "2999-01-01T00:00:00+00:00"}).encode())
+    with pytest.raises(StoreBusyError, match="pid 1 on gone"):
+        with store_lock(mosaic):
+            pass
+    client.put_object(Bucket=BUCKET, Key="locked/.mosaic.zarr.lock",
+                      Body=json.dumps({**record, "expires": "2026-01-01T00:01:00+00:00"}).encode())
+    with store_lock(mosaic):
+        holder = json.loads(client.get_object(Bucket=BUCKET, Key="locked/.mosaic.zarr.lock")["Body"].read())
+        assert holder["pid"] == os.getpid(), "taken over"
+    assert not keys("locked/.mosaic.zarr.lock")
+
+
+def test_of_two_runs_taking_over_an_expired_lease_at_once_exactly_one_wins(s3):
+    import threading
+
+    import boto3
+
+    from tiling.lease import LeaseBusy, _Lease
+
+    key = "race/.mosaic.zarr.lock"
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"expires": "2000-01-01T00:00:00"}))
+    leases = [_Lease(url(key)) for _ in range(2)]
+    for lease in leases:   # both read the same expired record before either writes
+        lease._read = (lambda read: lambda: read)(lease._read())
+    outcomes, start = [], threading.Barrier(2)
+
+    def take(lease):
+        start.wait()
+        try:
+            lease.acquire()
+            outcomes.append("won")
+        except LeaseBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["busy", "won"]
+
+
+def test_a_lease_is_renewed_while_its_run_lives(s3):
+    import boto3
+
+    from tiling.lease import lease
+
+    with environment(SSDIFF_LEASE_SECONDS="1"):
+        with lease(url("renew", ".mosaic.zarr.lock")) as held:
+            first = held.etag
+            time.sleep(1.5)   # past the first expiry: renewed meanwhile, so still ours
+            record = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key="renew/.mosaic.zarr.lock")["Body"]
+                                .read())
+            assert held.etag != first and record["pid"] == os.getpid() and not held.lost.is_set()
+
+
+# ---- faults: bad credentials, no bucket, endpoint down -------------------------------------------------------------
+
+def test_a_missing_bucket_is_one_line_and_exit_2(s3, s3_crop, s3_scene, checkpoint, capsys):
+    from flows.cli import EXIT_BAD_INPUT, main
+
+    assert main(ingest_args(s3_crop, "s3://no-such-bucket/scene.zarr")) == EXIT_BAD_INPUT
+    assert "s3://no-such-bucket/scene.zarr: the bucket does not exist" in the_error(capsys)
+    assert main(ingest_args({"pan": "s3://no-such-bucket/pan.tif", "ms": s3_crop["ms"]},
+                            url("x", "scene.zarr"))) == EXIT_BAD_INPUT
+    assert "s3://no-such-bucket/pan.tif: the bucket does not exist" in the_error(capsys)
+    assert main(["sharpen", s3_scene, "--out", "s3://no-such-bucket/m.zarr", "--checkpoint", str(checkpoint),
+                 *RUN]) == EXIT_BAD_INPUT
+    assert "s3://no-such-bucket/m.zarr: the bucket does not exist" in the_error(capsys)
+    assert not keys("x/")
+
+
+def test_wrong_credentials_are_one_line_and_exit_2(small_crop, tmp_path):
+    """A server that checks credentials (moto's standalone server with authentication from the first request):
+    keys it does not know are refused."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        cli = {**os.environ, **AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "wrong",
+               "PYTHONPATH": str(PROJECT_ROOT)}
+        for args, named in ((ingest_args(small_crop, "s3://some-bucket/scene.zarr"), "s3://some-bucket/scene.zarr"),
+                            (ingest_args({"pan": "s3://some-bucket/pan.tif", "ms": small_crop["ms"]},
+                                         str(tmp_path / "scene.zarr")), "s3://some-bucket/pan.tif")):
+            result = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=cli, capture_output=True,
+                                    text=True, timeout=120, cwd=PROJECT_ROOT)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.startswith(f"ssdiff ingest: error: {named}: access denied"), result.stderr
+        assert not (tmp_path / "scene.zarr").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"no server on port {port}")
+
+
+@pytest.mark.slow
+def test_an_endpoint_down_mid_run_exits_1_and_the_rerun_finishes_bit_for_bit(s3, s3_scene, local_run, checkpoint,
+                                                                            ray_local, tmp_path):
+    from tiling import missing_tiles
+
+    mosaic, log = url("outage", "mosaic.zarr"), tmp_path / "job.log"
+    address = ray_local.get_runtime_context().gcs_address
+    # Shards of 2 x 2 tiles: four shard objects, written one after another, so the endpoint dies between them.
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "AWS_MAX_ATTEMPTS": "3", "SSDIFF_SHARD_PIXELS": "64"}
+    with open(log, "w") as out:
+        job = subprocess.Popen([sys.executable, "-m", "flows.cli", "sharpen", s3_scene, "--out", mosaic,
+                                "--checkpoint", str(checkpoint), *RUN, "--ray-address", address], env=env,
+                               stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if len(missing_tiles(mosaic)) < TILES:
+                    break
+            except ValueError:
+                pass   # not created yet
+            assert job.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no tile finished in time"
+            time.sleep(0.05)
+        s3.stop()
+        stopped = time.monotonic()
+        code = job.wait(timeout=180)
+        waited = time.monotonic() - stopped
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        s3.start() if s3.server is None else None
+    output = log.read_text()
+    errors = [line for line in output.splitlines() if line.startswith("ssdiff sharpen: error:")]
+    assert code == 1, output[-3000:]
+    assert len(errors) == 1 and "does not answer" in errors[0] and "rerun" in errors[0], output[-3000:]
+    assert waited < 120, f"gave up after {waited:.0f} s: the retries are bounded"
+    finished = TILES - len(missing_tiles(mosaic))
+    assert finished < TILES
+    # The dead run could not delete its lease (the endpoint was down); it ran on this host and is gone, so the
+    # rerun takes the lease over at once instead of waiting for it to expire.
+    summary = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert summary["tiles_already_done"] == finished
+    import xarray as xr
+
+    with xr.open_zarr(mosaic) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+@pytest.mark.slow
+def test_the_run_flow_ingests_sharpens_and_evaluates_on_s3(s3, s3_crop, local_run, checkpoint, ray_local):
+    """`ssdiff run` (the Prefect flow) with s3:// inputs and output: the scene store goes beside the mosaic."""
+    import xarray as xr
+
+    mosaic = url("flow", "mosaic.zarr")
+    summary = run_cli(["run", "--pan", s3_crop["pan"], "--ms", s3_crop["ms"], "--sensor", "Landsat8",
+                       "--band-names", *BAND_NAMES, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    assert summary["ingest"]["scene_store"] == url("flow", "mosaic.scene.zarr")
+    assert summary["evaluate"]["quicklook"] == url("flow", "mosaic.quicklook.png")
+    with xr.open_zarr(mosaic) as opened:
+        np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, landsat_scene, tmp_path):
+    from tiling.stores.training import TrainingStore, build_training_store, landsat8_source
+
+    source = landsat8_source(landsat_scene["B8"].parent)
+    options = dict(family="r2", validation=0.5, regions=2, stride=128)
+    local = build_training_store([source], tmp_path / "train.zarr", **options)
+    remote = build_training_store([source], url("train", "landsat.zarr"), **options)
+    assert remote["counts"] == local["counts"] and remote["counts"]["train"] > 0
+    here, there = TrainingStore(tmp_path / "train.zarr"), TrainingStore(url("train", "landsat.zarr"))
+    for side in ("train", "validation"):
+        for name in ("pan", "ms"):
+            np.testing.assert_array_equal(here.group[side][name][...], there.group[side][name][...])
+    assert not keys("train/.landsat.zarr.lock")
+
+
+def test_the_standard_aws_variables_are_mapped_for_zarr_and_gdal():
+    import rasterio
+
+    from tiling import objstore
+
+    with environment(AWS_ENDPOINT_URL="http://127.0.0.1:9000", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s",
+                     AWS_REGION="eu-central-1", AWS_ENDPOINT_URL_S3=None, AWS_MAX_ATTEMPTS="7"):
+        options = objstore.storage_options("s3://bucket/key.zarr")
+        assert (options["endpoint_url"], options["key"], options["secret"]) == ("http://127.0.0.1:9000", "k", "s")
+        assert options["client_kwargs"]["region_name"] == "eu-central-1"
+        assert options["config_kwargs"]["retries"] == {"max_attempts": 7, "mode": "standard"}
+        with objstore.gdal_env():
+            config = rasterio.env.getenv()
+            # plain http, path-style, the endpoint without its scheme, as GDAL's /vsis3/ wants them
+            assert (config["AWS_HTTPS"], config["AWS_VIRTUAL_HOSTING"]) == ("NO", "FALSE")
+            assert config["AWS_S3_ENDPOINT"] == "127.0.0.1:9000"
+    assert objstore.is_url("s3://b/k") and objstore.is_url("https://host/x.tif") and not objstore.is_url("/tmp/x")
+    assert objstore.sibling("s3://b/out/m.zarr", ".m.zarr.lock") == "s3://b/out/.m.zarr.lock"
+    assert objstore.name("s3://b/out/m.zarr/") == "m.zarr"
