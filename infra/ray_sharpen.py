@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +38,7 @@ from tiling import (
     store_attrs,
     store_lock,
 )
+from tiling.clock import utc_timestamp
 from tiling.integrity import forget_tiles, verify_mosaic
 from tiling.stores.core import shard_of
 
@@ -47,10 +47,6 @@ from tiling.stores.core import shard_of
 CALLS_IN_FLIGHT_PER_ACTOR = 2
 # A batch that has killed this many actors is not tried again: something in it (its size, its data) is at fault.
 MAX_ATTEMPTS_PER_BATCH = 3
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def connect_ray(address: str | None = None, log_to_driver: bool = False) -> dict[str, Any]:
@@ -256,7 +252,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     records the values used and, in ``sampling_settings_from``, where each came from."""
     from ssdiff_model.inference.pansharpener import Pansharpener
 
-    started, clock = now_utc(), time.perf_counter()
+    started, clock = utc_timestamp(), time.perf_counter()
     require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
@@ -302,7 +298,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
             counts = _sharpen_missing(pool, checkpoint, actors, scene_store, mosaic_store, todo, len(grid),
                                       seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
                                       progress=progress)
-        finished = now_utc()
+        finished = utc_timestamp()
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
                    "tiles_repaired": [[d.row, d.col] for d in damaged],

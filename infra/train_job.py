@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,6 +44,7 @@ import numpy as np
 
 from ssdiff_model.errors import BadInput
 from ssdiff_model.training.loop import apply_lbaf_phase, train_step
+from tiling.clock import utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +435,7 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
                              "patch_size": store.attrs["patch_size"], "stride": store.attrs["stride"],
                              "sources": [{k: s[k] for k in ("id", "split", "patches", "sensor", "protocol")}
                                          for s in store.sources]}
-    training["exported"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    training["exported"] = utc_timestamp()
     training["exported_half"] = bool(half)
     ckpt.training, ckpt.train_state = training, None
     out = Path(out)

@@ -28,10 +28,11 @@ import socket
 import sys
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterator
 
 from tiling import objstore
+from tiling.clock import utc_now
 
 # Long enough that a renewal (every third of it) survives a slow endpoint and its retries, short enough that a
 # killed run's successor waits little. SSDIFF_LEASE_SECONDS overrides it (tests, very slow links).
@@ -53,14 +54,10 @@ class LeaseBusy(Exception):
         self.holder = holder
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _record(seconds: float, started: str) -> bytes:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started,
                        "command": " ".join(sys.argv),
-                       "expires": (_now() + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")}).encode()
+                       "expires": (utc_now() + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")}).encode()
 
 
 class _Lease:
@@ -69,7 +66,7 @@ class _Lease:
         self.fs, inner = objstore.filesystem(url)
         self.bucket, self.key = inner.split("/", 1)
         self.seconds = lease_seconds()
-        self.started = _now().isoformat(timespec="seconds")
+        self.started = utc_now().isoformat(timespec="seconds")
         self.etag: str | None = None
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -166,7 +163,7 @@ def _dead_here(holder: dict) -> bool:
 
 def _expired(holder: dict) -> bool:
     try:
-        return datetime.fromisoformat(holder["expires"]) <= _now()
+        return datetime.fromisoformat(holder["expires"]) <= utc_now()
     except (KeyError, TypeError, ValueError):
         return True
 

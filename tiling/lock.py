@@ -20,12 +20,12 @@ import os
 import socket
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from ssdiff_model.errors import BadInput
 from tiling import objstore
+from tiling.clock import utc_timestamp
 from tiling.stores.core import StorePath, require_folder_for, writing
 
 
@@ -87,7 +87,7 @@ def _record_holder(handle) -> None:
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "started": utc_timestamp(),
                              "command": " ".join(sys.argv)}))
     handle.flush()
 

@@ -47,7 +47,6 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -63,6 +62,7 @@ from ssdiff_model.science.equalization import PanEqualization, pan_equalization
 from ssdiff_model.science.registration import measured_offset
 from tiling import objstore
 from tiling.cf import JSON_ATTRIBUTES, cf_global_attrs, cf_mosaic, decode_attrs, encode_attrs
+from tiling.clock import utc_timestamp
 from tiling.grid import Tile, TileGrid
 from tiling.integrity import CHECKSUMMED, content_sha256, scene_content_sha256
 from tiling.sources import open_bytes, remote_url
@@ -384,7 +384,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         ds[DONE].encoding["shards"] = (shard_tiles, shard_tiles)
     for name in (HRMS, DONE):
         ds[name].encoding["compressors"] = CHECKSUMMED
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = utc_timestamp()
     # Encoded so that netCDF takes them (tiling.cf): `xr.open_zarr(mosaic).to_netcdf(...)` works as it is.
     ds.attrs = encode_attrs({
         **cf_global_attrs(created=created, code_version=_code_version(),

@@ -48,7 +48,6 @@ import hashlib
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -70,6 +69,7 @@ from ssdiff_model.science.sensors import get_sensor
 from ssdiff_model.science.wald import reduced_resolution_example
 from ssdiff_model.training.examples import equalization_arrays, equalized, lms_method, normalised, patch_examples
 from tiling import built_beside, objstore
+from tiling.clock import utc_timestamp
 from tiling.lock import store_lock
 
 STORE_FORMAT = "ssdiff-training-store"
@@ -540,7 +540,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
                       "validation": validation if isinstance(validation, (int, float)) else list(validation),
                       "seed": split_seed},
             "counts": counts, "sources": records,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_timestamp(),
         }
         root.attrs.update(attrs)
     return attrs
