@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdiff_model import baselines
+from ssdiff_model.science import baselines
 from ssdiff_model.data.readers import PansharpeningPair, iter_shared_sets
 from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_resolution
 from ssdiff_model.science.wald import reduced_resolution_pair

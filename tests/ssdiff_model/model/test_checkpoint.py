@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssdiff_model import checkpoint as ckpt_module
+from ssdiff_model.model import checkpoint as ckpt_module
 from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ssdiff_model.model.network import SSDiffNet
 

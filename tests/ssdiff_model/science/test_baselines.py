@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import channel_first, toolbox_scenes
 
-from ssdiff_model import baselines
+from ssdiff_model.science import baselines
 
 # Toolbox file key (fused_<KEY> in the npz, `fused` column of toolbox_metrics.csv) -> our function.
 METHODS = {"EXP": baselines.exp, "BTH": baselines.bt_h, "MTFGLPFS": baselines.mtf_glp_fs,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from ssdiff_model import metrics
+from ssdiff_model.science import metrics
 from ssdiff_model.science.imresize import imresize
 from ssdiff_model.science.metrics import full_resolution, q2n, reduced_resolution
 from ssdiff_model.science.resample import decimate
