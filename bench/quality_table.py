@@ -33,8 +33,7 @@ from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_r
 from ssdiff_model.science.wald import reduced_resolution_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSICAL = {"EXP": baselines.exp, "BT-H": baselines.bt_h, "MTF-GLP-FS": baselines.mtf_glp_fs,
-             "BDSD-PC": baselines.bdsd_pc}
+CLASSICAL = baselines.METHODS   # the toolbox's methods, by their toolbox names
 # What SSDiff must beat, and in which direction each index is better.
 COMPARED = ("BT-H", "MTF-GLP-FS", "BDSD-PC")
 BETTER = {"SAM": "lower", "ERGAS": "lower", "Q2n": "higher"}

@@ -9,6 +9,9 @@ import sys
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "error_line", "exit_status", "report",
+           "worth_retrying"]
+
 EXIT_FAILED = 1      # the system refused (disk full, permissions, a lost file system) or a run broke: rerun resumes
 EXIT_BAD_INPUT = 2   # the input is wrong: the same command fails the same way until the input changes
 EXIT_BUSY = 3        # another run holds the output store

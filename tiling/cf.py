@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import xarray as xr
 
+__all__ = ["CONVENTIONS", "JSON_ATTRIBUTES", "cf_global_attrs", "cf_mosaic", "decode_attrs", "encode_attrs"]
+
 JSON_ATTRIBUTES = "json_attributes"   # names of the attributes stored as JSON strings, space separated
 CONVENTIONS = "CF-1.8"
 

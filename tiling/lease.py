@@ -34,6 +34,8 @@ from typing import Iterator
 from tiling import objstore
 from tiling.clock import utc_now
 
+__all__ = ["DEFAULT_LEASE_SECONDS", "LeaseBusy", "lease", "lease_seconds", "objstore_sync"]
+
 # Long enough that a renewal (every third of it) survives a slow endpoint and its retries, short enough that a
 # killed run's successor waits little. SSDIFF_LEASE_SECONDS overrides it (tests, very slow links).
 DEFAULT_LEASE_SECONDS = 60.0

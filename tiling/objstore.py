@@ -28,6 +28,11 @@ from typing import Any, Iterator
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "filesystem", "forwarded_environment",
+           "gdal_env", "is_file", "is_url", "join", "location", "max_attempts", "name", "open_input",
+           "remove_prefix", "require_reachable", "sibling", "staged_store", "storage_error", "storage_options",
+           "zarr_store"]
+
 ROOT_METADATA = "zarr.json"   # a Zarr v3 store's root metadata: its commit marker on object storage
 DEFAULT_MAX_ATTEMPTS = 4
 

@@ -11,6 +11,8 @@ import urllib.parse
 import urllib.request
 from typing import BinaryIO
 
+__all__ = ["DOWNLOAD_TIMEOUT_S", "REMOTE_SCHEMES", "VSICURL", "is_remote", "open_bytes", "remote_url", "vsicurl_path"]
+
 VSICURL = "/vsicurl?url="
 REMOTE_SCHEMES = ("http://", "https://")
 DOWNLOAD_TIMEOUT_S = 60   # per read of the stream, not for the whole file

@@ -1,2 +1,7 @@
-"""The SSDiff network (the release's layout and the project's first), its diffusion, LoRA, checkpoints and model
-cards."""
+"""The SSDiff network (the release's layout and the project's first), its diffusion, LoRA, checkpoints and model cards.
+
+Modules: ``network`` (the release's ``SSDiffNet``, ``build_network``), ``network_legacy`` (the project's first layout,
+which the shipped checkpoints use), ``fusion`` (APFM, FMIM), ``diffusion`` (``GaussianDiffusion``, its DDIM samplers),
+``lora``, ``checkpoint`` (files, shipped names, hashes), ``release`` (the authors' parameter names and checkpoints).
+"""
+__all__ = ["checkpoint", "diffusion", "fusion", "lora", "network", "network_legacy", "release"]

@@ -20,6 +20,10 @@ from torch import Tensor
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["Checkpoint", "FORMAT_VERSION", "PROJECT_SAMPLING_DEFAULTS", "SAMPLING_KEYS", "SHIPPED_DIR",
+           "content_hash", "load_checkpoint", "resolve_checkpoint", "resolve_sampling", "sampling_defaults",
+           "save_checkpoint", "save_untrained", "shipped_names"]
+
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 

@@ -23,6 +23,8 @@ from torch import Tensor
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["GaussianDiffusion", "ResidualDenoiser", "SAMPLERS", "cosine_alphas_cumprod", "random_normal"]
+
 
 class ResidualDenoiser(Protocol):
     """What the diffusion needs from a network: SSDiffNet.forward."""

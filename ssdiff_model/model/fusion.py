@@ -14,6 +14,9 @@ from torch import nn
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["APFM", "boost_first_half", "fmim_lowpass_scale", "from_tokens", "spatial_projection",
+           "spectral_projection", "to_tokens"]
+
 
 def to_tokens(feat: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, H*W, C); a view when `feat` is channels_last."""

@@ -19,6 +19,8 @@ from torch.nn.utils import parametrize
 from ssdiff_model.errors import BadInput
 from ssdiff_model.model.fusion import APFM
 
+__all__ = ["APFM_PROJECTIONS", "LowRankUpdate", "add_lora", "has_lora", "merge_lora"]
+
 APFM_PROJECTIONS = ("proj_a", "proj_b", "proj_c", "proj_d", "proj_out")
 
 

@@ -24,6 +24,8 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.model.fusion import APFM, boost_first_half, fmim_lowpass_scale
 from ssdiff_model.model.network import TwoBranchNet
 
+__all__ = ["BRANCH_MODULES", "BranchStem", "LegacySSDiffNet", "ResBlock", "timestep_embedding"]
+
 # Which submodules belong to which branch (L-BAF freezes one branch while the other trains).
 BRANCH_MODULES = {
     "spatial": ("spatial_stem", "spatial_blocks", "spatial_down", "spatial_up"),

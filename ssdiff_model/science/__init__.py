@@ -1,2 +1,9 @@
-"""The community toolbox's science: sensors, resampling, classical baselines, quality indexes, Wald's protocol,
-co-registration, equalization and radiometry. Nothing here needs torch."""
+"""The community toolbox's science, in numpy: nothing here needs torch.
+
+Modules: ``sensors`` (MTF gains, band names), ``resample`` (interp23tap, MTF filters, decimation), ``imresize``
+(MATLAB's), ``baselines`` (EXP, BT-H, MTF-GLP-FS, BDSD-PC), ``metrics`` (SAM, ERGAS, Q2n, SCC, D_lambda, D_s, HQNR),
+``wald`` (Wald's protocol), ``registration`` (PAN-MS co-registration), ``equalization`` (PAN and band
+equalization), ``radiometry`` (full scale from the data).
+"""
+__all__ = ["baselines", "equalization", "imresize", "metrics", "radiometry", "registration", "resample", "sensors",
+           "wald"]

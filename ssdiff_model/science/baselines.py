@@ -24,6 +24,8 @@ from ssdiff_model.science.resample import (
 )
 from ssdiff_model.science.sensors import Sensor, get_sensor
 
+__all__ = ["METHODS", "bdsd_pc", "bt_h", "exp", "mtf_glp_fs"]
+
 # BroveyRegHazeMin.m: haze of a 4-band (B, G, R, NIR) image = these fractions of each band's 1st percentile.
 _HAZE_FRACTIONS_4BANDS = np.array([0.95, 0.45, 0.40, 0.05])
 _HAZE_PERCENTILE = 1

@@ -9,20 +9,16 @@ a mosaic gets the same transform (statistics per tile would show as seams).
 
 The statistics are taken at the MS scale: ``P_LP`` is the PAN averaged over ratio x ratio blocks, ``I`` the band
 mean of the MS. NaN (nodata) pixels are left out. A checkpoint records whether it equalizes; the store of a scene
-records its equalization (``tiling.stores.core``), and training stores one per example (``tiling.stores.training``).
+records its equalization (``tiling.stores``), and training stores one per example (``tiling.stores.training``).
 
 Band equalization goes one step further, for checkpoints trained with it. How much of the PAN's detail belongs in
-each MS band differs from scene to scene: over the 4-band scenes the true injection gain of the blue band (the
-slope of its reference detail on the equalized PAN's) runs from 0.38 to 0.99 and that of the NIR band from 0.79 to
-2.18. The slope of each band's detail on the equalized PAN's detail one scale down, at the MS scale (what a Gaussian
-high-pass leaves of the MS and of the PAN's block means), follows them band by band: the ratio of true gain to that
-slope varies over a scene's bands by 6 % (median coefficient of variation over the 4-band scenes; at most 17 %,
-`bench/band_gains.py`),
-where the slope of the whole signal, dominated by land cover, is off by up to 3.5 times in the NIR bands of a
-vegetated scene. So each band's contrast is divided by its detail slope about the band's mean before the network
-sees it, and the network's output is scaled back: the network learns how much detail a scene takes, the same for
-all its bands, where it otherwise learns the training scenes' average per band and misses a scene whose bands
-relate to its PAN otherwise (on Toulouse it injected 1.5 times the true blue detail and 0.75 of the red).
+each MS band (its injection gain) differs from scene to scene. The slope of each band's detail on the equalized
+PAN's detail one scale down, at the MS scale (what a Gaussian high-pass leaves of the MS and of the PAN's block
+means), follows the true gains band by band, where the slope of the whole signal, dominated by land cover, does
+not (the figures, measured by ``bench/band_gains.py``, are in the README's "Training" section). So each band's
+contrast is divided by its detail slope about the band's mean before the network sees it, and the network's output
+is scaled back: the network learns how much detail a scene takes, the same for all its bands, where it otherwise
+learns the training scenes' average per band and misses a scene whose bands relate to its PAN otherwise.
 """
 from __future__ import annotations
 
@@ -33,6 +29,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from ssdiff_model.errors import BadInput
+
+__all__ = ["DETAIL_SIGMA_MS_PX", "PanEqualization", "equalize_bands", "pan_equalization", "restore_bands"]
 
 
 def equalize_bands(ms, gains, means):

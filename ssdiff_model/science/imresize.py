@@ -16,6 +16,8 @@ import scipy.sparse
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["imresize", "resize_matrix"]
+
 _METHODS = ("bicubic", "nearest")
 
 

@@ -18,6 +18,9 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.science.imresize import imresize
 from ssdiff_model.science.resample import check_ratio, interp23tap, mtf_filter
 
+__all__ = ["BORDER_CUT", "UNIT_SCALE_BITS", "d_lambda_k", "d_s", "ergas", "full_resolution", "index_scale", "q2n",
+           "q_average", "reduced_resolution", "sam", "scc"]
+
 # indexes_evaluation.m's dim_cut: I(dim_cut:end-dim_cut) in MATLAB's 1-based indexing drops 20 leading and 21
 # trailing pixels.
 BORDER_CUT = 21

@@ -25,6 +25,9 @@ from ssdiff_model.data.readers import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import central_window
 
+__all__ = ["MSOffset", "coregister", "coregistration_crop", "measured_offset", "misregistration_warning",
+           "ms_offset", "nominal_block_offset"]
+
 # The high-pass at the MS scale: the image minus its 5 x 5 mean, so brightness trends do not drive the match.
 _HIGH_PASS_SIZE = 5
 

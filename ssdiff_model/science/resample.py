@@ -11,6 +11,10 @@ from scipy import ndimage, signal
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.sensors import Sensor, get_sensor
 
+__all__ = ["INTERP23_KERNEL", "KAISER_BETA", "MTF_KERNEL_SIZE", "central_window", "check_pair", "check_ratio",
+           "decimate", "filter_replicate", "gaussian_fir", "interp23tap", "mtf_filter", "mtf_kernel",
+           "pan_mtf_filter", "upsample_ms", "wald_degrade"]
+
 MTF_KERNEL_SIZE = 41  # N = 41 in genMTF.m, MTF_PAN.m and LPfilterGauss.m
 KAISER_BETA = 0.5  # MATLAB's kaiser(N) default
 

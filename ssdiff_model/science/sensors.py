@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from ssdiff_model.errors import BadInput
 
+__all__ = ["GENERIC_MS_GAIN", "GENERIC_PAN_GAIN", "SENSORS", "Sensor", "get_sensor"]
+
 GENERIC_MS_GAIN = 0.3
 GENERIC_PAN_GAIN = 0.15
 

@@ -16,6 +16,8 @@ from ssdiff_model.data.readers import PansharpeningPair, decimated_transform
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import check_pair, check_ratio, upsample_ms, wald_degrade
 
+__all__ = ["Patches", "cut_patches", "reduced_resolution_example", "reduced_resolution_pair"]
+
 
 def _crop_to_multiple(pair: PansharpeningPair) -> tuple[np.ndarray, np.ndarray]:
     """PAN and MS cropped (bottom and right) so that the MS is a multiple of the ratio: the degraded MS then has
