@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from infra.failures import BAD_INPUT, report
+    from ssdiff_model.errors import BadInput
 
     args = build_parser().parse_args(argv)
     try:
