@@ -26,10 +26,10 @@ INDEXES = ("SAM", "ERGAS", "Q2n")
 
 def trained_scenes(checkpoint: str, data_root: Path, limit: int):
     """(label, pair, bits) of the first `limit` training scenes of `checkpoint`'s store."""
-    from ssdiff_model.data.readers import PansharpeningBatch
+    from ssdiff_model.data.catalogue import family_sources
+    from ssdiff_model.data.pair import PansharpeningBatch
     from ssdiff_model.model.checkpoint import load_checkpoint
     from ssdiff_model.science.wald import reduced_resolution_pair
-    from tiling.stores.training import family_sources
 
     store = load_checkpoint(checkpoint).training.get("store") or {}
     trained = [s["id"] for s in store.get("sources", []) if s["split"] == "train" and s["patches"]]

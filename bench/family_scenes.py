@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from ssdiff_model.data.readers import PansharpeningBatch
-from tiling.stores.training import FAMILIES, family_sources
+from ssdiff_model.data.catalogue import FAMILIES, family_sources
+from ssdiff_model.data.pair import PansharpeningBatch
 
 ROOT = Path(__file__).resolve().parents[1]
 

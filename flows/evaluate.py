@@ -17,7 +17,7 @@ import numpy as np
 from prefect import task
 
 from flows.retry import transient_failure
-from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.metrics import full_resolution, index_scale, reduced_resolution
 from ssdiff_model.science.sensors import get_sensor

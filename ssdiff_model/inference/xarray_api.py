@@ -6,7 +6,7 @@
     hrms = sharpen_dataarray(Pansharpener.from_checkpoint("ssdiff-landsat-r2"), pan, ms)
     hrms.rio.crs, hrms.rio.transform()                             # the PAN's
 
-The inputs pass the checks ``ssdiff ingest`` makes of files (``ssdiff_model.data.readers``: one PAN band, the same
+The inputs pass the checks ``ssdiff ingest`` makes of files (``ssdiff_model.data.geotiff``: one PAN band, the same
 CRS, an integer ratio from the shapes or the pixel sizes, the same ground within one MS pixel, the MS aligned on
 the PAN grid by cropping to whole MS pixels, never resampled), then ``Pansharpener.sharpen`` tiles them as the
 pipeline does. Why here and not in ``tiling``: the readers that hold those checks already read GeoTIFFs through
@@ -24,7 +24,7 @@ import xarray as xr
 from affine import Affine
 
 # The reader's own grid checks, so that this entry refuses exactly what ingest refuses.
-from ssdiff_model.data.readers import _align_grids, _Raster
+from ssdiff_model.data.geotiff import _align_grids, _Raster
 from ssdiff_model.errors import BadInput
 
 __all__ = ["sharpen_dataarray"]

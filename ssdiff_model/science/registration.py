@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from ssdiff_model.data.readers import PansharpeningPair
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import central_window
 

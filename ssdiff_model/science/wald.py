@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssdiff_model.data.readers import PansharpeningPair, decimated_transform
+from ssdiff_model.data.geotiff import decimated_transform
+from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import check_pair, check_ratio, upsample_ms, wald_degrade
 

@@ -42,7 +42,7 @@ def write_pancollection(path: Path, pan: np.ndarray, ms: np.ndarray, gt: np.ndar
 def reduced_scene(shared_data: Path, scene: str, sensor: str = "WV3"):
     """A PAirMax 8-band scene (512 x 512 PAN, no reference) one scale down by Wald's protocol: PAN 128 x 128,
     MS 32 x 32, and the original MS as the reference."""
-    from ssdiff_model.data.readers import read_pair
+    from ssdiff_model.data.dispatch import read_pair
     from ssdiff_model.science.wald import reduced_resolution_pair
 
     folder = shared_data / "pairmax" / scene / "RR"
@@ -122,7 +122,7 @@ def test_release_merge_covers_every_pixel_and_averages_the_overlaps():
 @pytest.mark.parametrize("protocol", ["release", "tiled"])
 def test_table_indexes_are_the_metrics_of_the_sharpened_images(protocol, pancollection, wv3_checkpoint, tmp_path,
                                                                 capsys):
-    from ssdiff_model.data.readers import read_pancollection
+    from ssdiff_model.data.matfiles import read_pancollection
     from ssdiff_model.inference.pansharpener import Pansharpener
     from ssdiff_model.science.metrics import reduced_resolution
     from tiling import sharpen_array
@@ -195,7 +195,7 @@ def test_table_rejects_bad_input_naming_the_file(pancollection, wv3_checkpoint, 
 
 def test_release_sampler_reaches_the_model(pancollection, wv3_checkpoint, tmp_path, capsys):
     """--sampler release: the table records it and its images are the release sampler's, not the default's."""
-    from ssdiff_model.data.readers import read_pancollection
+    from ssdiff_model.data.matfiles import read_pancollection
     from ssdiff_model.inference.pansharpener import Pansharpener
 
     test_file = pancollection / "test_wv3_multiExm1.h5"

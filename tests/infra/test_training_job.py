@@ -10,11 +10,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from infra.train_job import PhasedModel, TrainJobConfig, run_step, run_training
+from ssdiff_model.data.catalogue import landsat8_source
 from ssdiff_model.inference.pansharpener import Pansharpener
 from ssdiff_model.model.checkpoint import load_checkpoint
 from ssdiff_model.model.network import SSDiffNet
 from ssdiff_model.training.loop import TrainConfig, Trainer
-from tiling.stores.training import TrainingStore, build_training_store, landsat8_source
+from tiling.stores.training import TrainingStore, build_training_store
 
 
 def branch_snapshot(net):

@@ -465,7 +465,8 @@ def test_the_run_flow_ingests_sharpens_and_evaluates_on_s3(s3, s3_crop, local_ru
 
 
 def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, landsat_scene, tmp_path):
-    from tiling.stores.training import TrainingStore, build_training_store, landsat8_source
+    from ssdiff_model.data.catalogue import landsat8_source
+    from tiling.stores.training import TrainingStore, build_training_store
 
     source = landsat8_source(landsat_scene["B8"].parent)
     options = dict(family="r2", validation=0.5, regions=2, stride=128)

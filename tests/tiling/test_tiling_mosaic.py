@@ -15,7 +15,7 @@ import zarr
 from affine import Affine
 from conftest import moved_network
 
-from ssdiff_model.data.readers import read_geotiff_pair
+from ssdiff_model.data.geotiff import read_geotiff_pair
 from ssdiff_model.inference.pansharpener import Pansharpener
 from ssdiff_model.model.checkpoint import Checkpoint, save_checkpoint
 from ssdiff_model.model.network import SSDiffNet

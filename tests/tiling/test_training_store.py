@@ -5,19 +5,17 @@ import numpy as np
 import pytest
 import zarr
 
-from ssdiff_model.data.readers import iter_shared_sets, read_pancollection
-from ssdiff_model.science.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN
-from tiling.stores.training import (
+from ssdiff_model.data.catalogue import (
     FAMILIES,
-    FUSEBOX_TO_VNIR,
-    TrainingStore,
-    assign_splits,
-    build_training_store,
     family_sources,
+    iter_shared_sets,
     landsat8_source,
     source_from_files,
     source_from_shared,
 )
+from ssdiff_model.data.matfiles import read_pancollection
+from ssdiff_model.science.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN
+from tiling.stores.training import TrainingStore, build_training_store
 
 
 @pytest.fixture(scope="module")
@@ -140,49 +138,6 @@ def test_overwrite_swaps_in_the_new_store_once_it_is_complete(landsat_store, tmp
                                  overwrite=True)
     assert attrs["stride"] == 32 and TrainingStore(out).count("train") > landsat_store[1]["counts"]["train"]
     assert [p.name for p in tmp_path.iterdir()] == ["landsat.zarr"]  # neither the old store nor a sibling left
-
-
-def test_split_is_deterministic_by_scene():
-    ids = [f"set:{k}" for k in range(10)]
-    first = assign_splits(ids, 0.3, seed=1)
-    assert first == assign_splits(list(reversed(ids)), 0.3, seed=1)
-    assert sum(v == "validation" for v in first.values()) == 3
-    grown = assign_splits(ids + ["set:new"], 0.3, seed=1)  # adding scenes does not move the held-out ones
-    assert sum(grown[i] != first[i] for i in ids) <= 1
-    explicit = assign_splits(["a#1of2", "a#2of2", "b"], ["a"])  # a source id names all its regions
-    assert explicit == {"a#1of2": "validation", "a#2of2": "validation", "b": "train"}
-    assert assign_splits(["only"], 0.2) == {"only": "train"}
-    with pytest.raises(ValueError, match="not among the sources"):
-        assign_splits(ids, ["set:99"])
-    with pytest.raises(ValueError, match="twice"):
-        assign_splits(["a", "a"], 0.5)
-
-
-def test_families_select_the_shared_scenes(shared_data):
-    eight = family_sources("8band-r4", shared_data)
-    assert {s.dataset for s in eight} >= {"pancollection_wv3_patches", "pairmax", "pnn_fr", "wv2_rio"}
-    assert all(s.sensor in ("WV2", "WV3") for s in eight)
-    four = family_sources("4band-r4", shared_data)
-    assert {s.sensor for s in four} >= {"GeoEye1", "WV4", "QB", "IKONOS", "Pleiades", "SPOT6", None}
-    assert {"vhr_pairs_cpe:Urban", "vhr_pairs_cpe:Cropland", "zhengzhou_fr:zhengzhou"} <= {s.id for s in four}
-    # vhr_pairs_dgif repeats vhr_4band_fr's files: taken once, so no scene can sit on both sides of the split
-    assert sum(s.dataset == "vhr_4band_fr" for s in four) == 3 and not any(s.dataset == "vhr_pairs_dgif" for s in four)
-    r2 = family_sources("r2", shared_data)
-    assert sum(s.dataset == "landsat7_fusebox" for s in r2) == 39 and r2[-1].sensor == "Landsat8"
-    # the FGF-GAN Landsat-8 pairs keep B2..B5 of their ten bands (stored red, green, blue, coastal, nir, ...)
-    fgfgan = [s for s in r2 if s.dataset == "landsat8_fgfgan"]
-    assert len(fgfgan) == 3
-    raw = next(iter_shared_sets(shared_data, ["landsat8_fgfgan"])).load()
-    pair = fgfgan[0].load()
-    np.testing.assert_array_equal(pair.ms_lr, raw.ms_lr[[2, 1, 0, 4]])
-    assert pair.band_names == ("blue", "green", "red", "nir") and (pair.ratio, pair.bits) == (2, 16)
-    assert set(FAMILIES) == {"8band-r4", "4band-r4", "r2"}
-    # fusebox bands R, G, B, NIR, SWIR1, SWIR2 -> blue, green, red, nir (Landsat-8 B2..B5 order)
-    fusebox = r2[0]
-    raw = next(iter_shared_sets(shared_data, ["landsat7_fusebox"])).load()
-    pair = fusebox.load()
-    np.testing.assert_array_equal(pair.ms_lr, raw.ms_lr[list(FUSEBOX_TO_VNIR)])
-    assert pair.band_names == ("blue", "green", "red", "nir")
 
 
 def test_pancollection_patches_are_used_as_they_are_once_each(shared_data, tmp_path):

@@ -5,12 +5,12 @@ methods, is bench/quality_table.py's job.)"""
 import numpy as np
 import pytest
 
+from ssdiff_model.data.catalogue import family_sources
 from ssdiff_model.inference.pansharpener import Pansharpener
 from ssdiff_model.model.checkpoint import SHIPPED_DIR, load_checkpoint, sampling_defaults, shipped_names
 from ssdiff_model.science.metrics import ergas, sam
 from ssdiff_model.science.resample import central_window, upsample_ms
 from ssdiff_model.science.wald import reduced_resolution_example
-from tiling.stores.training import family_sources
 
 SHIPPED = shipped_names()
 

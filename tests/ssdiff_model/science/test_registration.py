@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from ssdiff_model.data.readers import iter_shared_sets
+from ssdiff_model.data.catalogue import iter_shared_sets, landsat8_source, source_from_shared
 from ssdiff_model.science.registration import MSOffset, coregister, coregistration_crop, ms_offset
-from tiling.stores.training import TrainingStore, build_training_store, landsat8_source, source_from_shared
+from tiling.stores.training import TrainingStore, build_training_store
 
 
 @pytest.fixture(scope="module")

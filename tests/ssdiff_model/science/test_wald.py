@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssdiff_model.data.readers import SHARED_SETS, read_geotiff_pair
+from ssdiff_model.data.catalogue import SHARED_SETS
+from ssdiff_model.data.geotiff import read_geotiff_pair
 from ssdiff_model.science.resample import upsample_ms
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example, reduced_resolution_pair
 

@@ -39,7 +39,7 @@ def synthetic_patches(n: int = 8, size: int = 16, seed: int = 0) -> dict[str, to
 
 def wald_patches(data_root, scene_id: str, size: int = 32) -> dict[str, torch.Tensor]:
     """32 x 32 reduced-resolution patches (Wald's protocol) of one real 8-band scene of ../shared/data, in [0, 1]."""
-    from ssdiff_model.data.readers import iter_shared_sets
+    from ssdiff_model.data.catalogue import iter_shared_sets
     from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
 
     pair = next(s for s in iter_shared_sets(data_root, [scene_id.split(":")[0]]) if s.id == scene_id).load()

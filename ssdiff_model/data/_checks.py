@@ -1,0 +1,104 @@
+"""Internal helpers the readers share: file paths and URLs, shape and value checks, the sensor, band names and
+radiometry of what was read. Not part of the public API."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ssdiff_model.errors import BadInput
+from ssdiff_model.science.radiometry import FullScale, RadiometryError, infer_full_scale
+from ssdiff_model.science.sensors import get_sensor
+
+__all__ = ["PathLike", "as_float32", "as_path", "decide_radiometry", "describe", "require_file", "shape_ratio",
+           "unreadable"]
+
+PathLike = str | Path
+
+
+def shape_ratio(where: str, pan_hw: Sequence[int], ms_hw: Sequence[int]) -> int:
+    """The integer ratio PAN/MS read off the shapes, or a clear error."""
+    ratios = (pan_hw[0] / ms_hw[0], pan_hw[1] / ms_hw[1])
+    if ratios[0] != ratios[1] or not ratios[0].is_integer() or ratios[0] < 1:
+        raise BadInput(f"{where}: mismatched sizes: PAN {pan_hw[0]}x{pan_hw[1]} vs MS {ms_hw[0]}x{ms_hw[1]} gives a "
+                         f"non-integer or unequal ratio ({ratios[0]:.3f} x {ratios[1]:.3f})")
+    return int(ratios[0])
+
+
+def _sensor(name: str | None):
+    """The `sensors.Sensor` for a name; None when no name is given or the name is unknown to `sensors.py`."""
+    if name is None:
+        return None
+    try:
+        return get_sensor(name)
+    except ValueError:
+        return None
+
+
+def describe(sensor_name: str | None, band_names, n_bands: int) -> tuple[str | None, tuple[str, ...]]:
+    """Canonical sensor name (the toolbox's) and band names: given ones, else the sensor's, else B1..Bn."""
+    sensor = _sensor(sensor_name)
+    canonical = sensor.name if sensor is not None else sensor_name
+    if band_names:
+        return canonical, tuple(band_names)
+    return canonical, sensor.band_names if sensor is not None and len(sensor.band_names) == n_bands else ()
+
+
+def decide_radiometry(where: str, images: Sequence[np.ndarray], sensor_name: str | None, bits: int | None = None,
+               full_scale: float | None = None, dtype=None) -> tuple[int | None, float, FullScale]:
+    """(bits, full_scale, the decision) of raw arrays (or float copies with NaN nodata, ``dtype`` then naming the
+    files' type), by precedence: caller or file metadata (`L`), then ``radiometry.infer_full_scale`` with the
+    sensor's bit depth as its default. A RadiometryError (a ValueError) names ``where``."""
+    if full_scale is None and bits is not None:
+        full_scale = float(2 ** int(bits) - 1)
+    sensor = _sensor(sensor_name)
+    dtype = np.result_type(*images) if dtype is None else dtype
+    try:
+        decided = infer_full_scale(images[0], images[1], dtype=dtype, declared=full_scale,
+                                   sensor_default=float(2**sensor.bits - 1) if sensor is not None else None)
+    except RadiometryError as err:
+        raise RadiometryError(f"{where}: {err}") from None
+    return (int(bits) if bits is not None else decided.bits), decided.value, decided
+
+
+def as_float32(where: str, name: str, image: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
+    """float32 DN; pixels flagged in the boolean ``nodata`` become NaN, any other non-finite value is an error."""
+    image = np.asarray(image)
+    if image.dtype.kind not in "uif":
+        raise BadInput(f"{where}: {name} holds {image.dtype} values, not numbers")
+    image = image.astype(np.float32)
+    if nodata is not None:
+        image[nodata] = np.nan
+    bad = ~np.isfinite(image) if nodata is None else ~np.isfinite(image) & ~nodata
+    if bad.any():
+        raise BadInput(f"{where}: {name} contains {int(bad.sum())} NaN or infinite values")
+    return image
+
+
+def unreadable(path: Path, err: Exception) -> BadInput:
+    """The error for a file its library could not read, with the library's reason."""
+    # rasterio's "Read failed. See previous exception for details." keeps GDAL's reason (a truncated strip, say)
+    # in its cause: show that one.
+    reason = err.__cause__ if err.__cause__ is not None else err
+    return BadInput(f"{path}: unreadable or corrupt file ({type(reason).__name__}: {reason})")
+
+
+def as_path(path: PathLike) -> Path | str:
+    """A local path as a Path; a URL (s3://, gs://, https://...) as its text, which GDAL reads through its virtual
+    file systems (/vsis3/, /vsicurl/) by byte range, and which Path would corrupt (it folds the ``//``)."""
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        return text
+    return Path(path)
+
+
+def require_file(path: PathLike) -> Path | str:
+    """`as_path(path)`, or FileNotFoundError for a local file that is not there."""
+    path = as_path(path)
+    if isinstance(path, str) or str(path).startswith("/vsi"):
+        return path   # an object or a GDAL virtual file: the reader's own error says whether it is there
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
