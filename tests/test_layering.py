@@ -9,7 +9,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT
 
 # package -> what it must never import (top-level module names)
