@@ -24,8 +24,9 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.model.checkpoint import Checkpoint, content_hash
 from ssdiff_model.science.resample import central_window
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
+from ssdiff_model.training.config import TrainConfig
 from ssdiff_model.training.examples import equalized, patch_examples
-from ssdiff_model.training.loop import TrainConfig, Trainer, patch_batches
+from ssdiff_model.training.loop import Trainer, patch_batches
 
 __all__ = ["AdaptationConfig", "MAX_WINDOW", "adapt_checkpoint", "scene_examples"]
 

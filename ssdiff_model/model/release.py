@@ -186,19 +186,18 @@ def import_release_checkpoint(path: str | Path, *, bands: int, sensor: str, full
 def release_model_card(ckpt: Checkpoint, filename: str) -> str:
     """The Markdown model card of an imported release checkpoint."""
     source = ckpt.training["imported_from"]
+    from ssdiff_model.model.model_card import heading, sensor_line, use_section
+
     return "\n".join([
-        f"# {Path(filename).stem}", "",
-        f"SSDiff checkpoint `{filename}` (sha256 of contents `{ckpt.content_hash}`), imported from the authors' "
-        f"released network: `{source['file']}` (sha256 `{source['sha256']}`).", "",
-        "## Use", "",
-        "```python", "from ssdiff_model.inference.pansharpener import Pansharpener",
-        f"sharpener = Pansharpener.from_checkpoint({filename!r})",
-        "hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0, sampler=\"release\")   # DN in, DN out", "```", "",
+        *heading(filename, f"SSDiff checkpoint `{filename}` (sha256 of contents `{ckpt.content_hash}`), imported "
+                           f"from the authors' released network: `{source['file']}` (sha256 `{source['sha256']}`)."),
+        *use_section(f"{filename!r})",
+                     "hrms = sharpener.sharpen(pan, ms_lr, steps=10, seed=0, sampler=\"release\")   # DN in, DN out"),
         "The release trained and sampled with its own sampler (`--sampler release`: step indices fed as "
         "timesteps); the consistent sampler feeds the true timesteps the network was trained on. Measure both on "
         "your scenes.", "",
         "## Data conventions", "",
-        f"- sensor: {ckpt.sensor}; {len(ckpt.band_names)} bands ({', '.join(ckpt.band_names)}), ratio {ckpt.ratio}",
+        sensor_line(ckpt, len(ckpt.band_names)),
         f"- the network sees DN divided by {ckpt.full_scale:g} (the release's normalisation of its training data)",
         f"- network: release architecture, width {ckpt.config['width']}, head size {ckpt.config['head_dim']}; "
         f"the release's unused parameters ({', '.join(p.rstrip('.') for p in DEAD_PREFIXES)}) were dropped", "",

@@ -2,7 +2,8 @@
 
 The pieces are small and separate so a distributed job (Ray Train) can reuse them around its own model
 wrapper and data loader: ``train_step`` (one optimiser step), ``EMA``, ``LBAFSchedule`` with
-``apply_lbaf_phase``, ``evaluation_loss``. ``Trainer`` strings them together for one process.
+``apply_lbaf_phase``, ``evaluation_loss``. ``Trainer`` strings them together for one process; its settings are
+``ssdiff_model.training.config.TrainConfig`` (imported here too).
 
 Batches are dicts of tensors in [0, 1]: pan (N, 1, H, W), ms (N, B, H/r, W/r), lms and hrms (N, B, H, W).
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -21,11 +22,14 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ssdiff_model.model.diffusion import GaussianDiffusion
 from ssdiff_model.model.lora import add_lora, has_lora
+from ssdiff_model.training.config import NOMINAL_FULL_SCALE, Branch, TrainConfig
+
+__all__ = ["AUGMENTATIONS", "BRANCHES", "EMA", "LBAFSchedule", "TrainConfig", "Trainer", "apply_lbaf_phase",
+           "default_device", "dihedral", "evaluation_loss", "freeze_frozen_norms", "patch_batches", "train_step"]
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, Tensor]
-Branch = Literal["spatial", "spectral"]
 BRANCHES = ("spatial", "spectral", "shared")
 
 
@@ -135,51 +139,13 @@ def apply_lbaf_phase(net: nn.Module, phase: Branch | None) -> None:
 
 # ---- the single-process loop ------------------------------------------------------------------------
 
-@dataclass
-class TrainConfig:
-    iterations: int
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    # Iterations the starting weights were already averaged over (a fine-tune's base): the EMA goes on at the decay
-    # the base had reached instead of warming up again, which would leave it an average of its last few dozen steps.
-    ema_warmup_from: int = 0
-    grad_clip: float | None = 1.0
-    seed: int = 0                              # timesteps and diffusion noise
-    checkpoint_path: str | None = None         # written every `checkpoint_every` steps and at the end
-    checkpoint_every: int = 0                  # 0: only at the end
-    log_every: int = 100
-    lbaf_start: int | None = None              # None: no L-BAF
-    lbaf_every: int = 1000
-    lbaf_lr: float = 1e-4
-    lbaf_first: Branch = "spatial"
-    lora_rank: int | None = None               # LoRA adapters on the APFM projections instead of L-BAF
-    lora_alpha: float = 4.0
-    # what the checkpoint must tell its users
-    pan_equalization: bool = False             # the PAN is fed equalized to its scene (science.equalization)
-    band_equalization: bool = False            # and the MS bands too (needs pan_equalization)
-    augmentation: str | None = None            # "dihedral": random turns and mirrors of every example
-    band_gains: float | None = None            # R: every MS band scaled by a gain in [1/R, R] (patch_batches)
-    full_scale: float = 2047.0
-    sensor: str = "unknown"
-    band_names: list[str] = field(default_factory=list)  # empty: B1..Bn
-    data_sources: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.lbaf_start is not None and self.lora_rank is not None:
-            raise BadInput("TrainConfig: choose L-BAF (lbaf_start) or LoRA (lora_rank), not both")
-        if self.band_equalization and not self.pan_equalization:
-            raise BadInput("TrainConfig: band equalization is relative to the equalized PAN: it needs "
-                             "pan_equalization")
-        if self.band_equalization and self.band_gains:
-            raise BadInput("TrainConfig: band gains and band equalization exclude each other: equalized bands "
-                             "take each scene's band gains out")
-
-
 class Trainer:
     """AdamW + EMA + optional L-BAF or LoRA on one device, with checkpoints that resume bit-exactly."""
 
     def __init__(self, net: nn.Module, config: TrainConfig, device: torch.device | str | None = None):
+        if config.full_scale is None or config.sensor is None:   # what the checkpoint declares without a store
+            config = replace(config, full_scale=NOMINAL_FULL_SCALE if config.full_scale is None else config.full_scale,
+                             sensor="unknown" if config.sensor is None else config.sensor)
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
         self.net = net.to(self.device)
@@ -292,7 +258,7 @@ def dihedral(image: Tensor, k: int) -> Tensor:
 
 def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0,
                   augmentation: str | None = None, band_gains: float | None = None,
-                  equalized_pan: bool = False) -> Iterator[Batch]:
+                  pan_equalization: bool = False) -> Iterator[Batch]:
     """Endless random batches from stacked patches; batch k depends only on (seed, k), so a resumed run
     gets exactly the batches the interrupted one would have had. With ``augmentation="dihedral"`` every example
     is turned / mirrored by a random element of the dihedral group, the same one for all of its arrays.
@@ -301,8 +267,20 @@ def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int =
     gain, log-uniform in [1/R, R]: the same ground seen with another radiometry per band, whose true detail is
     scaled with it. A network that sees one calibration per training scene learns one injection gain per band and
     over- or under-injects on a scene whose bands relate to the PAN otherwise; this one has to read the gain from
-    how each band varies with the PAN, as the classical methods' regressions do. An ``equalized_pan`` (scaled to
-    the MS intensity) is rescaled with that intensity; a raw PAN is left as it is."""
+    how each band varies with the PAN, as the classical methods' regressions do. With ``pan_equalization`` the
+    PAN (scaled to the MS intensity) is rescaled with that intensity; a raw PAN is left as it is.
+
+    Args:
+        data: stacked examples, pan (N, 1, H, W), ms, lms, hrms.
+        batch_size: examples per batch.
+        seed: the batches' seed.
+        start_step: index of the first batch (a resumed run's iteration).
+        augmentation: None or ``"dihedral"``.
+        band_gains: R >= 1, or None for no band gains.
+        pan_equalization: the examples' PAN is equalized to its scene's MS intensity.
+
+    Returns:
+        An endless iterator of batches."""
     if augmentation not in AUGMENTATIONS:
         raise BadInput(f"unknown augmentation {augmentation!r}; expected one of {AUGMENTATIONS}")
     if band_gains is not None and band_gains < 1:
@@ -317,17 +295,17 @@ def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int =
             ops = torch.randint(8, (len(index),), generator=generator).tolist()
             batch = {k: torch.stack([dihedral(x, op) for x, op in zip(v, ops)]) for k, v in batch.items()}
         if band_gains:
-            batch = _with_band_gains(batch, band_gains, generator, equalized_pan)
+            batch = _with_band_gains(batch, band_gains, generator, pan_equalization)
         yield batch
         step += 1
 
 
-def _with_band_gains(batch: Batch, spread: float, generator: torch.Generator, equalized_pan: bool) -> Batch:
+def _with_band_gains(batch: Batch, spread: float, generator: torch.Generator, pan_equalization: bool) -> Batch:
     gains = torch.exp((2 * torch.rand(batch["lms"].shape[:2], generator=generator) - 1) * math.log(spread))
     out = dict(batch)
     for name in ("ms", "lms", "hrms"):
         out[name] = (batch[name] * gains[:, :, None, None]).clamp(0, 1)
-    if equalized_pan:
+    if pan_equalization:
         levels = batch["lms"].mean(dim=(2, 3))   # (N, B): each band's level, so the intensity's change is known
         change = (levels * gains).sum(1) / levels.sum(1).clamp_min(1e-6)
         out["pan"] = batch["pan"] * change[:, None, None, None]

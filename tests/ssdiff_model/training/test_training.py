@@ -277,7 +277,7 @@ def test_band_gains_scale_each_band_of_an_example_alike():
     data = {k: v * 0.5 for k, v in synthetic_patches(n=6).items()}   # below 1/R.. R so nothing clips
     plain = next(patch_batches(data, 4, seed=1))
     for equalized in (False, True):
-        gained = next(patch_batches(data, 4, seed=1, band_gains=1.5, equalized_pan=equalized))
+        gained = next(patch_batches(data, 4, seed=1, band_gains=1.5, pan_equalization=equalized))
         gains = gained["lms"].mean(dim=(2, 3)) / plain["lms"].mean(dim=(2, 3))
         assert gains.shape == (4, BANDS) and (gains >= 1 / 1.5 - 1e-6).all() and (gains <= 1.5 + 1e-6).all()
         assert gains.std() > 0.05   # bands and examples get gains of their own

@@ -1,0 +1,74 @@
+"""Validation of a training run: DDIM samples of held-out examples scored at reduced resolution.
+
+Pure torch and numpy (no Ray): the Ray Train job calls it on rank 0 with the EMA weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["validate"]
+
+
+def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
+             seed: int = 0, batch_size: int = 8, band_equalization: bool = False) -> dict[str, float]:
+    """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples.
+
+    With `band_equalization` the examples come band-equalized (`TrainingStore.load(equalize_bands=True)`): the
+    samples are clipped where the scene's valid images lie and scored back in the scene's units.
+
+    Args:
+        net: the network to sample (its parameters tell the device).
+        diffusion: its diffusion.
+        data: the examples, pan, ms, lms, hrms and scene_index (and band_gain, band_mean when band-equalized).
+        sources: the store's sources (their full scale and bits), indexed by scene_index.
+        ratio: PAN / MS ratio.
+        steps: DDIM sampling steps.
+        seed: the validation loss's timesteps and noise, and the samples' starting noise.
+        batch_size: examples per network call.
+        band_equalization: the examples are band-equalized.
+
+    Returns:
+        ``{"val_loss", "val_<index>"..., "val_examples"}``; empty without examples.
+    """
+    import torch
+
+    from ssdiff_model.science.equalization import equalize_bands, restore_bands
+    from ssdiff_model.science.metrics import index_scale, reduced_resolution
+    from ssdiff_model.training.loop import evaluation_loss
+
+    device = next(net.parameters()).device
+    n = len(data["pan"])
+    if n == 0:
+        return {}
+    tensors = {k: torch.from_numpy(data[k]).to(device) for k in ("pan", "ms", "lms", "hrms")}
+    batches = [{k: v[i:i + batch_size] for k, v in tensors.items()} for i in range(0, n, batch_size)]
+    out = {"val_loss": evaluation_loss(net, diffusion, batches, seed=seed)}
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(tuple(tensors["lms"].shape), generator=generator).to(device)
+    bands = (data["band_gain"][:, :, None, None], data["band_mean"][:, :, None, None]) if band_equalization else None
+    fused = []
+    with torch.no_grad():
+        for i, batch in zip(range(0, n, batch_size), batches):
+            bounds = (0.0, 1.0)
+            if bands:
+                part = [b[i:i + batch_size] for b in bands]
+                bounds = tuple(torch.from_numpy(equalize_bands(np.float32(v), *part)).to(device) for v in (0, 1))
+            fused.append(diffusion.ddim_sample(net, batch["pan"], batch["lms"], batch["ms"], steps=steps,
+                                               noise=noise[i:i + batch_size], bounds=bounds).float().cpu().numpy())
+    fused = np.concatenate(fused)
+    reference = data["hrms"]
+    if bands:
+        fused, reference = restore_bands(fused, *bands), restore_bands(reference, *bands)
+    scores: dict[str, list[float]] = {}
+    for k in range(n):
+        source = sources[int(data["scene_index"][k])]
+        bits, to_dn = index_scale(source.get("bits"), float(source["full_scale"]))
+        scale = float(source["full_scale"]) * to_dn   # the examples are DN / full scale
+        indexes = reduced_resolution(fused[k] * scale, reference[k] * scale, ratio, bits)
+        for name, value in indexes.items():
+            scores.setdefault(name, []).append(float(value))
+    out.update({f"val_{name}": float(np.nanmean(values)) for name, values in scores.items()})
+    out["val_examples"] = n
+    return out
