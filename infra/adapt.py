@@ -37,7 +37,7 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     from ssdiff_model.inference.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
     from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
     from ssdiff_model.science.resample import central_window
-    from tiling.stores.core import MS, PAN, open_scene
+    from tiling import MS, PAN, open_scene
 
     base = load_checkpoint(checkpoint)
     scene = open_scene(scene_store, dask=False)

@@ -40,7 +40,7 @@ from tiling import (
 )
 from tiling.clock import utc_timestamp
 from tiling.integrity import forget_tiles, verify_mosaic
-from tiling.stores.core import shard_of
+from tiling.stores.mosaic import shard_of
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
 # actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
