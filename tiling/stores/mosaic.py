@@ -60,7 +60,24 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
     Nothing but metadata is written (unwritten chunks read as NaN, the manifest as TILE_MISSING). If the store
     exists with the same settings it is kept as it is, so a rerun resumes; with different settings it is a
     ValueError unless ``overwrite``: then a new store replaces it once complete. The scene's pixels are hashed
-    (``scene_content``, one of the settings): a scene store edited since ingest is a ValueError."""
+    (``scene_content``, one of the settings): a scene store edited since ingest is a ValueError.
+
+    Args:
+        mosaic_store: where the mosaic goes (a local path or an object-store URL).
+        scene_store: the scene store it sharpens.
+        pansharpener: the ``Pansharpener`` that will sharpen it (its bands, ratio, hash, config are recorded).
+        tile_size: tile side in PAN pixels.
+        halo: overlap in PAN pixels on each side of a tile's core.
+        seed: seed of the position-keyed noise.
+        steps: sampling steps.
+        sampler: "consistent" or "release".
+        batch_size: tiles per network call (None: not recorded, any agrees).
+        provenance: attributes added after the layout's (``MosaicAttrs.extra`` or its provenance fields).
+        overwrite: replace an existing store made with other settings.
+
+    Returns:
+        The mosaic's tile grid.
+    """
     scene = open_scene(scene_store, dask=False)
     attrs = SceneAttrs.from_attrs(scene.attrs)
     scene_content = scene_content_sha256(scene_store)
@@ -187,14 +204,28 @@ def _shown(value: Any) -> str:
 
 
 def mosaic_grid(mosaic_store: StorePath) -> TileGrid:
-    """The tile grid a mosaic store was created with."""
+    """The tile grid a mosaic store was created with.
+
+    Args:
+        mosaic_store: the mosaic store.
+
+    Returns:
+        Its ``TileGrid`` (the mosaic's size, ratio, tile size and halo).
+    """
     attrs = MosaicAttrs.read(mosaic_store)
     _, height, width = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")[HRMS].shape
     return TileGrid(height=height, width=width, ratio=attrs.ratio, tile_size=attrs.tile_size, halo=attrs.halo)
 
 
 def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
-    """Tiles the manifest does not record as finished, row by row: what a resumed run still has to do."""
+    """Tiles the manifest does not record as finished, row by row: what a resumed run still has to do.
+
+    Args:
+        mosaic_store: the mosaic store.
+
+    Returns:
+        The tiles marked ``TILE_MISSING``.
+    """
     grid = mosaic_grid(mosaic_store)
     done = zarr.open_group(objstore.zarr_store(mosaic_store, read_only=True), mode="r")[DONE][...]
     return [tile for tile in grid.tiles() if done[tile.row, tile.col] == TILE_MISSING]
@@ -202,7 +233,15 @@ def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
 
 def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
     """The mosaic store as a lazy, georeferenced Dataset (ValueError if the path is not a mosaic store): dask
-    arrays chunked like the store, or with ``dask=False`` lazily indexed ones; its attributes decoded (tiling.cf)."""
+    arrays chunked like the store, or with ``dask=False`` lazily indexed ones; its attributes decoded (tiling.cf).
+
+    Args:
+        mosaic_store: the mosaic store.
+        dask: dask arrays (True) or lazily indexed ones.
+
+    Returns:
+        The Dataset: ``hrms`` and ``done``; ``MosaicAttrs.from_attrs(ds.attrs)`` types its attributes.
+    """
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
     ds = xr.open_zarr(objstore.zarr_store(mosaic_store, read_only=True), decode_coords="all",
                       chunks={} if dask else None)
@@ -211,7 +250,12 @@ def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
 
 
 def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:
-    """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current."""
+    """Add attributes (finish time, cluster, ...) to a mosaic store, keeping its consolidated metadata current.
+
+    Args:
+        mosaic_store: the mosaic store.
+        **attrs: the attributes (JSON values; encoded for netCDF as the layout's are, ``tiling.cf``).
+    """
     store_attrs(mosaic_store, MOSAIC_LAYOUT)
     with writing(mosaic_store, "recording its provenance; the tiles are kept"), warnings.catch_warnings():
         store = objstore.zarr_store(mosaic_store)

@@ -72,7 +72,16 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     """Write a ``PansharpeningPair`` (ssdiff_model.data.readers) to a new scene store. ``sources`` names the input
     files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
     non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
-    existing store is never touched: ValueError."""
+    existing store is never touched: ValueError.
+
+    Args:
+        store: the new scene store (a local path or an object-store URL).
+        pair: the scene's PAN and MS in DN, their georeference, sensor, full scale and band names.
+        sources: {name: path} of the input files to checksum (default: the pair's ``source`` files).
+        nodata: the DN that marks nodata, or None.
+        chunk: chunk side in PAN pixels.
+        provenance: attributes added after the layout's (``SceneAttrs.extra``).
+    """
     if objstore.exists(store):
         raise BadInput(f"{store}: scene store already exists; remove it or choose another path")
     pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
@@ -136,6 +145,14 @@ def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
 
 def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
     """The scene store as a lazy, georeferenced Dataset (ValueError if the path is not a scene store): dask
-    arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene)."""
+    arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene).
+
+    Args:
+        store: the scene store.
+        dask: dask arrays (True) or lazily indexed ones.
+
+    Returns:
+        The Dataset: ``pan`` and ``ms``; ``SceneAttrs.from_attrs(ds.attrs)`` types its attributes.
+    """
     store_attrs(store, SCENE_LAYOUT)
     return xr.open_zarr(objstore.zarr_store(store, read_only=True), decode_coords="all", chunks={} if dask else None)
