@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-INFRA = PROJECT_ROOT / "infra"
+INFRA = PROJECT_ROOT / "infra" / "deploy"   # the deployment files (moved there in a9d8830)
 
 
 @pytest.fixture(scope="module")
