@@ -51,6 +51,7 @@ from conftest import (
 )
 
 from flows.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, main
+from ssdiff_model.errors import BadInput
 from tiling import TILE_NODATA, TILE_SHARPENED, StoreBusyError, lock_path, missing_tiles, open_mosaic
 
 SMALL = 128                  # PAN pixels a side of the sharpened scene
@@ -558,7 +559,8 @@ def test_the_reprocess_job_keeps_every_mosaic_inside_its_out_dir(tmp_path, monke
 
 
 @pytest.mark.parametrize("error, status, retried", [
-    (ValueError("scene.json: outside the scene folder"), EXIT_BAD_INPUT, False),
+    (BadInput("scene.json: outside the scene folder"), EXIT_BAD_INPUT, False),
+    (ValueError("a bug's ValueError"), EXIT_FAILED, True),   # only BadInput is bad input (infra.failures)
     (FileNotFoundError(2, "No such file or directory", "pan.tif"), EXIT_BAD_INPUT, False),
     (FileExistsError(17, "File exists", "train.zarr"), EXIT_BAD_INPUT, False),
     (StoreBusyError("m.zarr: in use by another run"), EXIT_BUSY, False),
