@@ -82,11 +82,12 @@ def pipeline_seconds(scene_store: Path, mosaic: Path, checkpoint: str, actors: i
                      **settings) -> tuple[float, float]:
     """(end-to-end seconds, of which starting the actors and loading their models)."""
     from infra.ray_sharpen import SharpenerPool, sharpen_scene
+    from infra.settings import SharpenSettings
 
     start = time.perf_counter()
     with SharpenerPool(checkpoint, actors, cpus_per_actor=1) as pool:
         started = time.perf_counter() - start
-        summary = sharpen_scene(scene_store, mosaic, checkpoint, pool=pool, progress=False, **settings)
+        summary = sharpen_scene(scene_store, mosaic, SharpenSettings(checkpoint, progress=False, **settings), pool=pool)
     seconds = time.perf_counter() - start
     assert summary["tiles_already_done"] == 0 and summary["sharpened"] + summary["nodata"] == summary["tiles_total"]
     return seconds, started

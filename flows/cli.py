@@ -28,7 +28,10 @@ import sys
 from typing import Sequence
 
 from infra.failures import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED  # noqa: F401 - the codes are API
+from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
+
+__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "build_parser", "main"]
 
 
 def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> None:
@@ -51,34 +54,6 @@ def _add_scene_inputs(parser: argparse.ArgumentParser, stac: bool = False) -> No
     parser.add_argument("--full-scale", type=float,
                         help="the value that means 1.0 (2047 for 11-bit DN, 1.0 for reflectance); default: decided "
                              "from the data type and the data, and said in a warning when it is a guess")
-
-
-def _add_sharpen_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or the name of a shipped checkpoint")
-    # No argparse defaults for steps, halo and sampler: None lets ssdiff_model.model.checkpoint.resolve_sampling take
-    # the
-    # checkpoint's measured recommendation (or, resuming, the mosaic's own settings).
-    parser.add_argument("--steps", type=int,
-                        help="DDIM sampling steps (default: the checkpoint's recommendation, else 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the position-keyed noise (default 0)")
-    parser.add_argument("--sampler", choices=("consistent", "release"),
-                        help="DDIM as trained (consistent; the default unless the checkpoint recommends otherwise) or as "
-                             "the authors' release samples (release: "
-                             "step indices fed as timesteps, image space after the first step)")
-    parser.add_argument("--adapt", type=int, default=0, metavar="N",
-                        help="first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced "
-                             "resolution (Wald's protocol on the scene; kept beside the mosaic, reused by reruns)")
-    parser.add_argument("--tile", type=int, default=64, help="tile side in PAN pixels (default 64)")
-    parser.add_argument("--halo", type=int, help="halo in PAN pixels around each tile's core (default: the "
-                                                 "checkpoint's recommendation, else 16)")
-    parser.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default 8)")
-    parser.add_argument("--actors", type=int,
-                        help="Ray actors, one model each (default: one per GPU, else one using every CPU)")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing mosaic made with other settings (once the new store is created); "
-                             "without it such a store is refused and a rerun resumes a store of the same settings")
 
 
 def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sharpen = commands.add_parser("sharpen", help="sharpen a scene store into a mosaic store with Ray actors")
     sharpen.add_argument("scene", help="scene store written by `ssdiff ingest`")
     sharpen.add_argument("--out", required=True, help="mosaic store to create or resume (e.g. mosaic.zarr)")
-    _add_sharpen_options(sharpen)
+    SharpenSettings.add_arguments(sharpen)
 
     evaluate = commands.add_parser("evaluate", help="quality indexes and a quicklook PNG of a mosaic")
     evaluate.add_argument("mosaic", help="mosaic store written by `ssdiff sharpen`")
@@ -131,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scene_inputs(run)
     run.add_argument("--out", required=True, help="mosaic store to create or resume")
     run.add_argument("--scene", help="scene store (default: <mosaic name>.scene.zarr beside the mosaic)")
-    _add_sharpen_options(run)
+    SharpenSettings.add_arguments(run)
     _add_evaluate_options(run)
     run.add_argument("--prefect-api-url", help="Prefect server to record the run in (default: PREFECT_API_URL, "
                                                "else Prefect's ephemeral local API)")
@@ -168,11 +143,10 @@ def _sharpen(args) -> dict:
     from infra.entry import interrupt_on_sigterm
     from infra.ray_sharpen import connect_ray, sharpen_scene
 
-    connect_ray(args.ray_address)
+    settings = SharpenSettings.from_args(args)
+    connect_ray(settings.ray_address)
     interrupt_on_sigterm()   # again: ray.init installs a SIGTERM handler of its own in the driver
-    return sharpen_scene(args.scene, args.out, args.checkpoint, steps=args.steps, seed=args.seed,
-                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
-                         actors=args.actors, progress=not args.no_progress, overwrite=args.overwrite, adapt=args.adapt)
+    return sharpen_scene(args.scene, args.out, settings)
 
 
 def _evaluate(args) -> dict:
@@ -191,13 +165,12 @@ def _run(args) -> dict:
 
     settings = temporary_settings({PREFECT_API_URL: args.prefect_api_url}) if args.prefect_api_url else nullcontext()
     with settings:
+        # The flow's parameters are flat (a Prefect deployment's are data): the settings go as theirs.
         return pansharpen_scene(
-            pan=args.pan, ms=args.ms, mosaic_store=args.out, scene_store=args.scene, checkpoint=args.checkpoint,
-            sensor=args.sensor, band_names=args.band_names, nodata=args.nodata, example=args.example,
-            full_scale=args.full_scale, overwrite=args.overwrite, steps=args.steps, seed=args.seed,
-            sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
-            actors=args.actors, ray_address=args.ray_address, reference=args.reference, reduced=args.reduced,
-            quicklook=args.quicklook, progress=not args.no_progress, adapt=args.adapt)
+            pan=args.pan, ms=args.ms, mosaic_store=args.out, scene_store=args.scene, sensor=args.sensor,
+            band_names=args.band_names, nodata=args.nodata, example=args.example, full_scale=args.full_scale,
+            reference=args.reference, reduced=args.reduced, quicklook=args.quicklook,
+            **SharpenSettings.from_args(args).parameters())
 
 
 def _export(args) -> dict:

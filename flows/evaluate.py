@@ -26,6 +26,8 @@ from tiling import (
     HRMS,
     MS,
     PAN,
+    MosaicAttrs,
+    SceneAttrs,
     missing_tiles,
     mosaic_grid,
     objstore,
@@ -35,6 +37,8 @@ from tiling import (
     sharpen_array,
 )
 from tiling.integrity import verify_mosaic
+
+__all__ = ["default_quicklook_path", "evaluate_mosaic", "evaluate_task", "write_quicklook"]
 
 PathLike = str | os.PathLike
 METRIC_BLOCK = 32   # the toolbox's block size: full-resolution indexes need image sides that are multiples of it
@@ -80,7 +84,8 @@ def _read_reference(reference_path: PathLike, shape: tuple[int, ...]) -> np.ndar
     return reference
 
 
-def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: int, to_dn: float) -> dict[str, Any]:
+def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None, bits: int,
+                  to_dn: float) -> dict[str, Any]:
     """Wald's protocol on the scene: sharpen the degraded pair with the mosaic's checkpoint and settings (in this
     process: the reduced scene is ratio^2 times smaller than the mosaic) and score it against the original MS."""
     from ssdiff_model.inference.pansharpener import Pansharpener
@@ -88,20 +93,21 @@ def _wald_indexes(scene, mosaic_attrs: dict, checkpoint: PathLike | None, bits: 
     pan, ms = scene[PAN].values, scene[MS].values
     if not (np.isfinite(pan).all() and np.isfinite(ms).all()):
         return {"skipped": "the scene has nodata pixels; Wald's protocol needs complete images"}
-    ratio = int(scene.attrs["ratio"])
-    checkpoint = checkpoint or mosaic_attrs.get("checkpoint")
+    scene_attrs = SceneAttrs.from_attrs(scene.attrs)
+    ratio = scene_attrs.ratio
+    checkpoint = checkpoint or mosaic_attrs.checkpoint
     sharpener = Pansharpener.from_checkpoint(checkpoint)
-    if sharpener.checkpoint_hash != mosaic_attrs["checkpoint_hash"]:
+    if sharpener.checkpoint_hash != mosaic_attrs.checkpoint_hash:
         raise BadInput(f"{checkpoint}: not the checkpoint the mosaic was made with (hash "
                          f"{sharpener.checkpoint_hash[:12]}..., the mosaic records "
-                         f"{mosaic_attrs['checkpoint_hash'][:12]}...)")
-    pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=ratio, full_scale=float(scene.attrs["full_scale"]),
-                             bits=scene.attrs.get("bits"), sensor=_metric_sensor(scene.attrs.get("sensor")),
-                             band_names=tuple(scene.attrs["band_names"]), crs=scene[PAN].rio.crs,
+                         f"{mosaic_attrs.checkpoint_hash[:12]}...)")
+    pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=ratio, full_scale=scene_attrs.full_scale,
+                             bits=scene_attrs.bits, sensor=_metric_sensor(scene_attrs.sensor),
+                             band_names=scene_attrs.band_names, crs=scene[PAN].rio.crs,
                              pan_transform=scene[PAN].rio.transform())
     reduced = reduced_resolution_pair(pair)
-    fused = sharpen_array(sharpener, reduced.pan, reduced.ms_lr, tile=mosaic_attrs["tile_size"],
-                          halo=mosaic_attrs["halo"], steps=mosaic_attrs["steps"], seed=mosaic_attrs["seed"],
+    fused = sharpen_array(sharpener, reduced.pan, reduced.ms_lr, tile=mosaic_attrs.tile_size,
+                          halo=mosaic_attrs.halo, steps=mosaic_attrs.steps, seed=mosaic_attrs.seed,
                           full_scale=reduced.full_scale)
     indexes = reduced_resolution(fused * to_dn, reduced.gt * to_dn, ratio, bits)
     return {**{k: float(v) for k, v in indexes.items()}, "pixels": list(reduced.gt.shape[1:])}
@@ -170,9 +176,9 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     Every finished tile is verified first (tiling.integrity.verify_mosaic: chunk checksums, missing chunks, values
     outside [0, full scale]): a damaged mosaic is a ValueError naming its tiles, never scored."""
     mosaic = open_mosaic(mosaic_store)
-    attrs = dict(mosaic.attrs)
+    attrs = MosaicAttrs.from_attrs(mosaic.attrs)
     grid = mosaic_grid(mosaic_store)
-    damaged = verify_mosaic(mosaic_store, grid, float(attrs["full_scale"]), attrs["manifest_codes"])
+    damaged = verify_mosaic(mosaic_store, grid, attrs.full_scale, attrs.manifest_codes)
     if damaged:
         shown = "; ".join(map(str, damaged[:4])) + (f"; and {len(damaged) - 4} more" if len(damaged) > 4 else "")
         raise BadInput(f"{mosaic_store}: {len(damaged)} damaged tile(s): {shown}; rerun `ssdiff sharpen` with the "
@@ -181,10 +187,11 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     if missing:
         raise BadInput(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
                          f"to finish it before evaluating")
-    scene = open_scene(attrs["scene_store"])
-    ratio = int(attrs["ratio"])
-    bits, to_dn = index_scale(scene.attrs.get("bits"), float(scene.attrs["full_scale"]))
-    sensor = _metric_sensor(scene.attrs.get("sensor"))
+    scene = open_scene(attrs.scene_store)
+    scene_attrs = SceneAttrs.from_attrs(scene.attrs)
+    ratio = attrs.ratio
+    bits, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
+    sensor = _metric_sensor(scene_attrs.sensor)
     fused = mosaic[HRMS].values.astype(np.float32)
     pan, ms = scene[PAN].values, scene[MS].values
     results: dict[str, Any] = {"mosaic_store": str(mosaic_store), "metric_sensor": sensor,
@@ -202,7 +209,7 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
         quicklook = default_quicklook_path(mosaic_store)
     elif not objstore.is_url(quicklook):
         quicklook = Path(quicklook)
-    results["quicklook"] = str(write_quicklook(quicklook, ms, fused, ratio, scene.attrs["band_names"],
+    results["quicklook"] = str(write_quicklook(quicklook, ms, fused, ratio, scene_attrs.band_names,
                                                reference_image))
     record_provenance(mosaic_store, quality={k: v for k, v in results.items() if k != "mosaic_store"})
     return results

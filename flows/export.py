@@ -40,6 +40,8 @@ from tiling import (
     writing,
 )
 
+__all__ = ["COG_BLOCKSIZE", "COMPRESSIONS", "export_cog"]
+
 PathLike = str | os.PathLike
 COG_BLOCKSIZE = 512          # GDAL's default internal tile of a COG; most tile servers read 256 or 512
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")   # DEFLATE is the one every GDAL (and so every QGIS) reads

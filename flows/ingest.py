@@ -26,11 +26,22 @@ from ssdiff_model.data.geotiff import read_geotiff_pair
 from ssdiff_model.data.pair import PansharpeningBatch
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import infer_full_scale
-from ssdiff_model.science.registration import MSOffset, misregistration_warning
+from ssdiff_model.science.registration import misregistration_warning
 from ssdiff_model.science.sensors import get_sensor
-from tiling import built_beside, nodata_mask, objstore, open_scene, require_folder_for, sha256_file, write_scene_store
+from tiling import (
+    SceneAttrs,
+    built_beside,
+    nodata_mask,
+    objstore,
+    open_scene,
+    require_folder_for,
+    sha256_file,
+    write_scene_store,
+)
 from tiling.lock import store_lock
 from tiling.sources import remote_url
+
+__all__ = ["ingest_scene", "ingest_task", "read_scene", "scene_warnings"]
 
 PathLike = str | os.PathLike
 
@@ -198,17 +209,17 @@ def _file_name(path) -> str:
 
 def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) -> dict:
     try:
-        attrs = open_scene(out).attrs
+        attrs = SceneAttrs.from_attrs(open_scene(out).attrs)
     except ValueError as err:
         raise BadInput(f"{out}: already exists and is not a scene store; choose another --out") from err
-    recorded = {entry["sha256"] for entry in attrs["sources"].values()}
+    recorded = {entry["sha256"] for entry in attrs.sources.values()}
     given = {sha256_file(p) for p in pair.source}
     if given != recorded:
         raise BadInput(f"{out}: a scene store from other files already exists there; remove it or choose "
                          f"another --out")
     # The same files read another way give other pixels: reusing the store would silently ignore the change.
-    for name, now, before in (("nodata", nodata, attrs.get("nodata")),
-                              ("full scale", float(pair.full_scale), attrs.get("full_scale"))):
+    for name, now, before in (("nodata", nodata, attrs.nodata),
+                              ("full scale", float(pair.full_scale), attrs.full_scale)):
         if now != before:
             raise BadInput(f"{out}: a scene store of these files with {name} {before} already exists there, "
                              f"this ingest has {name} {now}; remove it or choose another --out")
@@ -217,12 +228,13 @@ def _existing_scene(out: Path, pair, nodata: float | None, warnings: list[str]) 
 
 def _summary(store: Path, warnings: Sequence[str] = ()) -> dict:
     scene = open_scene(store)
-    offset = scene.attrs.get("ms_offset_pan_px")
-    warning = misregistration_warning(MSOffset.from_attrs(offset) if offset else None, scene.attrs["ratio"])
+    attrs = SceneAttrs.from_attrs(scene.attrs)
+    offset = attrs.ms_offset_pan_px
+    warning = misregistration_warning(offset, attrs.ratio)
     return {"scene_store": str(store), "pan_shape": list(scene["pan"].shape), "ms_shape": list(scene["ms"].shape),
-            "ratio": scene.attrs["ratio"], "sensor": scene.attrs["sensor"], "crs": str(scene["pan"].rio.crs),
-            "sources": scene.attrs["sources"], "ms_offset_pan_px": offset,
-            "full_scale": scene.attrs["full_scale"], "radiometry": scene.attrs.get("radiometry"),
+            "ratio": attrs.ratio, "sensor": attrs.sensor, "crs": str(scene["pan"].rio.crs),
+            "sources": attrs.sources, "ms_offset_pan_px": None if offset is None else offset.as_attrs(),
+            "full_scale": attrs.full_scale, "radiometry": attrs.radiometry,
             "warnings": [*warnings, *([f"{store}: {warning}"] if warning else [])], "reused": False}
 
 

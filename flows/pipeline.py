@@ -18,8 +18,11 @@ from flows.ingest import ingest_task
 from flows.sharpen import sharpen_task
 from infra.preflight import require_apart, require_sharpen_settings, require_store_path
 from infra.ray_sharpen import is_finished
+from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.sensors import get_sensor
+
+__all__ = ["default_scene_store", "find_new_scenes", "pansharpen_scene", "process_inbox"]
 
 SCENE_MANIFEST = "scene.json"   # an inbox folder holding this file is one scene (see find_new_scenes)
 SINGLE_FILE_SCENES = (".mat", ".h5", ".hdf5")
@@ -34,17 +37,25 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                      ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True, adapt: int = 0) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
-    an identical scene store is reused and only missing tiles are sharpened."""
+    an identical scene store is reused and only missing tiles are sharpened.
+
+    The sharpen settings are flat parameters (a deployment's parameters are data); they become one
+    ``SharpenSettings`` here, the one place this flow converts them.
+
+    Returns:
+        {"ingest", "sharpen", "evaluate": each step's summary, "warnings": the steps' warnings}.
+    """
     scene_store = scene_store or str(default_scene_store(mosaic_store))
+    settings = SharpenSettings(checkpoint=checkpoint, steps=steps, seed=seed, sampler=sampler, adapt=adapt,
+                               tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
+                               ray_address=ray_address, progress=progress, overwrite=overwrite)
     # Every argument is checked before the first store is created, the scene's included.
-    require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+    require_sharpen_settings(settings)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
     scene = ingest_task(pan, list(ms or []), scene_store, sensor=sensor, band_names=band_names, nodata=nodata,
                         example=example, full_scale=full_scale)
-    sharpened = sharpen_task(scene["scene_store"], mosaic_store, checkpoint, steps=steps, seed=seed,
-                             sampler=sampler, tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
-                             ray_address=ray_address, progress=progress, overwrite=overwrite, adapt=adapt)
+    sharpened = sharpen_task(scene["scene_store"], mosaic_store, settings)
     quality = evaluate_task(mosaic_store, reference=reference, reduced=reduced, quicklook=quicklook,
                             checkpoint=checkpoint)
     results = {"ingest": scene, "sharpen": sharpened, "evaluate": quality,

@@ -14,6 +14,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 
 from flows.pipeline import process_inbox
 
+__all__ = ["WATCH_CONCURRENCY", "WATCH_CRON", "main", "watch_inbox_deployment"]
+
 WATCH_CRON = "*/15 * * * *"
 # One run at a time, and a run that comes due while one is going is cancelled rather than queued: the running one
 # is already working through the inbox and the next tick takes what arrived meanwhile (as in infra/deploy/prefect.yaml).

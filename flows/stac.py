@@ -26,6 +26,8 @@ import pystac
 from ssdiff_model.errors import BadInput
 from tiling.sources import is_remote, vsicurl_path
 
+__all__ = ["asset_href", "ingest_stac", "read_item", "reader_path", "stac_scene"]
+
 PathLike = str | os.PathLike
 ITEM_TIMEOUT_S = 60
 

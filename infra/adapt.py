@@ -13,8 +13,9 @@ from typing import Any
 
 import ray
 
+from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
-from tiling import SCENE_LAYOUT, store_attrs
+from tiling import SceneAttrs
 
 __all__ = ["adapted_path", "ensure_adapted"]
 
@@ -26,8 +27,9 @@ def adapted_path(mosaic_store: str | os.PathLike) -> Path:
 
 
 def _scene_record(scene_store: str | os.PathLike) -> dict[str, Any]:
-    attrs = store_attrs(scene_store, SCENE_LAYOUT)
-    return {"sources": attrs["sources"], "sensor": attrs["sensor"], "full_scale": float(attrs["full_scale"])}
+    """What the adapted weights record of the scene they were adapted to."""
+    attrs = SceneAttrs.read(scene_store)
+    return {"sources": attrs.sources, "sensor": attrs.sensor, "full_scale": attrs.full_scale}
 
 
 def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int, seed: int) -> str:
@@ -37,11 +39,11 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     from ssdiff_model.inference.adaptation import MAX_WINDOW, AdaptationConfig, adapt_checkpoint
     from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
     from ssdiff_model.science.resample import central_window
-    from tiling.stores.core import MS, PAN, open_scene
+    from tiling import MS, PAN, open_scene
 
     base = load_checkpoint(checkpoint)
     scene = open_scene(scene_store, dask=False)
-    ratio = int(scene.attrs["ratio"])
+    ratio = SceneAttrs.from_attrs(scene.attrs).ratio
     # Only the central window adaptation uses is read (the arrays are lazily indexed): a 40k x 40k scene costs what
     # a 1k one does.
     pan, ms = (np.asarray(window.values) for window in
@@ -60,10 +62,18 @@ def _record(path: Path, wanted: dict[str, Any], adapted=None) -> dict[str, Any]:
     return {key: record.get(key) for key in wanted}
 
 
-def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike,
-                   *, iterations: int, seed: int, overwrite: bool = False) -> dict[str, Any]:
+def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike,
+                   settings: SharpenSettings) -> dict[str, Any]:
     """The adapted checkpoint of this mosaic: reused when it exists and fits, else made in a Ray task
-    (``connect_ray`` first). Returns its provenance: base checkpoint and hash, adapted path and hash, settings.
+    (``connect_ray`` first).
+
+    Args:
+        scene_store: the scene store adapted to.
+        mosaic_store: the mosaic the weights are kept beside (``adapted_path``).
+        settings: the run's: ``checkpoint`` (the base), ``adapt`` (iterations), ``seed``, ``overwrite``.
+
+    Returns:
+        Its provenance: base checkpoint and hash, adapted path and hash, settings, whether it was reused.
 
     Raises:
         ValueError: an adapted file exists beside the mosaic but was made from another checkpoint, scene or
@@ -71,13 +81,14 @@ def ensure_adapted(checkpoint: str | os.PathLike, scene_store: str | os.PathLike
     """
     from ssdiff_model.model.checkpoint import load_checkpoint
 
+    checkpoint, iterations, seed = settings.checkpoint, settings.adapt, settings.seed
     if iterations < 1:
         raise BadInput(f"--adapt needs at least 1 iteration, got {iterations}")
     base = load_checkpoint(checkpoint)
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
               "scene": _scene_record(scene_store)}
-    if overwrite and path.exists() and _record(path, wanted) != wanted:
+    if settings.overwrite and path.exists() and _record(path, wanted) != wanted:
         path.unlink()
     reused = path.exists()
     if not reused:

@@ -10,9 +10,15 @@ import math
 import os
 import resource
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ssdiff_model.errors import BadInput
+
+if TYPE_CHECKING:
+    from infra.settings import SharpenSettings
+
+__all__ = ["available_memory", "gib", "require_apart", "require_memory_for", "require_sharpen_settings",
+           "require_store_path", "require_tiles_fit"]
 
 PathLike = str | os.PathLike
 
@@ -105,16 +111,23 @@ def require_apart(scene: PathLike, out: PathLike) -> None:
         raise BadInput(f"{out}: --out lies inside (or holds) the scene store {scene}: choose a path beside it")
 
 
-def require_sharpen_settings(*, steps: int | None, batch_size: int, tile_size: int, halo: int | None,
-                             actors: int | None = None) -> None:
+def require_sharpen_settings(settings: SharpenSettings) -> None:
     """The numbers of a sharpen run, checked before the model is loaded or any store created (steps and halo left
-    None come from the checkpoint later, and are checked again once resolved)."""
+    None come from the checkpoint later, and are checked again once resolved).
+
+    Args:
+        settings: the run's settings.
+
+    Raises:
+        BadInput: a number out of range, named by its option.
+    """
+    steps, halo, tile_size = settings.steps, settings.halo, settings.tile_size
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise BadInput(f"--steps {steps}: the sampler needs 1 to {MAX_STEPS} steps")
-    if batch_size < 1:
-        raise BadInput(f"--batch-size {batch_size}: at least 1 tile per network call")
-    if actors is not None and actors < 1:
-        raise BadInput(f"--actors {actors}: at least 1 actor")
+    if settings.batch_size < 1:
+        raise BadInput(f"--batch-size {settings.batch_size}: at least 1 tile per network call")
+    if settings.actors is not None and settings.actors < 1:
+        raise BadInput(f"--actors {settings.actors}: at least 1 actor")
     if halo is not None and halo < 0:
         raise BadInput(f"--halo {halo}: cannot be negative")
     if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:

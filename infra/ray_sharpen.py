@@ -17,16 +17,18 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
 from infra.preflight import require_apart, require_sharpen_settings, require_store_path, require_tiles_fit
+from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from tiling import (
     MOSAIC_LAYOUT,
+    MosaicAttrs,
     Tile,
     create_mosaic_store,
     missing_tiles,
@@ -40,7 +42,7 @@ from tiling import (
 )
 from tiling.clock import utc_timestamp
 from tiling.integrity import forget_tiles, verify_mosaic
-from tiling.stores.core import shard_of
+from tiling.stores.mosaic import shard_of
 
 # Calls queued on one actor at a time: the next batch is already waiting when the current one finishes, so the
 # actor never idles on a driver round trip; more would only lengthen what a dying actor takes down with it.
@@ -156,7 +158,7 @@ class SharpenerPool:
         """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
         Returns counts: tiles sharpened / all-nodata, actor calls made, batches retried after an actor died."""
         scene_store, mosaic_store = str(scene_store), str(mosaic_store)
-        shard_tiles = int(store_attrs(mosaic_store, MOSAIC_LAYOUT).get("shard_tiles", 1))
+        shard_tiles = MosaicAttrs.read(mosaic_store).shard_tiles
         if shard_tiles > 1:
             # A sharded mosaic (object storage): one call per shard, so a shard object has one writer at a time.
             groups: dict[tuple[int, int], list[Tile]] = {}
@@ -227,86 +229,92 @@ class SharpenerPool:
         return totals
 
 
-def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, checkpoint: str | os.PathLike,
-                  *, steps: int | None = None, seed: int = 0, sampler: str | None = None, tile_size: int = 64,
-                  halo: int | None = None, batch_size: int = 8, actors: int | None = None,
-                  pool: SharpenerPool | None = None, progress: bool = True,
-                  provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
-                  adapt: int = 0) -> dict[str, Any]:
+def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, settings: SharpenSettings,
+                  *, pool: SharpenerPool | None = None) -> dict[str, Any]:
     """Sharpen a scene store into ``mosaic_store`` on the connected Ray cluster (``connect_ray`` first), creating
-    the mosaic store or resuming it: only tiles missing from its manifest run. Returns a summary of the run.
+    the mosaic store or resuming it: only tiles missing from its manifest run.
 
-    Every argument is checked before anything is created (infra.preflight). A resumed run first verifies every
+    Every setting is checked before anything is created (infra.preflight). A resumed run first verifies every
     tile its manifest calls finished (tiling.integrity.verify_mosaic) and sharpens the damaged ones again, named
-    in the summary's ``tiles_repaired`` and ``warnings``. ``overwrite`` replaces a mosaic made with other settings.
+    in the summary's ``tiles_repaired`` and ``warnings``. ``settings.overwrite`` replaces a mosaic made with other
+    settings.
 
     The run holds the store's lock (tiling.store_lock) from before it creates the store to after its last write:
     a second run on the same store is refused with StoreBusyError, and a killed run leaves no stale lock.
 
-    With ``adapt`` > 0 the checkpoint is first fine-tuned on the scene for that many L-BAF iterations (seeded with
-    ``seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic and reused by reruns,
-    and the actors (a pool of their own: ``pool`` holds another model) load them.
+    With ``settings.adapt`` > 0 the checkpoint is first fine-tuned on the scene for that many L-BAF iterations
+    (seeded with ``settings.seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic
+    and reused by reruns, and the actors (a pool of their own: ``pool`` holds another model) load them.
 
     ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.model.checkpoint.resolve_sampling``
     (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default); the mosaic
-    records the values used and, in ``sampling_settings_from``, where each came from."""
+    records the values used and, in ``sampling_settings_from``, where each came from.
+
+    Args:
+        scene_store: the scene store (``ssdiff ingest``).
+        mosaic_store: the mosaic store to create or resume.
+        settings: the run's settings (``ray_address`` is ``connect_ray``'s, not used here).
+        pool: actors to run the tiles on (default: a pool of ``settings.actors`` of this run's own).
+
+    Returns:
+        A summary of the run: tiles done before and now, retries, repairs, timings, the settings resolved.
+    """
     from ssdiff_model.inference.pansharpener import Pansharpener
 
     started, clock = utc_timestamp(), time.perf_counter()
-    require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+    require_sharpen_settings(settings)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
-    if adapt and objstore.is_url(mosaic_store):
+    if settings.adapt and objstore.is_url(mosaic_store):
         # The adapted weights live beside the mosaic as a local file the actors load; an object-store copy of them
         # is not written yet.
         raise BadInput(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
                          f"object storage yet: sharpen without --adapt, or into a local --out")
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
-    described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+    described = Pansharpener.from_checkpoint(settings.checkpoint, device="cpu")
     scene_shape = open_scene(scene_store, dask=False)["pan"].shape
-    require_tiles_fit(tile_size=tile_size, batch_size=batch_size, bands=described.bands,
+    require_tiles_fit(tile_size=settings.tile_size, batch_size=settings.batch_size, bands=described.bands,
                       width=int(described.config.get("width", 32)), scene_height=scene_shape[0],
                       scene_width=scene_shape[1])
     cluster = cluster_resources()
     with store_lock(mosaic_store):
         # Resolved from the checkpoint the user named (an adapted one keeps its base's recommendation anyway).
-        (steps, halo, sampler), settings_from = _resolve_sampling(described.checkpoint, mosaic_store, steps=steps,
-                                                                  halo=halo, sampler=sampler)
-        require_sharpen_settings(steps=steps, batch_size=batch_size, tile_size=tile_size, halo=halo, actors=actors)
+        settings, settings_from = _resolve_sampling(described.checkpoint, mosaic_store, settings)
+        require_sharpen_settings(settings)
+        checkpoint = settings.checkpoint
         extra = {"checkpoint": str(checkpoint), "sampling_settings_from": settings_from}
-        if adapt:
+        if settings.adapt:
             from infra.adapt import ensure_adapted
 
-            adaptation = ensure_adapted(checkpoint, scene_store, mosaic_store, iterations=adapt, seed=seed,
-                                        overwrite=overwrite)
+            adaptation = ensure_adapted(scene_store, mosaic_store, settings)
             checkpoint, pool = adaptation["adapted_checkpoint"], None
             described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
-        create_mosaic_store(mosaic_store, scene_store, described, tile_size=tile_size, halo=halo, seed=seed,
-                            steps=steps, sampler=sampler, batch_size=batch_size, overwrite=overwrite,
-                            provenance={**extra, **dict(provenance or {})})
+        create_mosaic_store(mosaic_store, scene_store, described, tile_size=settings.tile_size, halo=settings.halo,
+                            seed=settings.seed, steps=settings.steps, sampler=settings.sampler,
+                            batch_size=settings.batch_size, overwrite=settings.overwrite,
+                            provenance={**extra, **dict(settings.provenance)})
         del described
         grid = mosaic_grid(mosaic_store)
-        attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
-        damaged = verify_mosaic(mosaic_store, grid, float(attrs["full_scale"]), attrs["manifest_codes"])
+        attrs = MosaicAttrs.read(mosaic_store)
+        damaged = verify_mosaic(mosaic_store, grid, attrs.full_scale, attrs.manifest_codes)
         if damaged:   # redone from scratch below, like tiles never sharpened
-            forget_tiles(mosaic_store, [(d.row, d.col) for d in damaged], attrs["manifest_codes"]["missing"])
+            forget_tiles(mosaic_store, [(d.row, d.col) for d in damaged], attrs.missing_code)
         todo = missing_tiles(mosaic_store)
         counts = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
         if todo:
-            counts = _sharpen_missing(pool, checkpoint, actors, scene_store, mosaic_store, todo, len(grid),
-                                      seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
-                                      progress=progress)
+            counts = _sharpen_missing(pool, checkpoint, settings, scene_store, mosaic_store, todo, len(grid))
         finished = utc_timestamp()
         summary = {"mosaic_store": str(mosaic_store), "scene_store": str(scene_store), "tiles_total": len(grid),
                    "tiles_already_done": len(grid) - len(todo), **counts,
                    "tiles_repaired": [[d.row, d.col] for d in damaged],
                    "warnings": [f"{mosaic_store}: {d}; sharpened again" for d in damaged],
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
-                   "ray_cluster": cluster, "steps": steps, "halo": halo, "sampler": sampler,
-                   "sampling_settings_from": settings_from, **({"adaptation": adaptation} if adapt else {})}
-        if todo or "finished" not in store_attrs(mosaic_store, MOSAIC_LAYOUT):
+                   "ray_cluster": cluster, "steps": settings.steps, "halo": settings.halo,
+                   "sampler": settings.sampler, "sampling_settings_from": settings_from,
+                   **({"adaptation": adaptation} if settings.adapt else {})}
+        if todo or MosaicAttrs.read(mosaic_store).finished is None:
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
             # disk); a rerun with nothing to do leaves the store untouched.
             record_provenance(mosaic_store, started=started, finished=finished, ray_cluster=cluster,
@@ -316,27 +324,28 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     return summary
 
 
-def _resolve_sampling(ckpt, mosaic_store, **given) -> tuple[tuple[int, int, str], dict[str, str]]:
-    """(steps, halo, sampler) and where each came from; a mosaic being resumed lends its own settings."""
+def _resolve_sampling(ckpt, mosaic_store, settings: SharpenSettings) -> tuple[SharpenSettings, dict[str, str]]:
+    """The settings with steps, halo and sampler resolved, and where each came from; a mosaic being resumed lends
+    its own."""
     from ssdiff_model.model.checkpoint import resolve_sampling
 
     recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
-    values, sources = resolve_sampling(ckpt, recorded=recorded, **given)
-    return (values["steps"], values["halo"], values["sampler"]), sources
+    values, sources = resolve_sampling(ckpt, recorded=recorded, steps=settings.steps, halo=settings.halo,
+                                       sampler=settings.sampler)
+    return settings.replace(steps=values["steps"], halo=values["halo"], sampler=values["sampler"]), sources
 
 
-def _sharpen_missing(pool: SharpenerPool | None, checkpoint, actors: int | None, scene_store, mosaic_store,
-                     todo: Sequence[Tile], total: int, *, seed: int, steps: int, sampler: str, batch_size: int,
-                     progress: bool) -> dict[str, int]:
-    """Run ``todo`` on ``pool``, or on a pool of its own that is closed (its actors killed) before returning."""
+def _sharpen_missing(pool: SharpenerPool | None, checkpoint, settings: SharpenSettings, scene_store, mosaic_store,
+                     todo: Sequence[Tile], total: int) -> dict[str, int]:
+    """Run ``todo`` on ``pool``, or on a pool of ``checkpoint`` of its own that is closed (its actors killed)
+    before returning."""
     own_pool = pool is None
-    pool = pool or SharpenerPool(checkpoint, actors)
+    pool = pool or SharpenerPool(checkpoint, settings.actors)
     try:
-        with tqdm(total=total, initial=total - len(todo), unit="tile", disable=not progress,
+        with tqdm(total=total, initial=total - len(todo), unit="tile", disable=not settings.progress,
                   desc=Path(mosaic_store).name) as bar:
-            return pool.sharpen(scene_store, mosaic_store, todo, seed=seed, steps=steps, sampler=sampler,
-                                batch_size=batch_size,
-                                progress=bar)
+            return pool.sharpen(scene_store, mosaic_store, todo, seed=settings.seed, steps=settings.steps,
+                                sampler=settings.sampler, batch_size=settings.batch_size, progress=bar)
     finally:
         if own_pool:
             pool.close()
@@ -347,4 +356,5 @@ def is_finished(mosaic_store: str | os.PathLike) -> bool:
     return objstore.exists(mosaic_store) and not missing_tiles(mosaic_store)
 
 
-__all__ = ["SharpenerPool", "TileSharpener", "cluster_resources", "connect_ray", "is_finished", "sharpen_scene"]
+__all__ = ["SharpenSettings", "SharpenerPool", "TileSharpener", "cluster_resources", "connect_ray", "is_finished",
+           "sharpen_scene"]

@@ -17,13 +17,16 @@ import sys
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from infra.entry import run_entry
 from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
+from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from tiling import SCENE_LAYOUT, check_run_settings, mosaic_grid, objstore
 from tiling.integrity import verify_mosaic
+
+__all__ = ["build_parser", "find_scene_stores", "main", "mosaic_path", "reprocess"]
 
 
 def _is_scene_store(path: Path | str) -> bool:
@@ -63,7 +66,7 @@ def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None =
     return stores
 
 
-def _finished_with(mosaic: Path, settings: dict) -> bool:
+def _finished_with(mosaic: Path, settings: Mapping[str, Any]) -> bool:
     """Finished with these settings and undamaged; a mosaic finished with others is not skipped silently:
     sharpening it again reports the mismatch as that scene's failure."""
     if not is_finished(mosaic):
@@ -73,7 +76,7 @@ def _finished_with(mosaic: Path, settings: dict) -> bool:
     except ValueError:
         return False
     # A damaged tile is redone by sharpen_scene, which verifies the same way: the scene is not skipped.
-    return not verify_mosaic(mosaic, mosaic_grid(mosaic), float(attrs["full_scale"]), attrs["manifest_codes"])
+    return not verify_mosaic(mosaic, mosaic_grid(mosaic), attrs.full_scale, attrs.manifest_codes)
 
 
 def _as_path(path) -> Path | str:
@@ -89,19 +92,29 @@ def mosaic_path(scene_store: Path | str, out_dir: Path | str) -> Path | str:
     return Path(out_dir) / f"{name}.zarr"
 
 
-def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, steps: int | None = None, seed: int = 0,
-              sampler: str | None = None, tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
-              ray_address: str | None = None, progress: bool = False, adapt: int = 0) -> dict:
+def reprocess(scene_stores: Sequence[Path], out_dir: Path, settings: SharpenSettings) -> dict:
+    """Sharpen each scene store into ``out_dir/<scene name>.zarr`` on one pool of actors, skipping the scenes
+    whose mosaic is finished with these settings; one JSON line per scene on stdout, then the summary.
+
+    Args:
+        scene_stores: the scene stores (``find_scene_stores``).
+        out_dir: the folder (or object-store prefix) of the mosaics.
+        settings: the job's settings (the mosaics' provenance adds ``ray_job``).
+
+    Returns:
+        {"scenes", "finished", "skipped": counts, "failed": the failed scene stores, "ray_cluster"}.
+    """
     if objstore.is_url(out_dir):
         objstore.require_reachable(out_dir, writable=True, what="--out-dir")   # no folders to make there
     else:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    cluster = connect_ray(ray_address)
+    cluster = connect_ray(settings.ray_address)
+    settings = settings.replace(provenance={**settings.provenance, "ray_job": "infra.reprocess"})
     # A setting left None agrees with any finished mosaic: sharpen_scene would resume it with its own
     # (ssdiff_model.model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
-    settings = {k: v for k, v in {"steps": steps, "seed": seed, "sampler": sampler, "tile_size": tile_size,
-                                  "halo": halo}.items() if v is not None}
-    todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), settings)]
+    checked = {k: getattr(settings, k) for k in ("steps", "seed", "sampler", "tile_size", "halo")
+               if getattr(settings, k) is not None}
+    todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), checked)]
     skipped = [str(s) for s in scene_stores if s not in todo]
     for store in skipped:
         print(json.dumps({"scene_store": store, "status": "skipped", "reason": "mosaic already finished"}),
@@ -109,13 +122,10 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, checkpoint: str, *, s
     finished, failed = [], []
     if todo:
         # Adapted scenes each get their own model, so their own pool (sharpen_scene starts it).
-        with (nullcontext() if adapt else SharpenerPool(checkpoint, actors)) as pool:
+        with (nullcontext() if settings.adapt else SharpenerPool(settings.checkpoint, settings.actors)) as pool:
             for scene_store in todo:
                 try:
-                    summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), checkpoint,
-                                            steps=steps, seed=seed, sampler=sampler, tile_size=tile_size, halo=halo,
-                                            batch_size=batch_size, pool=pool, progress=progress,
-                                            provenance={"ray_job": "infra.reprocess"}, adapt=adapt)
+                    summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), settings, pool=pool)
                 except Exception as err:  # noqa: BLE001 - report the scene and go on with the archive
                     failed.append(str(scene_store))
                     print(json.dumps({"scene_store": str(scene_store), "status": "failed",
@@ -135,18 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenes", nargs="*", help="scene stores, or folders holding scene stores")
     parser.add_argument("--list", help="file with one scene store (or folder) per line")
     parser.add_argument("--out-dir", required=True, help="folder for the mosaic stores (<scene name>.zarr)")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--steps", type=int, help="default: the checkpoint's recommendation, else 10")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=("consistent", "release"),
-                        help="default: the checkpoint's recommendation, else consistent")
-    parser.add_argument("--adapt", type=int, default=0, metavar="N",
-                        help="fine-tune the checkpoint on each scene for N L-BAF iterations first (infra.adapt)")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--halo", type=int, help="default: the checkpoint's recommendation, else 16")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--actors", type=int, help="default: one per GPU, else one using every CPU")
-    parser.add_argument("--ray-address", help="default: RAY_ADDRESS (set by `ray job submit`), else a local Ray")
+    SharpenSettings.add_arguments(parser, without=("progress", "overwrite"), help={
+        "adapt": "fine-tune the checkpoint on each scene for N L-BAF iterations first (infra.adapt)",
+        "ray_address": "default: RAY_ADDRESS (set by `ray job submit`), else a local Ray"})
     return parser
 
 
@@ -157,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stores = find_scene_stores(args.scenes, args.list)
         if not stores:
             raise BadInput("no scene stores given (positional paths or --list)")
-        return reprocess(stores, _as_path(args.out_dir), args.checkpoint, steps=args.steps, seed=args.seed,
-                         sampler=args.sampler, tile_size=args.tile, halo=args.halo, batch_size=args.batch_size,
-                         actors=args.actors, ray_address=args.ray_address, adapt=args.adapt)
+        # A job's log has no use for progress bars.
+        settings = SharpenSettings.from_args(args, progress=False)
+        return reprocess(stores, _as_path(args.out_dir), settings)
 
     # reprocess prints a line per scene and the summary itself (a long job's log is read while it runs)
     return run_entry("infra.reprocess", work, where=args.out_dir, print_summary=False,

@@ -13,9 +13,12 @@ CF metadata: the projection coordinates carry their standard names, units and ax
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import xarray as xr
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["CONVENTIONS", "JSON_ATTRIBUTES", "cf_global_attrs", "cf_mosaic", "decode_attrs", "encode_attrs"]
 
 __all__ = ["CONVENTIONS", "JSON_ATTRIBUTES", "cf_global_attrs", "cf_mosaic", "decode_attrs", "encode_attrs"]
 
@@ -74,6 +77,8 @@ def cf_mosaic(ds: xr.Dataset, hrms: str, done: str, manifest_codes: Mapping[str,
 
 
 def cf_global_attrs(*, created: str, code_version: str, checkpoint_hash: str, scene_store: str) -> dict[str, str]:
+    """The CF global attributes of a new mosaic: ``Conventions``, ``title``, ``source`` (the model and checkpoint)
+    and ``history`` (when it was made, by what, from which scene store)."""
     return {"Conventions": CONVENTIONS,
             "title": "SSDiff pansharpened mosaic",
             "source": f"SSDiff diffusion pansharpening, checkpoint sha256 {checkpoint_hash}",

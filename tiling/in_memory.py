@@ -15,7 +15,9 @@ import numpy as np
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.model.checkpoint import resolve_sampling
 from tiling.runner import run_tiles
-from tiling.stores.core import HRMS, create_mosaic_store, open_mosaic, write_scene_store
+from tiling.stores.layout import HRMS
+from tiling.stores.mosaic import create_mosaic_store, open_mosaic
+from tiling.stores.scene import write_scene_store
 
 __all__ = ["sharpen_array"]
 

@@ -24,10 +24,13 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ssdiff_model.errors import BadInput
 from tiling import objstore
-from tiling.cf import decode_attrs
 from tiling.grid import Tile, TileGrid
+from tiling.stores.attrs import MosaicAttrs
 
 # zstd as zarr's default, then a CRC-32C of the compressed bytes, verified on every read.
+__all__ = ["CHECKSUMMED", "Damage", "content_sha256", "finished_mask", "forget_tiles", "scene_content_sha256",
+           "verify_mosaic"]
+
 CHECKSUMMED = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 # Rows of a scene array hashed at a time: the hash streams through the store with memory bounded by this band.
 HASH_ROWS = 256
@@ -143,9 +146,9 @@ def finished_mask(mosaic) -> "xarray.DataArray":  # noqa: F821 - xarray is the c
     """True on the PAN grid where the mosaic's tile is finished (sharpened or nodata), from an ``open_mosaic``
     Dataset or a plain ``xr.open_zarr`` one: ``ds.hrms.where(finished_mask(ds))`` tells a pixel not yet written
     from nodata (both read NaN)."""
-    attrs = decode_attrs(mosaic.attrs)   # xr.open_zarr leaves the JSON-encoded attributes as strings (tiling.cf)
-    core = int(attrs["core"])
-    done = mosaic["done"] != attrs["manifest_codes"]["missing"]
+    attrs = MosaicAttrs.from_attrs(mosaic.attrs)   # decoded: xr.open_zarr leaves them JSON strings (tiling.cf)
+    core = int(attrs.core)
+    done = mosaic["done"] != attrs.missing_code
     rows = (np.arange(mosaic.sizes["y"]) // core)
     cols = (np.arange(mosaic.sizes["x"]) // core)
     return done.isel(tile_row=("y", rows), tile_col=("x", cols)).drop_vars(

@@ -26,7 +26,8 @@ from typing import Iterator
 from ssdiff_model.errors import BadInput
 from tiling import objstore
 from tiling.clock import utc_timestamp
-from tiling.stores.core import StorePath, require_folder_for, writing
+from tiling.stores.atomic import require_folder_for, writing
+from tiling.stores.layout import StorePath
 
 
 class StoreBusyError(RuntimeError):

@@ -17,7 +17,8 @@ no local copy), with the AWS_* variables mapped here onto rasterio's AWSSession 
 read AWS_ENDPOINT_URL itself, and needs AWS_HTTPS=NO for a plain-http endpoint).
 
 An object-store Zarr store is *committed* when its root ``zarr.json`` exists: ``staged_store`` writes every
-other object first and that one last, so readers see a complete store or none (see ``tiling.stores.core.built_beside``).
+other object first and that one last, so readers see a complete store or none (see
+``tiling.stores.atomic.built_beside``).
 """
 from __future__ import annotations
 

@@ -17,21 +17,12 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.inference.tiled import sample_tiles
 from tiling import objstore
 from tiling.grid import Tile, TileGrid, read_window
-from tiling.stores.core import (
-    DONE,
-    HRMS,
-    MS,
-    PAN,
-    SCENE_LAYOUT,
-    TILE_NODATA,
-    TILE_SHARPENED,
-    StorePath,
-    check_run_settings,
-    mosaic_equalization,
-    shard_of,
-    store_attrs,
-    writing,
-)
+from tiling.stores.atomic import writing
+from tiling.stores.attrs import SceneAttrs
+from tiling.stores.layout import DONE, HRMS, MS, PAN, TILE_NODATA, TILE_SHARPENED, StorePath
+from tiling.stores.mosaic import check_run_settings, shard_of
+
+__all__ = ["run_tiles"]
 
 
 def _write_core(mosaic_store: StorePath, hrms, done, tile: Tile, values, state: int) -> None:
@@ -90,12 +81,26 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
               batch_size: int, seed: int, steps: int, sampler: str = "consistent") -> dict[str, int]:
     """Sharpen ``tiles`` of the scene into the mosaic store (created by ``create_mosaic_store`` with the same
     seed, steps and checkpoint), ``batch_size`` tiles per network call, and mark each in the manifest once its
-    core is written. Returns how many tiles were sharpened and how many were skipped as all-nodata."""
+    core is written.
+
+    Args:
+        scene_store: the scene store.
+        mosaic_store: the mosaic store, created for this scene.
+        pansharpener: a ``Pansharpener`` of the checkpoint the mosaic was created with.
+        tiles: tiles of the mosaic's grid.
+        batch_size: tiles per network call (as the mosaic records it, if it does).
+        seed: seed of the position-keyed noise (as the mosaic records it).
+        steps: sampling steps (as the mosaic records them).
+        sampler: "consistent" or "release" (as the mosaic records it).
+
+    Returns:
+        {"sharpened": tiles sharpened, "nodata": tiles skipped as all-nodata}.
+    """
     if batch_size < 1:
         raise BadInput(f"batch_size must be at least 1, got {batch_size}")
-    scene_attrs = store_attrs(scene_store, SCENE_LAYOUT)
+    scene_attrs = SceneAttrs.read(scene_store)
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler,
-                               checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs["sources"],
+                               checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs.sources,
                                batch_size=batch_size)
     scene = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
@@ -104,15 +109,15 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     if hrms.shape[1:] != pan_store.shape:
         raise BadInput(f"{mosaic_store}: mosaic is {hrms.shape[1:]} pixels, scene {scene_store} is "
                          f"{pan_store.shape}: it was created for another scene")
-    grid = TileGrid(height=hrms.shape[1], width=hrms.shape[2], ratio=attrs["ratio"], tile_size=attrs["tile_size"],
-                    halo=attrs["halo"])
+    grid = TileGrid(height=hrms.shape[1], width=hrms.shape[2], ratio=attrs.ratio, tile_size=attrs.tile_size,
+                    halo=attrs.halo)
     tiles = list(tiles)
     for tile in tiles:   # a tile of another grid would write across chunks that other writers own
         if tile != grid.tile(tile.row, tile.col):
             raise BadInput(f"{mosaic_store}: tile ({tile.row}, {tile.col}) is not a tile of this mosaic's {grid}")
     counts = {"sharpened": 0, "nodata": 0}
-    equalization = mosaic_equalization(attrs)
-    shard_tiles = int(attrs.get("shard_tiles", 1))
+    equalization = attrs.pan_equalization   # None: the model takes raw PANs
+    shard_tiles = attrs.shard_tiles
     # A sharded mosaic (object storage) gets each shard's cores written at once, when its last tile given here is
     # done; one core per chunk (local disk) is written as soon as it is sharpened.
     expected = {}
@@ -130,7 +135,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
             _write_shard(mosaic_store, hrms, done, grid, shard_tiles, pending.pop(key))
 
     for tile, core in sample_tiles(pansharpener, pan_store, ms_store, tiles, batch_size=batch_size, seed=seed,
-                                   steps=steps, full_scale=scene_attrs["full_scale"], equalization=equalization,
+                                   steps=steps, full_scale=scene_attrs.full_scale, equalization=equalization,
                                    sampler=sampler, read=lambda tile: _read_tile(scene_store, pan_store, ms_store,
                                                                                  tile)):
         if core is None:

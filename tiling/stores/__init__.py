@@ -1,1 +1,2 @@
-"""The Zarr layouts: scene, mosaic and training stores, their typed attributes and atomic writing."""
+"""The Zarr layouts (``layout``): scene and mosaic stores (``scene``, ``mosaic``), training stores (``training``),
+their typed attributes (``attrs``) and atomic writing (``atomic``)."""

@@ -1,0 +1,158 @@
+"""The scene store (layout in ``tiling.stores.layout``): written once by ingest, read by every tile."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+
+from ssdiff_model.errors import BadInput
+from ssdiff_model.science.equalization import pan_equalization
+from ssdiff_model.science.registration import measured_offset
+from tiling import objstore
+from tiling.integrity import CHECKSUMMED, content_sha256
+from tiling.stores.atomic import sha256_file, write_dataset
+from tiling.stores.attrs import SceneAttrs, store_attrs
+from tiling.stores.layout import (
+    MS,
+    MS_GRID_MAPPING,
+    OFFSET_WINDOW,
+    PAN,
+    PAN_GRID_MAPPING,
+    SCENE_CHUNK,
+    SCENE_LAYOUT,
+    StorePath,
+)
+
+__all__ = ["georeference", "nodata_mask", "open_scene", "pixel_centres", "write_scene_store"]
+
+
+def pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The y and x coordinates of the pixel centres of a ``height`` x ``width`` grid with that transform.
+
+    Args:
+        transform: the grid's affine transform (north up).
+        height: rows.
+        width: columns.
+
+    Returns:
+        (y, x): 1-D arrays of the rows' and the columns' centre coordinates.
+    """
+    return (transform.f + (np.arange(height) + 0.5) * transform.e,
+            transform.c + (np.arange(width) + 0.5) * transform.a)
+
+
+def georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str) -> xr.DataArray:
+    """``array`` with its CRS (when known) and transform written to the grid mapping variable ``grid_mapping``.
+
+    Args:
+        array: a DataArray whose spatial dims rioxarray knows.
+        crs: the CRS, or None (pixel coordinates).
+        transform: the affine transform.
+        grid_mapping: the grid mapping's name (``PAN_GRID_MAPPING`` or ``MS_GRID_MAPPING``).
+
+    Returns:
+        The georeferenced DataArray.
+    """
+    if crs is not None:
+        array = array.rio.write_crs(crs, grid_mapping_name=grid_mapping)
+    array = array.rio.write_transform(transform, grid_mapping_name=grid_mapping)
+    # Listing the grid mapping as a coordinate too makes a plain `xr.open_zarr` (decode_coords=True) attach it to
+    # the variable, so `.rio.crs` and `.rio.transform()` work without decode_coords="all".
+    array.encoding["coordinates"] = grid_mapping
+    return array
+
+
+def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath] | None = None,
+                      nodata: float | None = None, chunk: int = SCENE_CHUNK,
+                      provenance: Mapping[str, Any] | None = None) -> None:
+    """Write a ``PansharpeningPair`` (ssdiff_model.data.readers) to a new scene store. ``sources`` names the input
+    files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
+    non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
+    existing store is never touched: ValueError.
+
+    Args:
+        store: the new scene store (a local path or an object-store URL).
+        pair: the scene's PAN and MS in DN, their georeference, sensor, full scale and band names.
+        sources: {name: path} of the input files to checksum (default: the pair's ``source`` files).
+        nodata: the DN that marks nodata, or None.
+        chunk: chunk side in PAN pixels.
+        provenance: attributes added after the layout's (``SceneAttrs.extra``).
+    """
+    if objstore.exists(store):
+        raise BadInput(f"{store}: scene store already exists; remove it or choose another path")
+    pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
+    ratio = int(pair.ratio)
+    if pan.ndim != 2 or ms.ndim != 3:
+        raise BadInput(f"{store}: expected pan (y, x) and ms (band, y, x), got shapes {pan.shape} and {ms.shape}")
+    if pan.shape != (ms.shape[1] * ratio, ms.shape[2] * ratio):
+        raise BadInput(f"{store}: MS {ms.shape[1:]} does not match PAN {pan.shape} at ratio {ratio}")
+    if len(pair.band_names) != ms.shape[0]:
+        raise BadInput(f"{store}: {len(pair.band_names)} band names for {ms.shape[0]} MS bands")
+
+    pan_transform, ms_transform = pair.pan_transform, pair.ms_transform
+    if pan_transform is None and ms_transform is None:
+        pan_transform = Affine.identity()   # no georeference: pixel coordinates
+    pan_transform = pan_transform if pan_transform is not None else ms_transform @ Affine.scale(1 / ratio)
+    ms_transform = ms_transform if ms_transform is not None else pan_transform @ Affine.scale(ratio)
+
+    def as_dn(values: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float32)
+        out[nodata_mask(values, nodata)] = np.nan
+        return out
+
+    y, x = pixel_centres(pan_transform, *pan.shape)
+    y_ms, x_ms = pixel_centres(ms_transform, *ms.shape[1:])
+    bands = np.array(list(pair.band_names), dtype=object)
+    pan_dn, ms_dn = as_dn(pan), as_dn(ms)
+    pan_da = xr.DataArray(da.from_array(pan_dn, chunks=chunk), dims=("y", "x"), coords={"y": y, "x": x})
+    ms_chunk = max(1, chunk // ratio)
+    ms_da = xr.DataArray(da.from_array(ms_dn, chunks=(ms.shape[0], ms_chunk, ms_chunk)),
+                         dims=("band", "y_ms", "x_ms"), coords={"band": bands, "y_ms": y_ms, "x_ms": x_ms})
+    pan_da = georeference(pan_da, pair.crs, pan_transform, PAN_GRID_MAPPING)
+    ms_da = georeference(ms_da.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms"), pair.crs, ms_transform,
+                          MS_GRID_MAPPING)
+    ds = xr.Dataset({PAN: pan_da, MS: ms_da})
+    for name in (PAN, MS):
+        ds[name].encoding["compressors"] = CHECKSUMMED
+    if sources is None:
+        sources = {objstore.name(path): path for path in getattr(pair, "source", ())}
+    attrs = SceneAttrs(
+        sensor=pair.sensor or "unknown", ratio=ratio, full_scale=float(pair.full_scale),
+        bits=getattr(pair, "bits", None), band_names=tuple(str(b) for b in pair.band_names),
+        sources={name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
+        notes=tuple(getattr(pair, "notes", ())), pan_equalization=pan_equalization(pan_dn, ms_dn, ratio),
+        ms_offset_pan_px=measured_offset(pan_dn, ms_dn, ratio, window=OFFSET_WINDOW),
+        nodata=None if nodata is None else float(nodata),
+        radiometry=pair.radiometry.as_attrs() if getattr(pair, "radiometry", None) is not None else None,
+        content_sha256=content_sha256(pan_dn, ms_dn, float(pair.full_scale)),
+        extra=dict(provenance or {}),
+    )
+    ds.attrs = attrs.as_attrs()
+    write_dataset(ds, store, mode="w-")
+
+
+def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Where a scene store holds nodata (NaN): pixels equal to ``nodata``, and non-finite ones."""
+    mask = ~np.isfinite(values)
+    if nodata is not None:
+        mask |= values == nodata
+    return mask
+
+
+def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
+    """The scene store as a lazy, georeferenced Dataset (ValueError if the path is not a scene store): dask
+    arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene).
+
+    Args:
+        store: the scene store.
+        dask: dask arrays (True) or lazily indexed ones.
+
+    Returns:
+        The Dataset: ``pan`` and ``ms``; ``SceneAttrs.from_attrs(ds.attrs)`` types its attributes.
+    """
+    store_attrs(store, SCENE_LAYOUT)
+    return xr.open_zarr(objstore.zarr_store(store, read_only=True), decode_coords="all", chunks={} if dask else None)
