@@ -28,18 +28,11 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import infer_full_scale
 from ssdiff_model.science.registration import misregistration_warning
 from ssdiff_model.science.sensors import get_sensor
-from tiling import (
-    SceneAttrs,
-    built_beside,
-    nodata_mask,
-    objstore,
-    open_scene,
-    require_folder_for,
-    sha256_file,
-    write_scene_store,
-)
+from tiling import SceneAttrs, objstore
 from tiling.lock import store_lock
 from tiling.sources import remote_url
+from tiling.stores.atomic import built_beside, require_folder_for, sha256_file
+from tiling.stores.scene import nodata_mask, open_scene, write_scene_store
 
 __all__ = ["ingest_scene", "ingest_task", "read_scene", "scene_warnings"]
 

@@ -19,7 +19,7 @@ from tiling import objstore
 from tiling.cf import decode_attrs
 from tiling.stores.layout import LEGACY_SAMPLER_NAMES, MOSAIC_LAYOUT, SCENE_LAYOUT, StorePath
 
-__all__ = ["MosaicAttrs", "SceneAttrs", "store_attrs"]
+__all__ = ["MosaicAttrs", "SceneAttrs", "open_store", "store_attrs"]
 
 
 def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
@@ -50,6 +50,31 @@ def store_attrs(store: StorePath, layout: str) -> dict[str, Any]:
     if attrs.get("layout") != layout:
         raise BadInput(f"{store}: not a {layout} store (layout attribute {attrs.get('layout')!r})")
     return decode_attrs(attrs)   # a mosaic keeps nested values as JSON strings (tiling.cf)
+
+
+def open_store(store: StorePath, layout: str, dask: bool = True, decode: bool = False):
+    """A store of ``layout`` as a lazy, georeferenced xarray Dataset, after checking its layout.
+
+    Args:
+        store: a local path or an object-store URL.
+        layout: ``SCENE_LAYOUT`` or ``MOSAIC_LAYOUT``.
+        dask: dask arrays chunked like the store (True), or lazily indexed ones (no task graph, whose size grows
+            with the scene).
+        decode: decode the JSON-encoded attributes (``tiling.cf.decode_attrs``).
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        BadInput: no Zarr store there, or one of another layout.
+    """
+    import xarray as xr
+
+    store_attrs(store, layout)
+    ds = xr.open_zarr(objstore.zarr_store(store, read_only=True), decode_coords="all", chunks={} if dask else None)
+    if decode:
+        ds.attrs = decode_attrs(ds.attrs)
+    return ds
 
 
 def _equalization(value: Any) -> PanEqualization | None:

@@ -15,12 +15,12 @@ import zarr
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.equalization import pan_equalization
 from tiling import objstore
-from tiling.cf import JSON_ATTRIBUTES, cf_global_attrs, cf_mosaic, decode_attrs, encode_attrs
+from tiling.cf import JSON_ATTRIBUTES, cf_global_attrs, cf_mosaic, encode_attrs
 from tiling.clock import utc_timestamp
 from tiling.grid import Tile, TileGrid
 from tiling.integrity import CHECKSUMMED, scene_content_sha256
 from tiling.stores.atomic import built_beside, write_dataset, writing
-from tiling.stores.attrs import MosaicAttrs, SceneAttrs, store_attrs
+from tiling.stores.attrs import MosaicAttrs, SceneAttrs, open_store, store_attrs
 from tiling.stores.layout import (
     DONE,
     HRMS,
@@ -232,21 +232,8 @@ def missing_tiles(mosaic_store: StorePath) -> list[Tile]:
 
 
 def open_mosaic(mosaic_store: StorePath, dask: bool = True) -> xr.Dataset:
-    """The mosaic store as a lazy, georeferenced Dataset (ValueError if the path is not a mosaic store): dask
-    arrays chunked like the store, or with ``dask=False`` lazily indexed ones; its attributes decoded (tiling.cf).
-
-    Args:
-        mosaic_store: the mosaic store.
-        dask: dask arrays (True) or lazily indexed ones.
-
-    Returns:
-        The Dataset: ``hrms`` and ``done``; ``MosaicAttrs.from_attrs(ds.attrs)`` types its attributes.
-    """
-    store_attrs(mosaic_store, MOSAIC_LAYOUT)
-    ds = xr.open_zarr(objstore.zarr_store(mosaic_store, read_only=True), decode_coords="all",
-                      chunks={} if dask else None)
-    ds.attrs = decode_attrs(ds.attrs)
-    return ds
+    """The mosaic store as a lazy Dataset (``hrms`` and ``done``) with its attributes decoded; see ``open_store``."""
+    return open_store(mosaic_store, MOSAIC_LAYOUT, dask=dask, decode=True)
 
 
 def record_provenance(mosaic_store: StorePath, **attrs: Any) -> None:

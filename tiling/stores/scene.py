@@ -15,7 +15,7 @@ from ssdiff_model.science.registration import measured_offset
 from tiling import objstore
 from tiling.integrity import CHECKSUMMED, content_sha256
 from tiling.stores.atomic import sha256_file, write_dataset
-from tiling.stores.attrs import SceneAttrs, store_attrs
+from tiling.stores.attrs import SceneAttrs, open_store
 from tiling.stores.layout import (
     MS,
     MS_GRID_MAPPING,
@@ -69,7 +69,7 @@ def georeference(array: xr.DataArray, crs, transform: Affine, grid_mapping: str)
 def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath] | None = None,
                       nodata: float | None = None, chunk: int = SCENE_CHUNK,
                       provenance: Mapping[str, Any] | None = None) -> None:
-    """Write a ``PansharpeningPair`` (ssdiff_model.data.readers) to a new scene store. ``sources`` names the input
+    """Write a ``PansharpeningPair`` (ssdiff_model.data.pair) to a new scene store. ``sources`` names the input
     files whose sha256 is recorded (default: the pair's ``source`` files); pixels equal to ``nodata`` (and
     non-finite ones) become NaN; ``provenance`` adds attributes (where the files came from: a STAC item). An
     existing store is never touched: ValueError.
@@ -144,15 +144,5 @@ def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
 
 
 def open_scene(store: StorePath, dask: bool = True) -> xr.Dataset:
-    """The scene store as a lazy, georeferenced Dataset (ValueError if the path is not a scene store): dask
-    arrays, or with ``dask=False`` lazily indexed ones (no task graph, whose size grows with the scene).
-
-    Args:
-        store: the scene store.
-        dask: dask arrays (True) or lazily indexed ones.
-
-    Returns:
-        The Dataset: ``pan`` and ``ms``; ``SceneAttrs.from_attrs(ds.attrs)`` types its attributes.
-    """
-    store_attrs(store, SCENE_LAYOUT)
-    return xr.open_zarr(objstore.zarr_store(store, read_only=True), decode_coords="all", chunks={} if dask else None)
+    """The scene store as a lazy Dataset (``pan`` and ``ms``), its attributes as stored; see ``open_store``."""
+    return open_store(store, SCENE_LAYOUT, dask=dask)

@@ -140,7 +140,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     sides = assign_splits([u.id for u in units], validation, split_seed)
     records: list[dict[str, Any]] = []
     seen: set[bytes] = set()   # digests of the examples written so far
-    # On object storage the store is built in place (no rename there; see tiling.stores.core.built_beside): its lease
+    # On object storage the store is built in place (no rename there; see tiling.stores.atomic.built_beside): its lease
     # keeps a second build out of the same prefix.
     lock = store_lock(out) if objstore.is_url(out) else nullcontext()
     with lock, built_beside(out, "building the training store", replace=overwrite) as tmp:
