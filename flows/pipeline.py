@@ -34,7 +34,8 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                      nodata: float | None = None, example: int | None = None, full_scale: float | None = None,
                      overwrite: bool = False, steps: int | None = None, seed: int = 0, sampler: str | None = None,
                      tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
-                     ray_address: str | None = None, reference: str | None = None, reduced: bool = False,
+                     max_actors: int | None = None, ray_address: str | None = None, reference: str | None = None,
+                     reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True, adapt: int = 0) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
     an identical scene store is reused and only missing tiles are sharpened.
@@ -48,7 +49,8 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
     scene_store = scene_store or str(default_scene_store(mosaic_store))
     settings = SharpenSettings(checkpoint=checkpoint, steps=steps, seed=seed, sampler=sampler, adapt=adapt,
                                tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
-                               ray_address=ray_address, progress=progress, overwrite=overwrite)
+                               max_actors=max_actors, ray_address=ray_address, progress=progress,
+                               overwrite=overwrite)
     # Every argument is checked before the first store is created, the scene's included.
     require_sharpen_settings(settings)
     require_store_path(mosaic_store)
@@ -130,7 +132,8 @@ def _inside(folder: Path, relative: str) -> str:
 @flow(name="ssdiff-watch-inbox")
 def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int | None = None, seed: int = 0,
                   tile_size: int = 64, halo: int | None = None, batch_size: int = 8, actors: int | None = None,
-                  ray_address: str | None = None, adapt: int = 0) -> list[dict[str, Any]]:
+                  max_actors: int | None = None, ray_address: str | None = None,
+                  adapt: int = 0) -> list[dict[str, Any]]:
     """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
     deployment of infra/deploy/prefect.yaml runs this on a cron schedule). One failing scene does not stop the
     others."""
@@ -140,7 +143,8 @@ def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int | None = 
     for scene in find_new_scenes(inbox, outbox):
         name = scene.pop("name")
         state = pansharpen_scene(**scene, checkpoint=checkpoint, steps=steps, seed=seed, tile_size=tile_size,
-                                 halo=halo, batch_size=batch_size, actors=actors, ray_address=ray_address,
+                                 halo=halo, batch_size=batch_size, actors=actors, max_actors=max_actors,
+                                 ray_address=ray_address,
                                  progress=False, adapt=adapt, return_state=True)
         results.append({"scene": name, "state": state.type.value,
                         "mosaic_store": scene["mosaic_store"], "message": state.message})

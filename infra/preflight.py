@@ -128,6 +128,8 @@ def require_sharpen_settings(settings: SharpenSettings) -> None:
         raise BadInput(f"--batch-size {settings.batch_size}: at least 1 tile per network call")
     if settings.actors is not None and settings.actors < 1:
         raise BadInput(f"--actors {settings.actors}: at least 1 actor")
+    if settings.max_actors is not None and settings.max_actors < 1:
+        raise BadInput(f"--max-actors {settings.max_actors}: at least 1 actor")
     if halo is not None and halo < 0:
         raise BadInput(f"--halo {halo}: cannot be negative")
     if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:

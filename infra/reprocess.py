@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from infra.entry import run_entry
-from infra.ray_sharpen import SharpenerPool, connect_ray, is_finished, sharpen_scene
+from infra.pool import SharpenerPool
+from infra.ray_sharpen import connect_ray, is_finished, sharpen_scene
 from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from tiling import SCENE_LAYOUT, check_run_settings, mosaic_grid, objstore
@@ -122,7 +123,9 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, settings: SharpenSett
     finished, failed = [], []
     if todo:
         # Adapted scenes each get their own model, so their own pool (sharpen_scene starts it).
-        with (nullcontext() if settings.adapt else SharpenerPool(settings.checkpoint, settings.actors)) as pool:
+        shared = None if settings.adapt else SharpenerPool(settings.checkpoint, settings.actors,
+                                                           max_actors=settings.max_actors)
+        with shared or nullcontext() as pool:
             for scene_store in todo:
                 try:
                     summary = sharpen_scene(scene_store, mosaic_path(scene_store, out_dir), settings, pool=pool)

@@ -56,6 +56,9 @@ class SharpenSettings:
         "--batch-size", "tiles per network call (default 8)", type=int))
     actors: int | None = field(default=None, metadata=_option(
         "--actors", "Ray actors, one model each (default: one per GPU, else one using every CPU)", type=int))
+    max_actors: int | None = field(default=None, metadata=_option(
+        "--max-actors", "without --actors, the most actors the pool grows to while the cluster adds GPUs or CPUs "
+                        "and queued tiles could use them (default: no limit)", type=int))
     ray_address: str | None = field(default=None, metadata=_option(
         "--ray-address", "Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"))
     progress: bool = field(default=True, metadata=_option(

@@ -143,7 +143,7 @@ def test_sharpen_takes_the_checkpoints_recommendation_and_records_where_each_set
 
 def test_a_killed_actor_has_its_tiles_retried_and_the_mosaic_is_unchanged(sharpened, scene_store, checkpoint,
                                                                           tmp_path):
-    from infra.ray_sharpen import SharpenerPool
+    from infra.pool import SharpenerPool
     from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import create_mosaic_store, missing_tiles
 

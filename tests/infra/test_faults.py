@@ -188,7 +188,7 @@ def wait_for(condition, what: str, job: subprocess.Popen | None = None, log: Pat
 @pytest.mark.slow
 def test_an_actor_process_killed_while_it_holds_tiles_loses_nothing(undisturbed, ray_local, small_scene, checkpoint,
                                                                     tmp_path):
-    from infra.ray_sharpen import SharpenerPool
+    from infra.pool import SharpenerPool
 
     mosaic = tmp_path / "mosaic.zarr"
     new_mosaic(mosaic, small_scene, checkpoint)
