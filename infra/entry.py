@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from infra.failures import EXIT_FAILED, report
+from infra.failures import EXIT_FAILED, RunFailed, report
 
 __all__ = ["interrupt_on_sigterm", "run_entry"]
 
@@ -55,7 +55,7 @@ def run_entry(program: str, work: Callable[[], Any], *, where: str | None = None
     interrupt_on_sigterm()
     try:
         result = work()
-    except (StoreBusyError, *BAD_INPUT, OSError) as err:
+    except (StoreBusyError, *BAD_INPUT, OSError, RunFailed) as err:
         return report(program, err)
     except KeyboardInterrupt:
         print(f"{program}: interrupted; {rerun_hint}", file=sys.stderr)

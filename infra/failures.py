@@ -9,14 +9,21 @@ import sys
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "error_line", "exit_status", "report",
-           "worth_retrying"]
+__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "RunFailed", "error_line", "exit_status",
+           "report", "worth_retrying"]
 
 EXIT_FAILED = 1      # the system refused (disk full, permissions, a lost file system) or a run broke: rerun resumes
 EXIT_BAD_INPUT = 2   # the input is wrong: the same command fails the same way until the input changes
 EXIT_BUSY = 3        # another run holds the output store
 
 # Bad input fails the same way every time; retrying it would only delay the clear error the user needs.
+
+
+class RunFailed(RuntimeError):
+    """A failure the project foresaw (no actor could be placed, a batch that kills every actor it meets): one line
+    naming the problem and exit 1, and worth a rerun, which resumes."""
+
+
 # A ValueError that is not BadInput is a bug (or a library's surprise): a failure, not bad input.
 BAD_INPUT: tuple[type[BaseException], ...] = (BadInput, FileNotFoundError, FileExistsError)
 

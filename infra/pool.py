@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from infra.failures import RunFailed
 from ssdiff_model.errors import BadInput
 from tiling import MOSAIC_LAYOUT, Tile, objstore, run_tiles, store_attrs
 from tiling.stores.mosaic import shard_of
@@ -176,7 +177,7 @@ class SharpenerPool:
             ready, _ = ray.wait(list(self._loading), num_returns=1,
                                 timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise RuntimeError(self._unplaced())
+                raise RunFailed(self._unplaced())
             self._loaded(ready[0])
 
     def _unplaced(self) -> str:
@@ -280,8 +281,8 @@ class SharpenerPool:
                     except RayActorError as err:
                         attempts[index] += 1
                         if attempts[index] >= self.max_attempts:
-                            raise RuntimeError(f"{mosaic_store}: tiles {[(t.row, t.col) for t in batches[index]]} "
-                                               f"lost {attempts[index]} actors in a row; giving up ({err})") from err
+                            raise RunFailed(f"{mosaic_store}: tiles {[(t.row, t.col) for t in batches[index]]} "
+                                            f"lost {attempts[index]} actors in a row; giving up ({err})") from err
                         queue.appendleft(index)
                         totals["batches_retried"] += 1
                         if actor in self._actors:   # the first of its failed calls replaces the dead actor
@@ -306,7 +307,7 @@ class SharpenerPool:
                 if in_flight or not queue:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > self.wait_s:
-                    raise RuntimeError(self._unplaced())
+                    raise RunFailed(self._unplaced())
                 self._scale(len(queue))
                 submit()
         finally:

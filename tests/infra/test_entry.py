@@ -12,7 +12,7 @@ import pytest
 from conftest import PROJECT_ROOT
 
 from infra.entry import run_entry
-from infra.failures import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED
+from infra.failures import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, RunFailed
 from ssdiff_model.errors import BadInput
 from tiling.lock import StoreBusyError
 
@@ -35,6 +35,7 @@ def test_a_summary_goes_to_stdout_and_its_warnings_to_stderr(capsys):
     (FileNotFoundError(2, "No such file or directory", "ms.tif"), EXIT_BAD_INPUT, "ms.tif: No such file or directory"),
     (StoreBusyError("m.zarr: in use by run 7"), EXIT_BUSY, "m.zarr: in use by run 7"),
     (OSError(28, "No space left on device", "m.zarr"), EXIT_FAILED, "m.zarr: No space left on device"),
+    (RunFailed("no actor could be placed in 5 s"), EXIT_FAILED, "no actor could be placed in 5 s"),
 ])
 def test_expected_failures_are_one_line_and_their_exit_status(error, status, line, capsys):
     assert run_entry("ssdiff x", fail_with(error)) == status

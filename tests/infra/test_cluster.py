@@ -72,13 +72,20 @@ class TwoNodes:
         self.worker = tempfile.mkdtemp(prefix="rw")
         self.address = f"127.0.0.1:{self.port}"
 
-    def start(self):
-        common = ["--num-cpus=1", "--disable-usage-stats"]
-        for args in (["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.head}"],
-                     [f"--address={self.address}", f"--temp-dir={self.worker}"]):
-            done = subprocess.run([str(RAY), "start", *args, *common], env=self.env, capture_output=True, text=True,
-                                  timeout=180)
-            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    def start(self, head: tuple[str, ...] = ("--num-cpus=1",), worker: tuple[str, ...] | None = ("--num-cpus=1",)):
+        """The head, and the worker node unless ``worker`` is None (``add_worker`` starts it later)."""
+        self._ray_start("--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.head}", *head)
+        if worker is not None:
+            self.add_worker(*worker)
+
+    def add_worker(self, *options: str):
+        """The second node joins, as an autoscaler's new node would."""
+        self._ray_start(f"--address={self.address}", f"--temp-dir={self.worker}", *options)
+
+    def _ray_start(self, *args: str):
+        done = subprocess.run([str(RAY), "start", *args, "--disable-usage-stats"], env=self.env, capture_output=True,
+                              text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     def stop_node(self, folder: str, sig=signal.SIGKILL):
         for pid in processes_naming(folder):
@@ -106,20 +113,43 @@ class TwoNodes:
 
 
 @pytest.fixture
-def two_nodes():
-    cluster = TwoNodes()
+def cluster():
+    nodes = TwoNodes()
     try:
-        cluster.start()
-        yield cluster
+        yield nodes
     finally:
-        cluster.close()
+        nodes.close()
 
 
-def sharpen(cluster: TwoNodes, scene: str, mosaic: str, checkpoint, log: Path) -> subprocess.Popen:
+@pytest.fixture
+def two_nodes(cluster):
+    cluster.start()
+    return cluster
+
+
+def sharpen(cluster: TwoNodes, scene: str, mosaic: str, checkpoint, log: Path, run=RUN,
+            **env: str) -> subprocess.Popen:
     out = open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "sharpen", scene, "--out", mosaic, "--checkpoint",
-                             str(checkpoint), *RUN, "--ray-address", cluster.address], env=cluster.env, stdout=out,
-                            stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "sharpen", str(scene), "--out", str(mosaic),
+                             "--checkpoint", str(checkpoint), *run, "--ray-address", cluster.address],
+                            env={**cluster.env, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                            start_new_session=True)
+
+
+def wait_for_a_tile(job: subprocess.Popen, mosaic, log: Path, timeout: float = 300) -> None:
+    """Until the run has written its first tile (the job must still be running)."""
+    from tiling import missing_tiles, mosaic_grid
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(missing_tiles(mosaic)) < len(mosaic_grid(mosaic)):
+                return
+        except ValueError:
+            pass   # not created yet
+        assert job.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.05)
 
 
 def finish(job: subprocess.Popen, log: Path, timeout: float = 600) -> dict:
@@ -160,16 +190,7 @@ def test_a_node_stopped_mid_run_leaves_the_run_to_the_other_and_the_same_mosaic(
 
     mosaic, log = url("node-lost", "mosaic.zarr"), tmp_path / "run.log"
     job = sharpen(two_nodes, s3_scene, mosaic, checkpoint, log)
-    deadline = time.monotonic() + 300
-    while True:   # both actors at work and at least one tile written: then the worker node goes
-        try:
-            if len(missing_tiles(mosaic)) < TILES:
-                break
-        except ValueError:
-            pass   # not created yet
-        assert job.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.05)
+    wait_for_a_tile(job, mosaic, log)   # both actors at work and one tile written: then the worker node goes
     two_nodes.stop_node(two_nodes.worker)
     summary = finish(job, log)
     # the worker node's actor died holding work: the head's actor did it again
@@ -177,3 +198,56 @@ def test_a_node_stopped_mid_run_leaves_the_run_to_the_other_and_the_same_mosaic(
     assert summary["sharpened"] + summary["tiles_already_done"] <= TILES and not missing_tiles(mosaic)
     with xr.open_zarr(mosaic) as opened:
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
+
+
+# ---- the pool grows and shrinks with the cluster ------------------------------------------------------------------
+
+# Tiles of 64 px, one per call, sampled by a real shipped model: long enough on one CPU for a node to join.
+GROWING = ["--tile", "64", "--halo", "16", "--seed", "0", "--steps", "4", "--batch-size", "1", "--no-progress"]
+
+
+def test_without_actors_the_pool_grows_onto_a_node_that_joins_mid_run(cluster, scene_store, tmp_path):
+    """No --actors: one actor on the head's one CPU, and one waiting (the demand an autoscaler answers). A node
+    that joins mid-run gets it, and the mosaic names actors on both nodes."""
+    cluster.start(worker=None)
+    mosaic, log = tmp_path / "mosaic.zarr", tmp_path / "run.log"
+    job = sharpen(cluster, scene_store, mosaic, "ssdiff-landsat-r2", log, run=GROWING)
+    wait_for_a_tile(job, mosaic, log)
+    cluster.add_worker("--num-cpus=1")
+    summary = finish(job, log)
+    assert summary["sharpened"] == summary["tiles_total"]
+    assert len({actor["node"] for actor in summary["actors"]}) == 2, summary["actors"]
+    assert all(actor["threads"] == 1 for actor in summary["actors"]), "one thread count for every tile"
+
+
+def test_with_gpu_workers_scaled_to_zero_the_run_waits_for_a_worker_instead_of_failing(cluster, scene_store,
+                                                                                      tmp_path):
+    """A head that runs no actors (num-cpus 0, as in infra/deploy/cluster*.yaml) and no worker yet: the pool asks
+    for a GPU actor and waits; a GPU worker joins (declared with --num-gpus on this GPU-less machine, as an
+    autoscaler would add one) and the run finishes on it."""
+    cluster.start(head=("--num-cpus=0",), worker=None)
+    mosaic, log = tmp_path / "mosaic.zarr", tmp_path / "run.log"
+    job = sharpen(cluster, scene_store, mosaic, "ssdiff-landsat-r2", log, run=GROWING, SSDIFF_ACTOR_WAIT_S="600")
+    deadline = time.monotonic() + 120
+    while not mosaic.exists():   # the store is created before the pool asks for actors
+        assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    time.sleep(3)
+    assert job.poll() is None, "the run waits for a worker: " + log.read_text()[-3000:]
+    cluster.add_worker("--num-cpus=1", "--num-gpus=1")
+    summary = finish(job, log)
+    assert summary["sharpened"] == summary["tiles_total"]
+    assert [actor["device"] for actor in summary["actors"]] == ["cpu"], summary["actors"]
+
+
+def test_a_cluster_that_never_gets_a_worker_ends_with_one_line_and_exit_1(cluster, scene_store, tmp_path):
+    from tiling import missing_tiles, mosaic_grid
+
+    cluster.start(head=("--num-cpus=0",), worker=None)
+    mosaic, log = tmp_path / "mosaic.zarr", tmp_path / "run.log"
+    job = sharpen(cluster, scene_store, mosaic, "ssdiff-landsat-r2", log, run=GROWING, SSDIFF_ACTOR_WAIT_S="5")
+    assert job.wait(timeout=300) == 1, log.read_text()[-3000:]
+    errors = [line for line in log.read_text().splitlines() if line.startswith("ssdiff sharpen: error:")]
+    assert len(errors) == 1 and "no sharpening actor could be placed in 5 s" in errors[0], errors
+    assert "0 CPUs and 0 GPUs" in errors[0] and "rerun" in errors[0]
+    assert len(missing_tiles(mosaic)) == len(mosaic_grid(mosaic)), "the store is there, for a rerun to finish"
