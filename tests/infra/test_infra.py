@@ -217,3 +217,44 @@ def test_the_image_installs_the_tested_torch_built_for_its_base_images_cuda(kube
     tested = re.search(r'"torch==([\d.]+)"', (PROJECT_ROOT / "Makefile").read_text()).group(1)
     pinned = set(re.findall(r"torch==([\d.]+)", " ".join(rest for name, rest in steps if name == "RUN")))
     assert pinned == {tested}, f"the image installs torch {pinned}, the project is tested with {tested}"
+
+
+# ---- the cluster without a shared volume ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kuberay_objstore() -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all((INFRA / "cluster-objstore.yaml").read_text())}
+
+
+def _containers(cluster: dict) -> list[dict]:
+    pods = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+    return [container for pod in pods for container in pod["template"]["spec"]["containers"]]
+
+
+def test_the_object_storage_cluster_shares_no_volume_and_takes_its_credentials_from_secrets(kuberay_objstore):
+    cluster = kuberay_objstore["RayCluster"]
+    pods = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+    assert not any(pod["template"]["spec"].get("volumes") for pod in pods), "no shared volume"
+    for container in _containers(cluster):
+        assert not container.get("volumeMounts")
+        assert {"secretRef": {"name": "ssdiff-object-store"}} in container["envFrom"]   # the AWS_* variables
+        env = {item["name"]: item for item in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"                               # one token on every node
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ssdiff-ray-token"
+        assert not any("AWS_SECRET_ACCESS_KEY" in str(item.get("value", "")) for item in container["env"])
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    assert workers["minReplicas"] == 0 and workers["maxReplicas"] > 1 and cluster["spec"]["enableInTreeAutoscaling"]
+    assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_the_object_storage_job_reprocesses_a_bucket_prefix_with_a_growing_pool(kuberay_objstore):
+    from infra.reprocess import build_parser
+
+    job = kuberay_objstore["RayJob"]
+    assert job["spec"]["clusterSelector"]["ray.io/cluster"] == kuberay_objstore["RayCluster"]["metadata"]["name"]
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "infra.reprocess"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.out_dir.startswith("s3://") and all(scene.startswith("s3://") for scene in args.scenes)
+    (workers,) = kuberay_objstore["RayCluster"]["spec"]["workerGroupSpecs"]
+    assert args.actors is None and args.max_actors == workers["maxReplicas"], "the pool grows with the workers"
