@@ -1,13 +1,15 @@
 """Adapting the checkpoint to a scene once, in a Ray task, before the sharpening actors load it.
 
-The adapted weights are a real checkpoint written beside the mosaic (``<mosaic>.adapted.pt``, atomically), and the
-actors load that file, so a rerun reuses the very same weights and resumes bit for bit. The file records what it
-was adapted from (the base's hash, the scene's source checksums, the settings); a rerun whose inputs differ is
-refused rather than mixing two models in one mosaic.
+The adapted weights are a real checkpoint written beside the mosaic (``<mosaic>.adapted.pt``, atomically: a local
+file renamed into place, an object written in one PUT beside an s3:// mosaic), and the actors load that file, so a
+rerun reuses the very same weights and resumes bit for bit. The file records what it was adapted from (the base's
+hash, the scene's source checksums, the settings); a rerun whose inputs differ is refused rather than mixing two
+models in one mosaic.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,16 @@ import ray
 
 from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
-from tiling import SceneAttrs
+from tiling import SceneAttrs, objstore
 
 __all__ = ["adapted_path", "ensure_adapted"]
 
 
-def adapted_path(mosaic_store: str | os.PathLike) -> Path:
-    """Where the adapted weights of a mosaic live: ``out/name.zarr`` -> ``out/name.adapted.pt``."""
+def adapted_path(mosaic_store: str | os.PathLike) -> Path | str:
+    """Where the adapted weights of a mosaic live: ``out/name.zarr`` -> ``out/name.adapted.pt`` (a URL beside an
+    object-store mosaic)."""
+    if objstore.is_url(mosaic_store):
+        return objstore.sibling(mosaic_store, objstore.name(mosaic_store).removesuffix(".zarr") + ".adapted.pt")
     mosaic = Path(mosaic_store)
     return mosaic.with_name(mosaic.name.removesuffix(".zarr") + ".adapted.pt")
 
@@ -51,14 +56,19 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     record = _scene_record(scene_store)
     adapted = adapt_checkpoint(base, pan, ms, AdaptationConfig(iterations=iterations, seed=seed),
                                full_scale=record["full_scale"], sensor=record["sensor"], scene=record)
-    return save_checkpoint(adapted, out)
+    if not objstore.is_url(out):
+        return save_checkpoint(adapted, out)
+    with tempfile.TemporaryDirectory() as folder:   # written whole locally, then one PUT
+        digest = save_checkpoint(adapted, Path(folder) / objstore.name(out))
+        objstore.put_file(Path(folder) / objstore.name(out), out)
+    return digest
 
 
 def _record(path: Path, wanted: dict[str, Any], adapted=None) -> dict[str, Any]:
     """What the adapted file at `path` was made from, under the keys of `wanted`."""
     from ssdiff_model.model.checkpoint import load_checkpoint
 
-    record = (adapted or load_checkpoint(path)).training.get("adaptation") or {}
+    record = (adapted or load_checkpoint(objstore.fetch(path))).training.get("adaptation") or {}
     return {key: record.get(key) for key in wanted}
 
 
@@ -88,16 +98,16 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
               "scene": _scene_record(scene_store)}
-    if settings.overwrite and path.exists() and _record(path, wanted) != wanted:
-        path.unlink()
-    reused = path.exists()
+    if settings.overwrite and objstore.exists(path) and _record(path, wanted) != wanted:
+        objstore.remove_file(path)
+    reused = objstore.exists(path)
     if not reused:
         resources = ray.cluster_resources()
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         cpus = 1 if gpus else max(1, int(resources.get("CPU", 1)))
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(_adapt_in_task)
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
-    adapted = load_checkpoint(path)
+    adapted = load_checkpoint(objstore.fetch(path))
     record = adapted.training.get("adaptation") or {}
     found = _record(path, wanted, adapted)
     if found != wanted:

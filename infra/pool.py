@@ -54,7 +54,8 @@ class TileSharpener:
 
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
-        self.pansharpener = Pansharpener.from_checkpoint(checkpoint)
+        # a checkpoint beside an object-store mosaic (adapted weights) is read from a local copy
+        self.pansharpener = Pansharpener.from_checkpoint(objstore.fetch(checkpoint))
         self.calls = 0
 
     def describe(self) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from tqdm import tqdm
 from infra.pool import SharpenerPool
 from infra.preflight import require_apart, require_sharpen_settings, require_store_path, require_tiles_fit
 from infra.settings import SharpenSettings
-from ssdiff_model.errors import BadInput
 from tiling import (
     MOSAIC_LAYOUT,
     MosaicAttrs,
@@ -89,11 +88,6 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     require_sharpen_settings(settings)
     require_store_path(mosaic_store)
     require_apart(scene_store, mosaic_store)
-    if settings.adapt and objstore.is_url(mosaic_store):
-        # The adapted weights live beside the mosaic as a local file the actors load; an object-store copy of them
-        # is not written yet.
-        raise BadInput(f"{mosaic_store}: --adapt keeps its weights beside the mosaic, which is not supported on "
-                         f"object storage yet: sharpen without --adapt, or into a local --out")
     # The driver loads the model on the CPU only to describe it in the store (bands, ratio, hash, config); loading
     # it first also refuses a bad checkpoint before anything is written.
     described = Pansharpener.from_checkpoint(settings.checkpoint, device="cpu")
@@ -113,7 +107,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
             adaptation = ensure_adapted(scene_store, mosaic_store, settings)
             checkpoint, pool = adaptation["adapted_checkpoint"], None
-            described = Pansharpener.from_checkpoint(checkpoint, device="cpu")
+            described = Pansharpener.from_checkpoint(objstore.fetch(checkpoint), device="cpu")
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=settings.tile_size, halo=settings.halo,
                             seed=settings.seed, steps=settings.steps, sampler=settings.sampler,

@@ -29,10 +29,10 @@ from typing import Any, Iterator
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "filesystem", "forwarded_environment",
-           "gdal_env", "is_file", "is_url", "join", "location", "max_attempts", "name", "open_input",
-           "remove_prefix", "require_reachable", "sibling", "staged_store", "storage_error", "storage_options",
-           "zarr_store"]
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "fetch", "filesystem",
+           "forwarded_environment", "gdal_env", "is_file", "is_url", "join", "location", "max_attempts", "name",
+           "open_input", "put_file", "remove_file", "remove_prefix", "require_reachable", "sibling", "staged_store",
+           "storage_error", "storage_options", "zarr_store"]
 
 ROOT_METADATA = "zarr.json"   # a Zarr v3 store's root metadata: its commit marker on object storage
 DEFAULT_MAX_ATTEMPTS = 4
@@ -158,6 +158,49 @@ def open_input(path: Any, mode: str = "rb"):
 
     url = location(path)
     return fsspec.open(url, mode, **storage_options(url)).open()
+
+
+def fetch(path: Any) -> str:
+    """A local file holding the bytes of ``path``: the path itself when local (or a bare name), else a fresh
+    download to a temporary file (for what needs a real file, e.g. a checkpoint ``torch.load`` reads).
+
+    Args:
+        path: a local path, a name, or a URL.
+
+    Returns:
+        The local path.
+    """
+    if not is_url(path):
+        return str(path)
+    import shutil
+    import tempfile
+
+    handle, local = tempfile.mkstemp(prefix="ssdiff-", suffix="-" + name(path))
+    with os.fdopen(handle, "wb") as out, open_input(path) as source:
+        shutil.copyfileobj(source, out)
+    return local
+
+
+def put_file(local: Any, path: Any) -> None:
+    """Copy the local file ``local`` to ``path`` (a local path or a URL). On object storage one PUT: the object
+    appears whole or not at all."""
+    import shutil
+
+    if not is_url(path):
+        shutil.copyfile(local, path)
+        return
+    fs, inner = filesystem(location(path))
+    fs.put_file(str(local), inner)
+
+
+def remove_file(path: Any) -> None:
+    """Delete the file or object at ``path`` (nothing when absent)."""
+    if not is_url(path):
+        if os.path.exists(path):
+            os.unlink(path)
+    elif exists(path):
+        fs, inner = filesystem(location(path))
+        fs.rm_file(inner)
 
 
 def is_file(path: Any) -> bool:
