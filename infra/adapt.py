@@ -105,7 +105,10 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         resources = ray.cluster_resources()
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         cpus = 1 if gpus else max(1, int(resources.get("CPU", 1)))
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(_adapt_in_task)
+        # the object-store variables go with the task, as with the sharpening actors (infra.pool)
+        forwarded = objstore.forwarded_environment()
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2,
+                          **({"runtime_env": {"env_vars": forwarded}} if forwarded else {}))(_adapt_in_task)
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
     adapted = load_checkpoint(objstore.fetch(path))
     record = adapted.training.get("adaptation") or {}

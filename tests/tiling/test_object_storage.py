@@ -90,6 +90,28 @@ def test_s3_geotiffs_sharpen_into_an_s3_mosaic_equal_to_the_local_run(s3, s3_sce
 
 
 @pytest.mark.slow
+def test_adapted_weights_live_beside_an_s3_mosaic_and_it_equals_the_local_adapted_run(s3, s3_scene, local_run,
+                                                                                    checkpoint, ray_local, tmp_path):
+    """--adapt into s3://: the weights are one object beside the mosaic, the actors read it, the mosaic equals the
+    same adapted run on local disk bit for bit, and a rerun reuses the weights and finds every tile done."""
+    import xarray as xr
+
+    adapt = ["--checkpoint", str(checkpoint), *RUN, "--adapt", "2"]
+    local_mosaic = tmp_path / "adapted.zarr"
+    local = run_cli(["sharpen", str(local_run["scene"]), "--out", str(local_mosaic), *adapt])
+    mosaic = url("adapted", "mosaic.zarr")
+    remote = run_cli(["sharpen", s3_scene, "--out", mosaic, *adapt])
+    assert "adapted/mosaic.adapted.pt" in keys("adapted/")
+    assert remote["adaptation"]["adapted_checkpoint"] == url("adapted", "mosaic.adapted.pt")
+    assert not local["adaptation"]["reused"] and not remote["adaptation"]["reused"]
+    with xr.open_zarr(mosaic) as opened, xr.open_zarr(local_mosaic) as expected:
+        np.testing.assert_array_equal(opened.hrms.values, expected.hrms.values)
+        assert not np.array_equal(opened.hrms.values, local_run["hrms"]), "the adapted weights were used"
+    again = run_cli(["sharpen", s3_scene, "--out", mosaic, *adapt])
+    assert again["adaptation"]["reused"] and (again["tiles_already_done"], again["sharpened"]) == (TILES, 0)
+
+
+@pytest.mark.slow
 def test_the_reprocess_job_takes_a_prefix_of_scene_stores_and_an_s3_out_dir(s3, s3_scene, local_run, checkpoint,
                                                                            ray_local, capsys):
     import xarray as xr
