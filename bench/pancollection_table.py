@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from ssdiff_model.errors import BadInput
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:   # run as a script from anywhere: the project's packages sit beside bench/
     sys.path.insert(0, str(ROOT))
@@ -67,7 +69,7 @@ def patch_origins(length: int, size: int = RELEASE_PATCH, stride: int = RELEASE_
     """Patch starts along one axis: every `stride`, plus one flush with the far edge when the length is not on the
     stride grid, so the last pixels are covered too."""
     if length < size:
-        raise ValueError(f"an image of {length} pixels is smaller than the {size}-pixel patch")
+        raise BadInput(f"an image of {length} pixels is smaller than the {size}-pixel patch")
     starts = list(range(0, length - size + 1, stride))
     if starts[-1] != length - size:
         starts.append(length - size)
@@ -83,7 +85,7 @@ def merge_patches(patches: np.ndarray, origins: list[tuple[int, int]], height: i
         total[:, row:row + size, col:col + size] += patch
         count[row:row + size, col:col + size] += 1
     if not count.all():
-        raise ValueError(f"the patches leave {int((count == 0).sum())} of {height}x{width} pixels uncovered")
+        raise BadInput(f"the patches leave {int((count == 0).sum())} of {height}x{width} pixels uncovered")
     return (total / count).astype(np.float32)
 
 
@@ -125,7 +127,7 @@ def bits_for(full_scale: float, file_bits: int | None) -> int:
         return int(bits)
     if file_bits:
         return int(file_bits)
-    raise ValueError(f"full scale {full_scale:g} DN is not 2^bits - 1: pass --bits")
+    raise BadInput(f"full scale {full_scale:g} DN is not 2^bits - 1: pass --bits")
 
 
 def load_test_file(path: Path, sensor: str | None):
@@ -133,7 +135,7 @@ def load_test_file(path: Path, sensor: str | None):
 
     batch = read_pancollection(path, sensor=sensor)
     if batch.gt is None:
-        raise ValueError(f"{path}: no 'gt' (reference) in this file: the reduced-resolution table needs one "
+        raise BadInput(f"{path}: no 'gt' (reference) in this file: the reduced-resolution table needs one "
                          f"(a test_*_multiExm1.h5 file, not an OrigScale one)")
     return batch
 
@@ -146,10 +148,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     batch = load_test_file(args.test, args.sensor)
     model = Pansharpener.from_checkpoint(args.checkpoint, device=args.device)
     if batch.ms_lr.shape[1] != model.bands or batch.ratio != model.ratio:
-        raise ValueError(f"{args.test}: {batch.ms_lr.shape[1]} MS bands at ratio {batch.ratio}, but checkpoint "
+        raise BadInput(f"{args.test}: {batch.ms_lr.shape[1]} MS bands at ratio {batch.ratio}, but checkpoint "
                          f"{args.checkpoint} expects {model.bands} bands at ratio {model.ratio}")
     if args.protocol == "release" and min(batch.pan.shape[1:]) < RELEASE_PATCH:
-        raise ValueError(f"{args.test}: images of {batch.pan.shape[1]}x{batch.pan.shape[2]} pixels are smaller than "
+        raise BadInput(f"{args.test}: images of {batch.pan.shape[1]}x{batch.pan.shape[2]} pixels are smaller than "
                          f"the release's {RELEASE_PATCH}x{RELEASE_PATCH} patch: use --protocol tiled")
     full_scale = float(args.full_scale or model.full_scale)
     bits = args.bits or bits_for(full_scale, batch.bits)
@@ -247,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from infra.failures import BAD_INPUT, report
-    from ssdiff_model.errors import BadInput
 
     args = build_parser().parse_args(argv)
     try:
