@@ -1,7 +1,9 @@
 """A real S3-compatible server on 127.0.0.1 for the object-storage tests, and the scene they sharpen.
 
 moto's standalone server speaks the S3 HTTP API: s3fs, botocore and GDAL's /vsis3/ talk to it as to AWS. The
-fixtures are imported by the test modules that use them (``from objstore_server import s3, ...``).
+fixtures are imported by the test modules that use them (``from objstore_server import s3, ...``). The server
+and the scene in it live for the whole session: a client library caches its connections by endpoint (s3fs's file
+systems, which ``xr.open_zarr("s3://...")`` uses as a user would), so every module must see the same endpoint.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ class S3Server:
             self.server = None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)   # one log line per request otherwise
     server = S3Server()
@@ -103,12 +105,12 @@ def keys(prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_crop(landsat_scene, tmp_path_factory) -> dict:
     return landsat_crop(landsat_scene, tmp_path_factory.mktemp("s3crop"), size=SMALL)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_crop(s3, small_crop) -> dict:
     return {name: upload(path, f"inputs/{name}.tif") for name, path in small_crop.items()}
 
@@ -126,7 +128,7 @@ def local_run(small_crop, checkpoint, ray_local, tmp_path_factory) -> dict:
         return {"hrms": mosaic.hrms.values, "scene": folder / "scene.zarr"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_scene(s3, s3_crop) -> str:
     scene = url("stores", "scene.zarr")
     summary = run_cli(ingest_args(s3_crop, scene))
