@@ -6,3 +6,6 @@ import os
 # while attempting to connect to ephemeral Prefect API server". Read when prefect is first imported, so set here,
 # before any flow module imports it; a value the user set wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+__all__ = ["cli", "evaluate", "export", "ingest", "pipeline", "release_import", "serve", "sharpen", "stac", "training",
+           "training_flows"]

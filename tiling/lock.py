@@ -29,6 +29,8 @@ from tiling.clock import utc_timestamp
 from tiling.stores.atomic import require_folder_for, writing
 from tiling.stores.layout import StorePath
 
+__all__ = ["StoreBusyError", "held_for", "lock_path", "store_lock"]
+
 
 class StoreBusyError(RuntimeError):
     """Another run holds the store's lock."""
