@@ -64,11 +64,17 @@ def _adapt_in_task(checkpoint: str, scene_store: str, out: str, iterations: int,
     return digest
 
 
-def _record(path: Path, wanted: dict[str, Any], adapted=None) -> dict[str, Any]:
-    """What the adapted file at `path` was made from, under the keys of `wanted`."""
+def _load(path: Path | str):
+    """The adapted checkpoint at `path` (a local file, or an object read through a temporary copy)."""
     from ssdiff_model.model.checkpoint import load_checkpoint
 
-    record = (adapted or load_checkpoint(objstore.fetch(path))).training.get("adaptation") or {}
+    with objstore.fetched(path) as local:
+        return load_checkpoint(local)
+
+
+def _record(adapted, wanted: dict[str, Any]) -> dict[str, Any]:
+    """What the adapted checkpoint was made from, under the keys of `wanted`."""
+    record = adapted.training.get("adaptation") or {}
     return {key: record.get(key) for key in wanted}
 
 
@@ -98,7 +104,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
               "scene": _scene_record(scene_store)}
-    if settings.overwrite and objstore.exists(path) and _record(path, wanted) != wanted:
+    if settings.overwrite and objstore.exists(path) and _record(_load(path), wanted) != wanted:
         objstore.remove_file(path)
     reused = objstore.exists(path)
     if not reused:
@@ -110,9 +116,9 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2,
                           **({"runtime_env": {"env_vars": forwarded}} if forwarded else {}))(_adapt_in_task)
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
-    adapted = load_checkpoint(objstore.fetch(path))
+    adapted = _load(path)
     record = adapted.training.get("adaptation") or {}
-    found = _record(path, wanted, adapted)
+    found = _record(adapted, wanted)
     if found != wanted:
         differs = sorted(key for key in wanted if found[key] != wanted[key])
         raise BadInput(f"{path}: adapted weights beside the mosaic were made with other {', '.join(differs)} "

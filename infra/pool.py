@@ -55,7 +55,8 @@ class TileSharpener:
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         # a checkpoint beside an object-store mosaic (adapted weights) is read from a local copy
-        self.pansharpener = Pansharpener.from_checkpoint(objstore.fetch(checkpoint))
+        with objstore.fetched(checkpoint) as local:
+            self.pansharpener = Pansharpener.from_checkpoint(local)
         self.calls = 0
 
     def describe(self) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
             adaptation = ensure_adapted(scene_store, mosaic_store, settings)
             checkpoint, pool = adaptation["adapted_checkpoint"], None
-            described = Pansharpener.from_checkpoint(objstore.fetch(checkpoint), device="cpu")
+            with objstore.fetched(checkpoint) as local:
+                described = Pansharpener.from_checkpoint(local, device="cpu")
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=settings.tile_size, halo=settings.halo,
                             seed=settings.seed, steps=settings.steps, sampler=settings.sampler,

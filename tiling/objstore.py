@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "fetch", "filesystem",
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "fetched", "filesystem",
            "forwarded_environment", "gdal_env", "is_file", "is_url", "join", "location", "max_attempts", "name",
            "open_input", "put_file", "remove_file", "remove_prefix", "require_reachable", "sibling", "staged_store",
            "storage_error", "storage_options", "zarr_store"]
@@ -160,25 +160,31 @@ def open_input(path: Any, mode: str = "rb"):
     return fsspec.open(url, mode, **storage_options(url)).open()
 
 
-def fetch(path: Any) -> str:
-    """A local file holding the bytes of ``path``: the path itself when local (or a bare name), else a fresh
-    download to a temporary file (for what needs a real file, e.g. a checkpoint ``torch.load`` reads).
+@contextmanager
+def fetched(path: Any) -> Iterator[str]:
+    """A local file holding the bytes of ``path`` while the context lasts: the path itself when local (or a bare
+    name), else a download to a temporary file that is removed on exit (for what needs a real file, e.g. a
+    checkpoint ``torch.load`` reads).
 
     Args:
         path: a local path, a name, or a URL.
 
-    Returns:
+    Yields:
         The local path.
     """
     if not is_url(path):
-        return str(path)
+        yield str(path)
+        return
     import shutil
     import tempfile
 
     handle, local = tempfile.mkstemp(prefix="ssdiff-", suffix="-" + name(path))
-    with os.fdopen(handle, "wb") as out, open_input(path) as source:
-        shutil.copyfileobj(source, out)
-    return local
+    try:
+        with os.fdopen(handle, "wb") as out, open_input(path) as source:
+            shutil.copyfileobj(source, out)
+        yield local
+    finally:
+        os.unlink(local)
 
 
 def put_file(local: Any, path: Any) -> None:
