@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -136,3 +137,17 @@ def s3_scene(s3, s3_crop) -> str:
     return scene
 
 
+def wait_for_a_tile(job, mosaic, log: Path, timeout: float = 300) -> None:
+    """Until the run has written its first tile (the job must still be running)."""
+    from tiling import missing_tiles, mosaic_grid
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(missing_tiles(mosaic)) < len(mosaic_grid(mosaic)):
+                return
+        except ValueError:
+            pass   # not created yet
+        assert job.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.05)

@@ -31,6 +31,7 @@ from objstore_server import (  # noqa: F401 - fixtures
     s3_scene,
     small_crop,
     url,
+    wait_for_a_tile,
 )
 
 pytestmark = pytest.mark.slow
@@ -134,22 +135,6 @@ def sharpen(cluster: TwoNodes, scene: str, mosaic: str, checkpoint, log: Path, r
                              "--checkpoint", str(checkpoint), *run, "--ray-address", cluster.address],
                             env={**cluster.env, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
                             start_new_session=True)
-
-
-def wait_for_a_tile(job: subprocess.Popen, mosaic, log: Path, timeout: float = 300) -> None:
-    """Until the run has written its first tile (the job must still be running)."""
-    from tiling import missing_tiles, mosaic_grid
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if len(missing_tiles(mosaic)) < len(mosaic_grid(mosaic)):
-                return
-        except ValueError:
-            pass   # not created yet
-        assert job.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.05)
 
 
 def finish(job: subprocess.Popen, log: Path, timeout: float = 600) -> dict:

@@ -38,6 +38,7 @@ from objstore_server import (  # noqa: F401 - fixtures
     small_crop,
     upload,
     url,
+    wait_for_a_tile,
 )
 
 
@@ -333,16 +334,7 @@ def test_an_endpoint_down_mid_run_exits_1_and_the_rerun_finishes_bit_for_bit(s3,
                                 "--checkpoint", str(checkpoint), *RUN, "--ray-address", address], env=env,
                                stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if len(missing_tiles(mosaic)) < TILES:
-                    break
-            except ValueError:
-                pass   # not created yet
-            assert job.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no tile finished in time"
-            time.sleep(0.05)
+        wait_for_a_tile(job, mosaic, log, timeout=240)
         s3.stop()
         stopped = time.monotonic()
         code = job.wait(timeout=180)
