@@ -7,7 +7,7 @@ ephemeral API, a local Ray, local folders); PREFECT_API_URL, ``ray_address`` and
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefect import flow
@@ -21,6 +21,7 @@ from infra.ray_sharpen import is_finished
 from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.sensors import get_sensor
+from tiling import objstore
 
 __all__ = ["default_scene_store", "find_new_scenes", "pansharpen_scene", "process_inbox"]
 
@@ -70,8 +71,6 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
 def default_scene_store(mosaic_store: str | Path) -> Path:
     """``out/name.zarr`` -> ``out/name.scene.zarr``: the scene store beside its mosaic (same bucket and prefix
     for an object-store mosaic)."""
-    from tiling import objstore
-
     if objstore.is_url(mosaic_store):
         return objstore.sibling(mosaic_store, objstore.name(mosaic_store).removesuffix(".zarr") + ".scene.zarr")
     store = Path(mosaic_store)
@@ -86,32 +85,53 @@ def find_new_scenes(inbox: str | Path, outbox: str | Path) -> list[dict[str, Any
     ``{"pan": "pan.tif", "ms": ["ms.tif"], "sensor": "WV3", "band_names": [...], "nodata": 0}``
     with paths relative to the folder, which must stay inside it (no absolute paths, no ``..``). Folder names
     and every value read are data: the scene's name only names its stores (``outbox/mosaics/<name>.zarr``), and
-    nothing is evaluated or handed to a shell. An invalid scene.json is a ValueError naming it."""
-    inbox, outbox = Path(inbox), Path(outbox)
-    if not inbox.is_dir():
-        raise FileNotFoundError(f"{inbox}: inbox folder does not exist")
+    nothing is evaluated or handed to a shell. An invalid scene.json is a ValueError naming it.
+
+    Args:
+        inbox: a local folder or an object-store prefix (``s3://bucket/inbox``: its common prefixes are the
+            scene folders).
+        outbox: a local folder or an object-store prefix; the stores go under ``mosaics/`` and ``scenes/``.
+
+    Returns:
+        One dict per new scene: name, pan, ms (and what scene.json adds), mosaic_store, scene_store, the paths
+        local or URLs like ``inbox`` and ``outbox``.
+    """
+    try:
+        entries = objstore.listing(inbox)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{inbox}: inbox folder does not exist") from err
     scenes = []
-    for entry in sorted(inbox.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in SINGLE_FILE_SCENES:
-            scene = {"name": entry.stem, "pan": str(entry), "ms": []}
-        elif (entry / SCENE_MANIFEST).is_file():
+    for name, is_folder in entries:
+        entry = _inbox_path(inbox, name)
+        if not is_folder and Path(name).suffix.lower() in SINGLE_FILE_SCENES:
+            scene = {"name": Path(name).stem, "pan": entry, "ms": []}
+        elif is_folder and objstore.is_file(_inbox_path(entry, SCENE_MANIFEST)):
             scene = _described_scene(entry)
         else:
             continue
-        mosaic = outbox / "mosaics" / f"{scene['name']}.zarr"
+        mosaic = _inbox_path(outbox, "mosaics", f"{scene['name']}.zarr")
         if not is_finished(mosaic):
-            scenes.append({**scene, "mosaic_store": str(mosaic),
-                           "scene_store": str(outbox / "scenes" / f"{scene['name']}.zarr")})
+            scenes.append({**scene, "mosaic_store": mosaic,
+                           "scene_store": _inbox_path(outbox, "scenes", f"{scene['name']}.zarr")})
     return scenes
 
 
-def _described_scene(folder: Path) -> dict[str, Any]:
+def _inbox_path(folder: str | Path, *parts: str) -> str:
+    """``folder/part/...`` as text: joined with ``/`` under a URL (``Path`` would fold its ``//``), as a
+    ``Path`` locally (the form the local flow has always recorded)."""
+    if objstore.is_url(folder):
+        return objstore.join(folder, *parts)
+    return str(Path(folder, *parts))
+
+
+def _described_scene(folder: str) -> dict[str, Any]:
     """The scene a folder's scene.json describes, its file paths inside the folder (see find_new_scenes)."""
-    manifest = folder / SCENE_MANIFEST
+    manifest = _inbox_path(folder, SCENE_MANIFEST)
     try:
-        described = json.loads(manifest.read_text())
+        with objstore.open_input(manifest, "rb") as source:
+            described = json.loads(source.read())
         ms = described.get("ms", [])
-        scene = {"name": folder.name, "pan": _inside(folder, described["pan"]),
+        scene = {"name": objstore.name(folder), "pan": _inside(folder, described["pan"]),
                  "ms": [_inside(folder, p) for p in ([ms] if isinstance(ms, str) else ms)],
                  **{k: described[k] for k in ("sensor", "band_names", "nodata", "example") if k in described}}
         if "sensor" in scene:
@@ -122,11 +142,13 @@ def _described_scene(folder: Path) -> dict[str, Any]:
     return scene
 
 
-def _inside(folder: Path, relative: str) -> str:
-    path = Path(relative)   # a TypeError for anything but a string: caught as an invalid description
-    if path.is_absolute() or ".." in path.parts:
+def _inside(folder: str, relative: str) -> str:
+    # PurePosixPath for both: a scene.json's paths use '/', and on object storage a key is no local path either.
+    # A TypeError for anything but a string: caught as an invalid description.
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts or "://" in relative:
         raise BadInput(f"file {relative!r} is outside the scene folder: give paths relative to it, without '..'")
-    return str(folder / path)
+    return _inbox_path(folder, *path.parts)
 
 
 @flow(name="ssdiff-watch-inbox")
@@ -136,9 +158,22 @@ def process_inbox(inbox: str, outbox: str, checkpoint: str, steps: int | None = 
                   adapt: int = 0) -> list[dict[str, Any]]:
     """Ingest, sharpen and evaluate every scene of ``inbox`` not yet finished in ``outbox`` (the scheduled
     deployment of infra/deploy/prefect.yaml runs this on a cron schedule). One failing scene does not stop the
-    others."""
-    for folder in ("scenes", "mosaics"):
-        (Path(outbox) / folder).mkdir(parents=True, exist_ok=True)
+    others.
+
+    Args:
+        inbox: a local folder or an object-store prefix (``s3://bucket/inbox``) of scenes (see find_new_scenes).
+        outbox: a local folder or an object-store prefix; ``scenes/<name>.zarr`` and ``mosaics/<name>.zarr`` go
+            under it.
+        checkpoint, steps, ...: the sharpen settings of every scene (as ``pansharpen_scene``'s).
+
+    Returns:
+        One ``{"scene", "state", "mosaic_store", "message"}`` per scene it ran.
+    """
+    objstore.require_reachable(inbox, writable=False, what="inbox")
+    objstore.require_reachable(outbox, writable=True, what="outbox")
+    if not objstore.is_url(outbox):   # an object store has no folders to make: a key's prefix is its folder
+        for folder in ("scenes", "mosaics"):
+            (Path(outbox) / folder).mkdir(parents=True, exist_ok=True)
     results = []
     for scene in find_new_scenes(inbox, outbox):
         name = scene.pop("name")

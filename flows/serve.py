@@ -1,6 +1,10 @@
 """Serve the inbox watch on its cron schedule from one process, without a work pool (the local default).
 
     python -m flows.serve --inbox /data/inbox --outbox /data/outbox --checkpoint ssdiff-8band-r4
+    python -m flows.serve --inbox s3://archive/inbox --outbox s3://archive/outbox --checkpoint ssdiff-8band-r4
+
+The inbox and outbox are local folders or object-store prefixes (configured from AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION only).
 
 The same deployment, for a Prefect server with workers, is declared in infra/deploy/prefect.yaml.
 """
@@ -31,8 +35,8 @@ def watch_inbox_deployment(inbox: str, outbox: str, checkpoint: str, cron: str =
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inbox", required=True)
-    parser.add_argument("--outbox", required=True)
+    parser.add_argument("--inbox", required=True, help="folder or s3://bucket/prefix the scenes are dropped in")
+    parser.add_argument("--outbox", required=True, help="folder or s3://bucket/prefix for the scene and mosaic stores")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--cron", default=WATCH_CRON, help=f"schedule (default {WATCH_CRON!r}: every 15 minutes)")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")

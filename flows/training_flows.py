@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.retry import transient_failure
 from ssdiff_model.errors import BadInput
+from tiling import objstore
 
 __all__ = ["build_store_task", "prepare_training_flow", "store_summary", "train_flow", "train_task"]
 
@@ -109,7 +110,8 @@ def train_flow(store: str, storage_path: str, name: str, job: dict[str, Any] | N
     recorded = {k: v for k, v in result.items() if k != "history"}
     card = ""
     if result.get("export"):
-        card = Path(result["export"]["model_card"]).read_text()
+        with objstore.open_input(result["export"]["model_card"], "rb") as source:   # a local file or an s3:// object
+            card = source.read().decode()
     _artifact(f"# Training run {name}\n\n```json\n{json.dumps(recorded, indent=2, default=str)}\n```\n\n{card}",
               key="ssdiff-train", description=f"Ray Train run {name} on {store}")
     return result

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from infra.ray_env import remote_options
 from infra.settings import SharpenSettings
 from ssdiff_model.errors import BadInput
 from tiling import SceneAttrs, objstore
@@ -112,9 +113,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         cpus = 1 if gpus else max(1, int(resources.get("CPU", 1)))
         # the object-store variables go with the task, as with the sharpening actors (infra.pool)
-        forwarded = objstore.forwarded_environment()
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2,
-                          **({"runtime_env": {"env_vars": forwarded}} if forwarded else {}))(_adapt_in_task)
+        task = ray.remote(**remote_options({"num_cpus": cpus, "num_gpus": gpus, "max_retries": 2}))(_adapt_in_task)
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
     adapted = _load(path)
     record = adapted.training.get("adaptation") or {}

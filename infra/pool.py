@@ -26,6 +26,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
 from infra.failures import RunFailed
+from infra.ray_env import remote_options
 from ssdiff_model.errors import BadInput
 from tiling import MOSAIC_LAYOUT, Tile, objstore, run_tiles, store_attrs
 from tiling.stores.mosaic import shard_of
@@ -144,10 +145,7 @@ class SharpenerPool:
         # max_restarts=0: a dead actor is replaced by the pool, which also re-queues the work it held. The
         # object-store variables go with the actor: a worker on another node, or one a long-lived cluster started
         # before the driver set them, would otherwise read s3:// stores from the wrong endpoint, or as nobody.
-        options = dict(self.options)
-        forwarded = objstore.forwarded_environment()
-        if forwarded:
-            options["runtime_env"] = {"env_vars": forwarded}
+        options = remote_options(self.options)
         actor = _Actor(ray.remote(TileSharpener).options(max_restarts=0, **options).remote(
             self.checkpoint, self.cpu_threads))
         self._actors.append(actor)

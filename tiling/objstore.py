@@ -29,10 +29,10 @@ from typing import Any, Iterator
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "commit_staged", "exists", "fetched", "filesystem",
-           "forwarded_environment", "gdal_env", "is_file", "is_url", "join", "location", "max_attempts", "name",
-           "open_input", "put_file", "remove_file", "remove_prefix", "require_reachable", "sibling", "staged_store",
-           "storage_error", "storage_options", "zarr_store"]
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "arrow_filesystem", "commit_staged", "exists", "fetched",
+           "filesystem", "forwarded_environment", "gdal_env", "is_file", "is_url", "join", "listing", "location",
+           "max_attempts", "name", "open_input", "put_file", "remove_file", "remove_prefix", "require_reachable",
+           "sibling", "staged_store", "storage_error", "storage_options", "zarr_store"]
 
 ROOT_METADATA = "zarr.json"   # a Zarr v3 store's root metadata: its commit marker on object storage
 DEFAULT_MAX_ATTEMPTS = 4
@@ -209,6 +209,37 @@ def remove_file(path: Any) -> None:
         fs.rm_file(inner)
 
 
+def listing(folder: Any) -> list[tuple[str, bool]]:
+    """What a folder (local) or a prefix (URL) holds, one level deep.
+
+    Args:
+        folder: a local folder or a URL such as ``s3://bucket/inbox``.
+
+    Returns:
+        Sorted ``(name, is_folder)`` pairs; on an object store a "folder" is a common prefix of keys.
+
+    Raises:
+        FileNotFoundError: nothing is there (a local path that is no folder, an empty or missing prefix).
+    """
+    if not is_url(folder):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: folder does not exist")
+        with os.scandir(folder) as entries:
+            return sorted((entry.name, entry.is_dir()) for entry in entries)
+    url = location(folder).rstrip("/")
+    fs, inner = filesystem(url)
+    # refresh: s3fs caches listings per file system, and a watch lists the same prefix again and again
+    try:
+        entries = fs.ls(inner, detail=True, refresh=True)
+    except FileNotFoundError:
+        entries = []
+    found = sorted((entry["name"].rstrip("/").rsplit("/", 1)[-1], entry["type"] == "directory")
+                   for entry in entries if entry["name"].rstrip("/") != inner)
+    if not found:
+        raise FileNotFoundError(f"{url}: nothing under this prefix")
+    return found
+
+
 def is_file(path: Any) -> bool:
     if not is_url(path):
         return os.path.isfile(path)
@@ -330,6 +361,35 @@ def _unreachable(err: BaseException) -> bool:
 
 def _endpoint_text() -> str:
     return _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") or "AWS S3"
+
+
+def arrow_filesystem(url: str):
+    """(pyarrow file system, path inside it) for an ``s3://`` URL, configured from the standard environment like
+    the fsspec side: Ray Train stores its checkpoints through pyarrow, whose own lookup misses a plain-http
+    endpoint's scheme and our bounded retries. None for any other location (Ray Train resolves those itself).
+
+    Args:
+        url: where Ray Train keeps its runs (``--storage-path``).
+
+    Returns:
+        ``(pyarrow.fs.S3FileSystem, "bucket/key")`` or None.
+    """
+    if not is_url(url) or _scheme(url) not in ("s3", "s3a"):
+        return None
+    from pyarrow import fs as pafs
+
+    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts()),
+                               "connect_timeout": 5, "request_timeout": 60}
+    endpoint, https = _gdal_endpoint()
+    if endpoint:
+        options.update(endpoint_override=endpoint, scheme="https" if https else "http")
+    key, secret = _env("AWS_ACCESS_KEY_ID"), _env("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options.update(access_key=key, secret_key=secret, session_token=_env("AWS_SESSION_TOKEN"))
+    region = _env("AWS_REGION", "AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    return pafs.S3FileSystem(**options), location(url).split("://", 1)[1].rstrip("/")
 
 
 def forwarded_environment() -> dict[str, str]:

@@ -2,11 +2,13 @@
 furthest checkpoint (to export a stopped run, or to fine-tune from a run's folder)."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from infra.training import CHECKPOINT_FILE
 from ssdiff_model.model.model_card import portable_name, training_model_card
+from tiling import objstore
 from tiling.clock import utc_timestamp
 
 __all__ = ["export_checkpoint", "export_latest", "finetune_source", "latest_checkpoint"]
@@ -35,7 +37,8 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
     from ssdiff_model.inference.pansharpener import network_from_checkpoint
     from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
 
-    ckpt = load_checkpoint(source)
+    with objstore.fetched(source) as local:
+        ckpt = load_checkpoint(local)
     training = dict(ckpt.training)
     if training.get("lora"):
         ema = network_from_checkpoint(ckpt, ema=True).state_dict()
@@ -55,11 +58,24 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
     training["exported"] = utc_timestamp()
     training["exported_half"] = bool(half)
     ckpt.training, ckpt.train_state = training, None
-    out = Path(out)
-    digest = save_checkpoint(ckpt, out, half=half)
-    card = out.with_suffix(".md")
-    card.write_text(training_model_card(ckpt, digest, out.name))
-    return {"path": str(out), "hash": digest, "model_card": str(card), "bytes": out.stat().st_size}
+    if not objstore.is_url(out):
+        out = Path(out)
+        digest = save_checkpoint(ckpt, out, half=half)
+        card = out.with_suffix(".md")
+        card.write_text(training_model_card(ckpt, digest, out.name))
+        return {"path": str(out), "hash": digest, "model_card": str(card), "bytes": out.stat().st_size}
+    # On object storage: written here first, then one PUT each (an object appears whole or not at all), the
+    # checkpoint before its card, so a card never describes a checkpoint that is not there.
+    out = objstore.location(out)
+    card = objstore.sibling(out, Path(objstore.name(out)).with_suffix(".md").name)
+    with tempfile.TemporaryDirectory(prefix="ssdiff-export-") as folder:
+        local = Path(folder, objstore.name(out))
+        digest = save_checkpoint(ckpt, local, half=half)
+        local_card = local.with_suffix(".md")
+        local_card.write_text(training_model_card(ckpt, digest, local.name))
+        objstore.put_file(local, out)
+        objstore.put_file(local_card, card)
+        return {"path": out, "hash": digest, "model_card": card, "bytes": local.stat().st_size}
 
 
 def _portable_paths(job: dict[str, Any]) -> None:
@@ -84,10 +100,22 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
     """
     from ssdiff_model.model.checkpoint import load_checkpoint
 
-    found = sorted(Path(storage_path, name).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    run = objstore.join(storage_path, name) if objstore.is_url(storage_path) else Path(storage_path, name)
+    if objstore.is_url(run):
+        fs, inner = objstore.filesystem(run)
+        fs.invalidate_cache(inner)   # s3fs caches listings: a run resumed since would hide its newer checkpoints
+        scheme = run.split("://", 1)[0]
+        found = sorted(f"{scheme}://{key}" for key in fs.glob(f"{inner}/checkpoint_*/{CHECKPOINT_FILE}"))
+    else:
+        found = sorted(run.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
     if not found:
-        raise FileNotFoundError(f"{Path(storage_path, name)}: no Ray Train checkpoints of run {name!r} there")
-    return max(found, key=lambda path: load_checkpoint(path).training.get("iterations") or 0)
+        raise FileNotFoundError(f"{run}: no Ray Train checkpoints of run {name!r} there")
+
+    def iterations(path) -> int:
+        with objstore.fetched(path) as local:
+            return load_checkpoint(local).training.get("iterations") or 0
+
+    return max(found, key=iterations)
 
 
 def finetune_source(path_or_name: str | Path) -> Path:
@@ -122,8 +150,7 @@ def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bo
     from tiling.stores.training import TrainingStore
 
     source = latest_checkpoint(storage_path, name)
-    store_path = load_checkpoint(source).training.get("job", {}).get("store")
-    from tiling.objstore import exists
-
-    store = TrainingStore(store_path) if store_path and exists(store_path) else None
+    with objstore.fetched(source) as local:
+        store_path = load_checkpoint(local).training.get("job", {}).get("store")
+    store = TrainingStore(store_path) if store_path and objstore.exists(store_path) else None
     return {"checkpoint": str(source), **export_checkpoint(source, out, half=half, store=store)}

@@ -30,6 +30,7 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.training.config import TrainConfig
 from ssdiff_model.training.loop import apply_lbaf_phase, train_step
 from ssdiff_model.training.validation import validate
+from tiling import objstore
 
 __all__ = ["PhasedModel", "run_step", "train_loop_per_worker"]
 
@@ -118,7 +119,8 @@ def _build_trainer(cfg: TrainJobConfig, store, device):
                          "wall_time_before_s": float(job.get("wall_time_s") or 0.0)}
     train_config = _with_store_facts(settings, store.attrs)
     if settings.finetune_from:
-        base = load_checkpoint(settings.finetune_from)
+        with objstore.fetched(settings.finetune_from) as local:   # an s3:// base: a temporary copy
+            base = load_checkpoint(local)
         # a base fed equalized PANs must go on being fed them; one fed raw PANs may learn equalized ones
         train_config.pan_equalization |= bool(base.training.get("pan_equalization"))
         train_config.band_equalization |= bool(base.training.get("band_equalization"))
