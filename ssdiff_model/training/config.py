@@ -228,6 +228,9 @@ class TrainConfig:
         if self.iterations < 1 or self.batch_size < 1:
             raise BadInput(f"iterations (--steps) and batch size must be >= 1, got {self.iterations}, "
                            f"{self.batch_size}")
+        if self.width % self.head_dim or self.width % 2:   # the network says so too, but inside a Ray worker
+            raise BadInput(f"--width {self.width}: must be even and a multiple of the attention head size "
+                           f"{self.head_dim} (16, 32, 48, ...)")
         if self.lbaf_start is not None and self.lora_rank is not None:
             raise BadInput("TrainConfig: choose L-BAF (lbaf_start, --lbaf-start) or LoRA (lora_rank, --lora-rank), "
                            "not both")

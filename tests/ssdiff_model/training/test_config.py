@@ -71,3 +71,16 @@ def test_building_the_training_commands_loads_no_heavy_module():
             "add_training_commands(argparse.ArgumentParser().add_subparsers(), {}); "
             "print([m for m in ('prefect', 'torch', 'ray', 'xarray', 'zarr') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_width_the_network_cannot_split_into_heads_is_refused_before_any_worker_starts(tmp_path):
+    with pytest.raises(BadInput, match="--width 8: must be even and a multiple of the attention head size 16"):
+        TrainConfig(width=8)
+    assert TrainConfig(width=8, head_dim=8).width == 8
+    # from the command line: exit 2 and one line, before a store is opened or Ray is started
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--store", str(tmp_path / "none.zarr"),
+                          "--storage-path", str(tmp_path / "runs"), "--name", "n", "--width", "8"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "--width 8: must be even" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "runs").exists()
