@@ -50,6 +50,9 @@ __all__ = ["default_quicklook_path", "evaluate_mosaic", "evaluate_task", "write_
 
 PathLike = str | os.PathLike
 METRIC_BLOCK = 32   # the toolbox's block size: full-resolution indexes need image sides that are multiples of it
+# GDAL's block cache (MB) while reading the reference: its default, 5% of the machine's memory, kept every block
+# of the reference read window by window, so the peak grew with the scene (bench/stage_memory.py).
+GDAL_CACHE_MB = 64
 
 
 def _metric_sensor(name: str | None) -> str:
@@ -108,6 +111,7 @@ def _full_resolution_indexes(fused, ms, pan, ratio: int, sensor: str, window: in
 @contextmanager
 def _open_reference(reference_path: PathLike, shape: tuple[int, ...]):
     """A reader of the reference GeoTIFF, read lazily (windows as the indexes need them)."""
+    import rasterio
     import rioxarray
 
     path = objstore.location(reference_path) if objstore.is_url(reference_path) else Path(reference_path)
@@ -118,7 +122,7 @@ def _open_reference(reference_path: PathLike, shape: tuple[int, ...]):
     def unreadable(err: Exception) -> BadInput:  # rasterio raises many types; name the file whatever the cause
         return BadInput(f"{path}: unreadable reference ({type(err).__name__}: {err})")
 
-    with objstore.gdal_env():
+    with objstore.gdal_env(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         try:
             data = rioxarray.open_rasterio(path, mask_and_scale=False)
         except Exception as err:
