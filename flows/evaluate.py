@@ -4,7 +4,8 @@
 - against a reference (``--reference GT``, a GeoTIFF of the MS bands on the PAN grid): SAM, ERGAS, SCC, Q, Q2n;
 - reduced resolution (``--reduced``): Wald's protocol on the same scene: PAN and MS degraded by the ratio are
   sharpened with the mosaic's own checkpoint and settings, and scored against the original MS.
-The indexes are returned and recorded in the mosaic's attributes (``quality``).
+The indexes are returned and recorded in the mosaic's attributes (``quality``). Every image is read window by
+window (ssdiff_model.science.windowed), the quicklook decimated: memory is bounded by a window, not the scene.
 """
 from __future__ import annotations
 
