@@ -18,8 +18,9 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.science.imresize import imresize
 from ssdiff_model.science.resample import check_ratio, interp23tap, mtf_filter
 
-__all__ = ["BORDER_CUT", "UNIT_SCALE_BITS", "d_lambda_k", "d_s", "ergas", "full_resolution", "index_scale", "q2n",
-           "q_average", "reduced_resolution", "sam", "scc"]
+__all__ = ["BORDER_CUT", "UNIT_SCALE_BITS", "block_uqi", "d_lambda_k", "d_s", "ergas", "full_resolution",
+           "index_scale", "q2n", "q2n_blocks", "q_average", "q_map", "reduced_resolution", "sam", "sam_angles", "scc",
+           "sobel_magnitude"]
 
 # indexes_evaluation.m's dim_cut: I(dim_cut:end-dim_cut) in MATLAB's 1-based indexing drops 20 leading and 21
 # trailing pixels.
@@ -141,6 +142,14 @@ def q2n(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> float:
     Both images are padded to whole blocks, cast to uint16 like the toolbox (rounding, saturating: fractional or
     negative values are lost on purpose, to match its figures), and their bands padded with zeros to a power of 2.
     """
+    return float(q2n_blocks(reference, fused, block).mean())
+
+
+def q2n_blocks(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> np.ndarray:
+    """The Q2^n of every block (row-major), which `q2n` averages: a window whose edges lie on the block grid (or
+    on the image's bottom/right edge, with at least one block's worth of rows and columns) gives exactly the
+    values of its blocks in the whole image, so windowed sums add up to the whole-image figure.
+    """
     reference = _to_uint16_values(_pad_symmetric_to_blocks(reference, block))
     fused = _to_uint16_values(_pad_symmetric_to_blocks(fused, block))
     bands = reference.shape[0]
@@ -152,7 +161,7 @@ def q2n(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> float:
     # All-zero reference blocks give 0/0 (NaN) in the toolbox too; numpy need not warn about it.
     with np.errstate(invalid="ignore", divide="ignore"):
         q = _onions_quality(_blocks(reference, block), _blocks(fused, block), block)
-    return float(np.sqrt((q**2).sum(axis=0)).mean())
+    return np.sqrt((q**2).sum(axis=0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,12 +170,17 @@ def q2n(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> float:
 
 def sam(reference: np.ndarray, fused: np.ndarray) -> float:
     """Mean spectral angle in degrees over pixels where neither spectrum is zero (SAM.m)."""
+    return float(np.degrees(sam_angles(reference, fused).mean()))
+
+
+def sam_angles(reference: np.ndarray, fused: np.ndarray) -> np.ndarray:
+    """The spectral angle (radians) of every pixel where neither spectrum is zero, which `sam` averages."""
     dot = (reference * fused).sum(axis=0)
     norms = np.sqrt((reference**2).sum(axis=0) * (fused**2).sum(axis=0))
     valid = norms != 0
     # MATLAB keeps real(acos(x)): a cosine rounded just beyond +-1 counts as 0 or 180 degrees, as clipping gives.
     cosine = np.clip(dot[valid] / norms[valid], -1, 1)
-    return float(np.degrees(np.arccos(cosine).mean()))
+    return np.arccos(cosine)
 
 
 def ergas(reference: np.ndarray, fused: np.ndarray, ratio: int) -> float:
@@ -181,7 +195,12 @@ def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
     fspecial('sobel') = [1 2 1; 0 0 0; -1 -2 -1] is the outer product of [1 0 -1] (down the rows) and [1 2 1]
     (along them); its transpose gives the other direction. Both are applied separably (correlation, as imfilter).
     """
-    inner = image[:, 1:-1, 1:-1]
+    return sobel_magnitude(image[:, 1:-1, 1:-1])
+
+
+def sobel_magnitude(inner: np.ndarray) -> np.ndarray:
+    """Sobel magnitude of `inner` (B, H, W) with zero padding: given a window with a 1-pixel frame of its
+    neighbours (zeros beyond the image's inner part), its interior is the whole image's edge map there."""
     smooth, derive = [1.0, 2.0, 1.0], [1.0, 0.0, -1.0]
     vertical = correlate1d(correlate1d(inner, smooth, axis=2, mode="constant"), derive, axis=1, mode="constant")
     horizontal = correlate1d(correlate1d(inner, smooth, axis=1, mode="constant"), derive, axis=2, mode="constant")
@@ -220,9 +239,16 @@ def q_average(reference: np.ndarray, fused: np.ndarray, window: int = 32) -> flo
     """
     if min(reference.shape[1:]) < window:
         raise BadInput(f"images of {reference.shape[1:]} pixels are smaller than the {window}x{window} Q window")
+    return float(q_map(reference, fused, window).mean(axis=(1, 2)).mean())
+
+
+def q_map(reference: np.ndarray, fused: np.ndarray, window: int = 32) -> np.ndarray:
+    """The UIQI of every `window` x `window` window fully inside the images, per band: (B, H - window + 1,
+    W - window + 1), which `q_average` averages (over positions, then bands)."""
     n = window * window
     # Window sums of values centred on one integer: (co)variances are unchanged, integer data stays exact in the
-    # cumulative sums (as in filter2), and float data keeps its precision.
+    # cumulative sums (as in filter2), and float data keeps its precision. (A window of the image centres on its
+    # own mean: the same values up to rounding.)
     offset = np.round(reference.mean())
     x, y = reference - offset, fused - offset
     sum_x, sum_y, sum_xy, sum_squares = _window_sums(np.stack([x, y, x * y, x * x + y * y]), window)
@@ -239,7 +265,7 @@ def q_average(reference: np.ndarray, fused: np.ndarray, window: int = 32) -> flo
     quality[flat] = 2 * product_of_sums[flat] / sum_of_squared_sums[flat]
     regular = denominator != 0
     quality[regular] = numerator[regular] / denominator[regular]
-    return float(quality.mean(axis=(1, 2)).mean())
+    return quality
 
 
 # Float data without a bit depth (scaled to [0, 1], or reflectance) are put on an 11-bit DN scale for the indexes.
@@ -297,6 +323,11 @@ def _block_uqi(images: np.ndarray, partner: np.ndarray, block: int) -> np.ndarra
 
     uqi uses MATLAB's cov (N-1 normalisation) and the plain means of the block. Returns one value per band.
     """
+    return block_uqi(images, partner, block).mean(axis=1)
+
+
+def block_uqi(images: np.ndarray, partner: np.ndarray, block: int) -> np.ndarray:
+    """The UIQI of each band against `partner` in every distinct block: (B, blocks), which D_s averages."""
     x = _blocks(images, block)
     y = _blocks(np.broadcast_to(partner, images.shape), block)
     mean_x, mean_y = x.mean(axis=2), y.mean(axis=2)
@@ -304,8 +335,7 @@ def _block_uqi(images: np.ndarray, partner: np.ndarray, block: int) -> np.ndarra
     n = block * block
     covariance = (dx * dy).sum(axis=2) / (n - 1)
     variances = ((dx**2).sum(axis=2) + (dy**2).sum(axis=2)) / (n - 1)
-    uqi = 4 * covariance * mean_x * mean_y / variances / (mean_x**2 + mean_y**2)
-    return uqi.mean(axis=1)
+    return 4 * covariance * mean_x * mean_y / variances / (mean_x**2 + mean_y**2)
 
 
 def d_lambda_k(fused: np.ndarray, ms_expanded: np.ndarray, ratio: int, sensor, block: int = 32) -> float:
