@@ -374,6 +374,38 @@ def test_the_run_flow_ingests_sharpens_and_evaluates_on_s3(s3, s3_crop, local_ru
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
 
 
+@pytest.mark.slow
+def test_an_s3_mosaic_exports_to_a_valid_cog_in_the_bucket_and_on_disk(s3, s3_scene, local_run, checkpoint, ray_local,
+                                                                     tmp_path, capsys):
+    """`ssdiff export` of an s3:// mosaic: to an s3:// COG (one PUT, nothing left beside it) and to a local one;
+    both are valid COGs holding the local run's pixels; an existing object is kept without --overwrite."""
+    import boto3
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    mosaic = url("cog", "mosaic.zarr")
+    run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(checkpoint), *RUN])
+    summary = run_cli(["export", mosaic, "--cog", url("cog", "mosaic.tif"), "--blocksize", "64"])
+    assert summary["cog"] == url("cog", "mosaic.tif") and summary["overviews"]
+    assert [k for k in keys("cog/") if not k.startswith("cog/mosaic.zarr/")] == ["cog/mosaic.tif"]
+    downloaded = tmp_path / "downloaded.tif"
+    boto3.client("s3").download_file(BUCKET, "cog/mosaic.tif", str(downloaded))
+    local = tmp_path / "local.tif"
+    run_cli(["export", mosaic, "--cog", str(local), "--blocksize", "64"])
+    for cog in (downloaded, local):
+        valid, errors, _ = cog_validate(str(cog))
+        assert valid, errors
+        with rasterio.open(cog) as opened:
+            np.testing.assert_array_equal(opened.read(), local_run["hrms"])
+            assert opened.crs is not None and opened.tags()["mosaic_store"] == mosaic
+    from flows.cli import EXIT_BAD_INPUT, main
+
+    capsys.readouterr()
+    assert main(["export", mosaic, "--cog", url("cog", "mosaic.tif")]) == EXIT_BAD_INPUT
+    error = the_error(capsys)
+    assert url("cog", "mosaic.tif") in error and "--overwrite" in error
+
+
 def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, landsat_scene, tmp_path):
     from ssdiff_model.data.catalogue import landsat8_source
     from tiling.stores.training import TrainingStore, build_training_store
