@@ -17,13 +17,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import rasterio
 from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
 from infra.preflight import require_memory_for, require_store_path
 from ssdiff_model.blocks import row_bands
 from ssdiff_model.data.dispatch import read_pair
-from ssdiff_model.data.geotiff import read_geotiff_pair
+from ssdiff_model.data.geotiff import STREAM_GDAL_CACHE, read_geotiff_pair
 from ssdiff_model.data.pair import PansharpeningBatch
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import infer_full_scale
@@ -181,8 +182,9 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
     if objstore.is_url(out):
         require_folder_for(out)   # the bucket and the credentials, before minutes of reading
     paths, ms = _inputs(pan, ms, sensor)
-    # A GeoTIFF scene streams: it is read while the store is written, so GDAL's s3:// settings span both.
-    with objstore.gdal_env():
+    # A GeoTIFF scene streams: it is read while the store is written, so GDAL's s3:// settings span both, and
+    # GDAL's block cache is held to what streaming needs instead of its default share of the machine's memory.
+    with objstore.gdal_env(), rasterio.Env(GDAL_CACHEMAX=STREAM_GDAL_CACHE):
         pair = _read_scene(paths, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
                            full_scale=full_scale, lazy=True)
         return _write_scene(out, pair, sensor=sensor, nodata=nodata, provenance=provenance)

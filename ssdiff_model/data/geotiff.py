@@ -31,7 +31,11 @@ from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import decimate, mtf_filter
 
-__all__ = ["decimated_transform", "read_geotiff_pair"]
+__all__ = ["STREAM_GDAL_CACHE", "decimated_transform", "read_geotiff_pair", "read_rows"]
+
+# GDAL's block cache while a scene streams (its default is 5 % of the machine's memory, which a pass through a
+# large file fills): windows are whole blocks tall (``read_rows``), so the cache never has to keep a block.
+STREAM_GDAL_CACHE = 64 * 2**20
 
 
 @dataclass
@@ -71,8 +75,7 @@ def _open_raster(paths: Sequence[Path], mask_nodata: bool = False, lazy: bool = 
                 warnings.filterwarnings("ignore", "Use `@` matmul", PendingDeprecationWarning)
                 with rioxarray.open_rasterio(path, mask_and_scale=False) as data:
                     if lazy:   # windows of whole rows, all bands of a window read together
-                        rows = band_rows(data.sizes["x"] * data.sizes["band"], multiple=1)
-                        values = data.chunk({"band": -1, "y": rows, "x": -1}).data
+                        values = data.chunk({"band": -1, "y": read_rows(data), "x": -1}).data
                     else:
                         values = data.values
                     # rioxarray reports the CRS of ground control points as the raster's when the grid has none
@@ -113,6 +116,25 @@ def _open_raster(paths: Sequence[Path], mask_nodata: bool = False, lazy: bool = 
         nodata = np.concatenate(masks, axis=0) if mask_nodata and any(m.any() for m in masks) else None
     return _Raster(tuple(as_path(p) for p in paths), values, first[0], transform, transform != Affine.identity(),
                    nodata)
+
+
+def read_rows(data) -> int:
+    """Rows of the windows a lazy read takes of the raster ``data`` (a rioxarray DataArray or a rasterio dataset):
+    about ``blocks.BAND_BYTES`` as float32, a whole number of the file's blocks tall, so that each block is
+    decompressed once and GDAL's block cache (``STREAM_GDAL_CACHE``) needs to hold no more than one window.
+
+    Args:
+        data: the opened raster.
+
+    Returns:
+        The rows per window.
+    """
+    if hasattr(data, "block_shapes"):   # rasterio
+        block, width, count = data.block_shapes[0][0], data.width, data.count
+    else:
+        block = data.encoding.get("preferred_chunks", {}).get("y", 1)
+        width, count = data.sizes["x"], data.sizes["band"]
+    return band_rows(width * count, multiple=max(1, int(block)))
 
 
 def _count_lazily(flags) -> int:
