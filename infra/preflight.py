@@ -37,8 +37,9 @@ MAX_STEPS = 1000
 
 
 def available_memory() -> int:
-    """Bytes this process may still allocate: the smaller of the system's available memory and the address-space
-    limit (ulimit -v, a container's limit seen as RLIMIT_AS)."""
+    """Bytes this process may still allocate: the smaller of the system's available memory and what the
+    address-space limit (ulimit -v, a container's limit seen as RLIMIT_AS) leaves beside what the process already
+    maps."""
     available = None
     try:
         with open("/proc/meminfo") as meminfo:
@@ -51,8 +52,20 @@ def available_memory() -> int:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        available = min(available, soft)
+        available = min(available, soft - _mapped())
     return available
+
+
+def _mapped() -> int:
+    """Bytes of address space this process maps now (VmSize), 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def gib(size: float) -> str:
@@ -69,13 +82,15 @@ def require_memory_for(pan: PathLike, ms: Sequence[PathLike]) -> None:
     import rasterio.errors
 
     from ssdiff_model.blocks import band_rows
+    from ssdiff_model.data.geotiff import STREAM_GDAL_CACHE, read_rows
 
-    need = INGEST_FIXED_BYTES
+    need = INGEST_FIXED_BYTES + STREAM_GDAL_CACHE
     sizes = []
     for path in (pan, *ms):
         try:
             with rasterio.open(path) as src:
-                rows = min(src.height, band_rows(src.width * src.count))
+                # the windows read, or the bands of store chunks written, whichever is taller
+                rows = min(src.height, max(read_rows(src), band_rows(src.width * src.count)))
                 pixels = rows * src.width * src.count
                 need += pixels * (INGEST_BYTES_PER_PIXEL + max(_itemsize(d) for d in src.dtypes))
                 sizes.append(f"{Path(path).name} {src.width} x {src.height} x {src.count}")
