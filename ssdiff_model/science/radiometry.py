@@ -92,12 +92,14 @@ def _size(image) -> int:
     return int(np.prod(image.shape))
 
 
-def _valid(images: Sequence[np.ndarray]) -> np.ndarray:
-    """The finite values of all images, flattened (a strided sample beyond SAMPLE_SIZE values).
+def _valid_and_peak(images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(the finite values of all images, flattened: a strided sample beyond SAMPLE_SIZE values; the true maximum
+    over every valid value, never sampled: one bright pixel decides a bit depth; NaN when there is none).
 
-    Taken a band of rows at a time (``ssdiff_model.blocks``): the images may be lazy (a streamed scene), and the
-    sample is exactly every ``stride``-th value of each image's C-order flattening, as a whole-array walk gives."""
-    parts = []
+    One walk a band of rows at a time (``ssdiff_model.blocks``): the images may be lazy (a streamed scene), and
+    the sample is exactly every ``stride``-th value of each image's C-order flattening, as a whole-array walk
+    gives."""
+    parts, peaks = [], []
     total = sum(_size(image) for image in images)
     stride = max(1, total // SAMPLE_SIZE)
     for image in images:
@@ -106,15 +108,9 @@ def _valid(images: Sequence[np.ndarray]) -> np.ndarray:
         for offset, block in row_bands(image):
             flat = block.reshape(-1)[(-offset) % stride::stride]
             parts.append(flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat)
-    return np.concatenate(parts) if parts else np.empty(0)
-
-
-def _peak(images: Sequence[np.ndarray]) -> float:
-    """The true maximum over every valid value (never sampled: one bright pixel decides a bit depth), a band of
-    rows at a time."""
-    peaks = [float(np.nanmax(block)) for image in images if _size(image) for _, block in row_bands(image)
-             if block.size and (block.dtype.kind != "f" or np.isfinite(block).any())]
-    return float(max(peaks))
+            if block.size and (block.dtype.kind != "f" or np.isfinite(block).any()):
+                peaks.append(float(np.nanmax(block)))
+    return (np.concatenate(parts) if parts else np.empty(0)), (max(peaks) if peaks else math.nan)
 
 
 def _saturating(values: np.ndarray, full_scale: float) -> str | None:
@@ -151,7 +147,7 @@ def infer_full_scale(pan: np.ndarray, ms: np.ndarray, *, dtype: Any, sensor_defa
     if dtype.kind not in "uif":
         raise RadiometryError(f"images of type {dtype} hold no numbers")
     images = [pan if is_lazy(pan) else np.asarray(pan), ms if is_lazy(ms) else np.asarray(ms)]
-    values = _valid(images)
+    values, peak = _valid_and_peak(images)
     if values.size == 0:
         raise RadiometryError("no valid pixel (every value is NaN or nodata): nothing to take a full scale from")
 
@@ -174,7 +170,7 @@ def infer_full_scale(pan: np.ndarray, ms: np.ndarray, *, dtype: Any, sensor_defa
                 f"{dtype} data hold negative values ({negative} of {values.size} sampled pixels, down to "
                 f"{low:g}): a DN cannot be negative, so these carry an offset or a fill value; declare the fill "
                 f"value as nodata (--nodata), or remove the offset so that 0 means no signal")
-        value, bits, assumed, reason = _integer_scale(_peak(images), sensor_default, f"{dtype} DN")
+        value, bits, assumed, reason = _integer_scale(peak, sensor_default, f"{dtype} DN")
         warning = _saturating(values, value)
         return FullScale(value, reason + (f"; {OVERRIDE}" if assumed else ""), bits=bits, kind="bit depth",
                          assumed=assumed, warnings=(warning,) if warning else ())
