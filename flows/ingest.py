@@ -9,6 +9,11 @@ nodata and come out as nodata; tiles without any valid pixel are not sharpened.
 The store is written by ``tiling.write_scene_store`` into a hidden sibling directory that is renamed into place
 only once complete, so a failure (a full disk included) never leaves a half-written store, and an existing store
 is never touched.
+
+A GeoTIFF scene streams (issue #21): ``read_geotiff_pair(lazy=True)`` validates it by passes that hold a band of
+rows at a time and returns dask arrays, which the store is written from chunk by chunk, so memory is bounded by a
+band, not by the scene (``infra.preflight.require_memory_for`` checks that much before reading). .mat / .h5 files
+are read whole: PanCollection examples and full-resolution pairs are small by nature.
 """
 from __future__ import annotations
 
