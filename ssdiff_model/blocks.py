@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["BAND_BYTES", "MIN_BAND_ROWS", "band_rows", "is_lazy", "materialize", "row_bands"]
+__all__ = ["BAND_BYTES", "MIN_BAND_ROWS", "band_rows", "chunk_rows", "is_lazy", "materialize", "row_bands"]
 
 # float32 bytes of one band of rows that streaming ingest reads at once: large enough that a GeoTIFF is read in few
 # windows, small enough that the few copies a statistic makes of it stay far below a scene.
@@ -53,8 +53,9 @@ def materialize(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def _rows_of(array: Any) -> int:
-    """A lazy array's own band height (its chunks along the rows), else MIN_BAND_ROWS."""
+def chunk_rows(array: Any) -> int:
+    """A lazy array's own band height (its first chunk along the rows), else MIN_BAND_ROWS: walking it by bands
+    of this height computes each of its chunks once."""
     if is_lazy(array) and isinstance(array.chunks, tuple) and array.chunks and isinstance(array.chunks[0], tuple):
         return max(array.chunks[-2][0], 1)
     return MIN_BAND_ROWS
@@ -72,7 +73,7 @@ def row_bands(array: Any, rows: int | None = None) -> Iterator[tuple[int, np.nda
     Returns:
         An iterator of (offset, block) pairs.
     """
-    rows = rows or _rows_of(array)
+    rows = rows or chunk_rows(array)
     if array.ndim == 3:
         bands, height, width = array.shape
         for band in range(bands):

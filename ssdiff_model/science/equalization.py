@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ssdiff_model.blocks import band_rows, materialize
+from ssdiff_model.blocks import band_rows, chunk_rows, is_lazy, materialize
 from ssdiff_model.errors import BadInput
 
 __all__ = ["DETAIL_SIGMA_MS_PX", "PanEqualization", "equalize_bands", "pan_equalization", "restore_bands"]
@@ -154,14 +154,17 @@ def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, rows_per_ba
         pan: the PAN (H, W), NumPy or lazy (dask).
         ms_lr: the MS (B, H/r, W/r), NumPy or lazy.
         ratio: the PAN / MS ratio.
-        rows_per_band: MS-scale rows read at a time (default: about ``ssdiff_model.blocks.BAND_BYTES`` of PAN).
+        rows_per_band: MS-scale rows read at a time (default: a lazy PAN's chunks, else about
+            ``ssdiff_model.blocks.BAND_BYTES`` of PAN).
 
     Returns:
         The scene's PanEqualization.
     """
     rows, cols = pan.shape[0] // ratio, pan.shape[1] // ratio
     bands = ms_lr.shape[0]
-    step = max(_DETAIL_HALO, rows_per_band or band_rows(pan.shape[1], multiple=ratio) // ratio)
+    # A lazy PAN is walked by its own chunks (each read once per pass), an in-memory one by bands of BAND_BYTES.
+    default = chunk_rows(pan) if is_lazy(pan) else band_rows(pan.shape[1], multiple=ratio)
+    step = max(_DETAIL_HALO, rows_per_band or default // ratio)
     pan_moments, intensity_moments = _Moments(), _Moments()
     band_sums = np.zeros(bands)
     for _, pan_lp, intensity, ms_bands in _ms_scale_bands(pan, ms_lr, ratio, rows, cols, step):

@@ -10,7 +10,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
-from ssdiff_model.blocks import band_rows, is_lazy, materialize
+from ssdiff_model.blocks import band_rows, chunk_rows, is_lazy, materialize
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.equalization import pan_equalization
 from ssdiff_model.science.registration import measured_offset
@@ -107,8 +107,8 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     ms_chunk = max(1, chunk // ratio)
     # Bands of whole rows, each a whole number of store chunks tall: every statistic below and the write walk
     # them one at a time (ssdiff_model.blocks), so memory is bounded by a band, not by the scene.
-    pan_dn = _as_dn(pan, nodata, (band_rows(pan.shape[1], multiple=chunk), -1))
-    ms_dn = _as_dn(ms, nodata, (-1, band_rows(ms.shape[0] * ms.shape[2], multiple=ms_chunk), -1))
+    pan_dn = _as_dn(pan, nodata, band_rows(pan.shape[1], multiple=chunk), chunk)
+    ms_dn = _as_dn(ms, nodata, band_rows(ms.shape[0] * ms.shape[2], multiple=ms_chunk), ms_chunk)
 
     y, x = pixel_centres(pan_transform, *pan.shape)
     y_ms, x_ms = pixel_centres(ms_transform, *ms.shape[1:])
@@ -146,12 +146,17 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         write_dataset(ds, store, mode="w-", threads=not streamed)
 
 
-def _as_dn(values, nodata: float | None, chunks: tuple[int, ...]):
-    """``values`` as the store holds them, lazily (dask, in bands of rows of ``chunks``): float32, pixels equal
-    to ``nodata`` and non-finite ones NaN."""
-    values = values if is_lazy(values) else da.from_array(values, chunks=chunks)
+def _as_dn(values, nodata: float | None, rows: int, multiple: int):
+    """``values`` as the store holds them, lazily (dask, in bands of whole rows): float32, pixels equal to
+    ``nodata`` and non-finite ones NaN. An in-memory array is cut in bands of ``rows``; a lazy one keeps bands
+    of its own height, rounded up to a whole number (``multiple``) of store chunks, so that each band read from
+    the files is computed once per walk."""
+    if is_lazy(values):
+        rows = -(-chunk_rows(values) // multiple) * multiple
+    else:
+        values = da.from_array(values, chunks=(rows, -1) if values.ndim == 2 else (-1, rows, -1))
     dn = da.where(nodata_mask(values, nodata), np.float32(np.nan), values.astype(np.float32))
-    return dn.rechunk(chunks)
+    return dn.rechunk((rows, -1) if values.ndim == 2 else (-1, rows, -1))
 
 
 def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
