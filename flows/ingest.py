@@ -9,6 +9,11 @@ nodata and come out as nodata; tiles without any valid pixel are not sharpened.
 The store is written by ``tiling.write_scene_store`` into a hidden sibling directory that is renamed into place
 only once complete, so a failure (a full disk included) never leaves a half-written store, and an existing store
 is never touched.
+
+A GeoTIFF scene streams (issue #21): ``read_geotiff_pair(lazy=True)`` validates it by passes that hold a band of
+rows at a time and returns dask arrays, which the store is written from chunk by chunk, so memory is bounded by a
+band, not by the scene (``infra.preflight.require_memory_for`` checks that much before reading). .mat / .h5 files
+are read whole: PanCollection examples and full-resolution pairs are small by nature.
 """
 from __future__ import annotations
 
@@ -17,12 +22,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import rasterio
 from prefect import get_run_logger, task
 
 from flows.retry import transient_failure
 from infra.preflight import require_memory_for, require_store_path
+from ssdiff_model.blocks import row_bands
 from ssdiff_model.data.dispatch import read_pair
-from ssdiff_model.data.geotiff import read_geotiff_pair
+from ssdiff_model.data.geotiff import STREAM_GDAL_CACHE, read_geotiff_pair
 from ssdiff_model.data.pair import PansharpeningBatch
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import infer_full_scale
@@ -47,7 +54,16 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
     .mat pair). PanCollection files hold many examples: ``example`` picks one. GeoTIFF pixels holding their
     file's declared nodata value come back as NaN; ``nodata`` is the DN the store will also treat as nodata.
     ``full_scale`` (the value that means 1.0) overrides what ``ssdiff_model.science.radiometry`` decides from the
-    data."""
+    data. The pixels are read into memory; ``ingest_scene`` streams GeoTIFFs instead."""
+    paths, ms = _inputs(pan, ms, sensor)
+    with objstore.gdal_env():   # s3:// inputs: GDAL's /vsis3/ configured from the AWS_* variables
+        return _read_scene(paths, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
+                           full_scale=full_scale)
+
+
+def _inputs(pan: PathLike | None, ms: Sequence[PathLike], sensor: str | None) -> tuple[list, list]:
+    """The input paths, checked before any pixel is read: a PAN is given, the sensor is known, the buckets
+    answer."""
     paths = [_as_path(p) for p in ([pan] if pan else [])]
     ms = [_as_path(p) for p in ms]
     if not paths:
@@ -59,9 +75,7 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
             raise BadInput(f"--sensor: {err}") from None
     for path in (*paths, *ms):   # a missing bucket or refused credentials: one line, before any pixel is read
         objstore.require_reachable(path, writable=False, what="input")
-    with objstore.gdal_env():   # s3:// inputs: GDAL's /vsis3/ configured from the AWS_* variables
-        return _read_scene(paths, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
-                           full_scale=full_scale)
+    return paths, ms
 
 
 def _as_path(path: PathLike) -> Path | str:
@@ -69,7 +83,11 @@ def _as_path(path: PathLike) -> Path | str:
     return objstore.location(path) if objstore.is_url(path) else Path(path)
 
 
-def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale):
+def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale, lazy=False):
+    """``read_scene``'s work, inside the caller's GDAL environment. ``lazy``: a GeoTIFF scene comes back as dask
+    arrays read by bands of rows (``read_geotiff_pair(lazy=True)``), validated by passes over the files that
+    hold one band at a time; .mat / .h5 files (PanCollection examples, full-resolution pairs: small by nature)
+    are read into memory whatever ``lazy`` says."""
     tiffs = {".tif", ".tiff"}
     options = {"band_names": tuple(band_names)} if band_names else {}
     if os.path.splitext(str(paths[0]))[1].lower() in tiffs:
@@ -78,7 +96,7 @@ def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale):
         require_memory_for(paths[0], ms)
         options["full_scale"] = full_scale
         pair = read_geotiff_pair(paths[0], ms[0] if len(ms) == 1 else ms, sensor=sensor, mask_nodata=True,
-                                 **options)
+                                 lazy=lazy, **options)
     else:
         if band_names:
             raise BadInput(f"{paths[0]}: --band-names only applies to GeoTIFF scenes")
@@ -138,15 +156,20 @@ def scene_warnings(pair, sensor: str | None) -> list[str]:
 
 def _require_data(pair, nodata: float | None) -> None:
     """A scene whose PAN, or one of whose MS bands, is nodata throughout has nothing to sharpen: an error naming
-    the file (most likely a wrong --nodata, or an empty file), not a mosaic of NaN."""
+    the file (most likely a wrong --nodata, or an empty file), not a mosaic of NaN. Read a band of rows at a
+    time, stopping at the first valid pixel."""
     files = [str(p) for p in pair.source]
     because = f" (nodata value {nodata:g})" if nodata is not None else ""
-    if nodata_mask(pair.pan, nodata).all():
+    if _all_nodata(pair.pan, nodata):
         raise BadInput(f"{files[0]}: every PAN pixel is nodata{because}: nothing to sharpen")
-    empty = [str(name) for name, band in zip(pair.band_names, pair.ms_lr) if nodata_mask(band, nodata).all()]
+    empty = [str(name) for k, name in enumerate(pair.band_names) if _all_nodata(pair.ms_lr[k], nodata)]
     if empty:
         raise BadInput(f"{', '.join(files[1:] or files)}: every pixel of MS band(s) {', '.join(empty)} is "
                          f"nodata{because}: nothing to sharpen")
+
+
+def _all_nodata(image, nodata: float | None) -> bool:
+    return all(nodata_mask(block, nodata).all() for _, block in row_bands(image))
 
 
 def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLike = "scene.zarr", *,
@@ -163,8 +186,17 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
     require_store_path(out)
     if objstore.is_url(out):
         require_folder_for(out)   # the bucket and the credentials, before minutes of reading
-    pair = read_scene(pan, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
-                      full_scale=full_scale)
+    paths, ms = _inputs(pan, ms, sensor)
+    # A GeoTIFF scene streams: it is read while the store is written, so GDAL's s3:// settings span both, and
+    # GDAL's block cache is held to what streaming needs instead of its default share of the machine's memory.
+    with objstore.gdal_env(), rasterio.Env(GDAL_CACHEMAX=STREAM_GDAL_CACHE):
+        pair = _read_scene(paths, ms, sensor=sensor, band_names=band_names, example=example, nodata=nodata,
+                           full_scale=full_scale, lazy=True)
+        return _write_scene(out, pair, sensor=sensor, nodata=nodata, provenance=provenance)
+
+
+def _write_scene(out, pair, *, sensor, nodata, provenance) -> dict:
+    """The store of ``pair`` at ``out`` (or the existing one made of the same files), and the summary."""
     warnings = scene_warnings(pair, sensor)
     if objstore.exists(out):
         return _existing_scene(out, pair, nodata, warnings)

@@ -22,11 +22,13 @@ __all__ = ["available_memory", "gib", "require_apart", "require_memory_for", "re
 
 PathLike = str | os.PathLike
 
-# Bytes held per pixel of a scene while ingest reads it whole: the file's values, their float32 copy, the copy the
-# store is written from, the nodata mask and the float64 work arrays of the registration and equalization
-# statistics. An upper estimate: the readers and the statistics need whole arrays (the registration is measured
-# on a central window, the equalization over the whole scene).
+# Bytes held per pixel of the band of whole rows that ingest streams at a time (ssdiff_model.blocks): the file's
+# values, their float32 copy, the nodata flags, the copy the store is written from and the band the store's chunks
+# are cut from. An upper estimate; the scene itself is never held whole (a GeoTIFF streams, see flows.ingest).
 INGEST_BYTES_PER_PIXEL = 24
+# What ingest holds whatever the scene's size: the radiometry's strided sample (under twice SAMPLE_SIZE values,
+# with its percentile's float64 copy) and the registration's central window (OFFSET_WINDOW MS pixels a side).
+INGEST_FIXED_BYTES = 2 * 4_000_000 * (4 + 8) + 2**28
 # Bytes per pixel and channel of one network call (activations of both branches at every stage, the sampler's
 # copies), a generous estimate, used only to refuse tiles that cannot possibly fit.
 NETWORK_BYTES_PER_PIXEL_CHANNEL = 4 * 24
@@ -35,8 +37,9 @@ MAX_STEPS = 1000
 
 
 def available_memory() -> int:
-    """Bytes this process may still allocate: the smaller of the system's available memory and the address-space
-    limit (ulimit -v, a container's limit seen as RLIMIT_AS)."""
+    """Bytes this process may still allocate: the smaller of the system's available memory and what the
+    address-space limit (ulimit -v, a container's limit seen as RLIMIT_AS) leaves beside what the process already
+    maps."""
     available = None
     try:
         with open("/proc/meminfo") as meminfo:
@@ -49,8 +52,20 @@ def available_memory() -> int:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        available = min(available, soft)
+        available = min(available, soft - _mapped())
     return available
+
+
+def _mapped() -> int:
+    """Bytes of address space this process maps now (VmSize), 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def gib(size: float) -> str:
@@ -58,26 +73,35 @@ def gib(size: float) -> str:
 
 
 def require_memory_for(pan: PathLike, ms: Sequence[PathLike]) -> None:
-    """Refuse a GeoTIFF scene whose pixels would not fit in memory, from the files' headers alone (a sparse
-    48000 x 48000 file is 500 KB on disk and 40 GiB in memory), before a pixel is read."""
+    """Refuse a GeoTIFF scene that ingest cannot stream in this process's memory, from the files' headers alone,
+    before a pixel is read. Ingest holds one band of whole rows of each file at a time (at least one row of store
+    chunks, ``ssdiff_model.blocks.band_rows``), never the scene: a sparse 48000 x 48000 file (500 KB on disk, 40
+    GiB as float32) streams in about 1 GiB, while rows too wide for memory (a 200000 x 200000 scene under a
+    3 GiB limit) are refused here."""
     import rasterio
     import rasterio.errors
 
-    need = 0
+    from ssdiff_model.blocks import band_rows
+    from ssdiff_model.data.geotiff import STREAM_GDAL_CACHE, read_rows
+
+    need = INGEST_FIXED_BYTES + STREAM_GDAL_CACHE
     sizes = []
     for path in (pan, *ms):
         try:
             with rasterio.open(path) as src:
-                pixels = src.width * src.height * src.count
+                # the windows read, or the bands of store chunks written, whichever is taller
+                rows = min(src.height, max(read_rows(src), band_rows(src.width * src.count)))
+                pixels = rows * src.width * src.count
                 need += pixels * (INGEST_BYTES_PER_PIXEL + max(_itemsize(d) for d in src.dtypes))
                 sizes.append(f"{Path(path).name} {src.width} x {src.height} x {src.count}")
         except rasterio.errors.RasterioIOError:
             continue   # unreadable or missing: the reader says so with its own message
     available = available_memory()
     if need > available:
-        raise BadInput(f"{pan}: the scene is too large to ingest in this process's memory "
-                         f"({', '.join(sizes)}: about {gib(need)} needed, {gib(available)} available); cut it into "
-                         f"pieces (gdal_translate -srcwin) and ingest each, or run ingest on a larger machine")
+        raise BadInput(f"{pan}: the scene is too large to ingest in this process's memory, even a band of rows "
+                         f"at a time ({', '.join(sizes)}: about {gib(need)} needed, {gib(available)} available); "
+                         f"cut it into pieces (gdal_translate -srcwin) and ingest each, or run ingest on a larger "
+                         f"machine")
 
 
 def _itemsize(dtype: str) -> int:

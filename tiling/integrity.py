@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from ssdiff_model.blocks import is_lazy, row_bands
 from ssdiff_model.errors import BadInput
 from tiling import objstore
 from tiling.grid import Tile, TileGrid
@@ -36,11 +36,15 @@ CHECKSUMMED = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 HASH_ROWS = 256
 
 
-def content_sha256(pan: np.ndarray, ms: np.ndarray, full_scale: float) -> str:
-    """sha256 of the scene's pixels as stored (float32, NaN = nodata), PAN then MS, and its full scale."""
+def content_sha256(pan, ms, full_scale: float) -> str:
+    """sha256 of the scene's pixels as stored (float32, NaN = nodata), PAN then MS, and its full scale.
+
+    The arrays (NumPy, dask or Zarr) are hashed a band of whole rows at a time (``ssdiff_model.blocks.row_bands``:
+    a dask array by its own chunks, a Zarr array by ``HASH_ROWS``), so the digest is that of the whole C-order
+    arrays, whatever the band height, and memory stays bounded by one band."""
     digest = hashlib.sha256(json.dumps({"full_scale": float(full_scale)}).encode())
     for array in (pan, ms):
-        for block in _row_blocks(array):
+        for _, block in row_bands(array, None if is_lazy(array) else HASH_ROWS):
             digest.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
@@ -53,18 +57,6 @@ def scene_content_sha256(scene_store) -> str:
     except ValueError as err:   # a chunk failing its checksum: the codec's message names no file
         raise BadInput(f"{scene_store}: the scene store is damaged ({_reason(err)}): ingest the files again "
                          f"into a new scene store") from err
-
-
-def _row_blocks(array) -> Iterator[np.ndarray]:
-    """C-order blocks of whole rows of the first axis (PAN rows; for the MS, band by band, rows of a band), so
-    hashing the blocks hashes exactly the bytes of the whole C-order array."""
-    if array.ndim == 3:
-        for band in range(array.shape[0]):
-            for y in range(0, array.shape[1], HASH_ROWS):
-                yield np.asarray(array[band, y:y + HASH_ROWS])
-    else:
-        for y in range(0, array.shape[0], HASH_ROWS):
-            yield np.asarray(array[y:y + HASH_ROWS])
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
+from ssdiff_model.blocks import band_rows, is_lazy, row_bands
 from ssdiff_model.data._checks import (
     PathLike,
     as_float32,
@@ -30,7 +31,11 @@ from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import decimate, mtf_filter
 
-__all__ = ["decimated_transform", "read_geotiff_pair"]
+__all__ = ["STREAM_GDAL_CACHE", "decimated_transform", "read_geotiff_pair", "read_rows"]
+
+# GDAL's block cache while a scene streams (its default is 5 % of the machine's memory, which a pass through a
+# large file fills): windows are whole blocks tall (``read_rows``), so the cache never has to keep a block.
+STREAM_GDAL_CACHE = 64 * 2**20
 
 
 @dataclass
@@ -49,10 +54,13 @@ def _declared_nodata(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return np.isnan(values) if np.isnan(nodata) else values == nodata
 
 
-def _open_raster(paths: Sequence[Path], mask_nodata: bool = False) -> _Raster:
+def _open_raster(paths: Sequence[Path], mask_nodata: bool = False, lazy: bool = False) -> _Raster:
     """One raster from one file, or single-band files stacked in the given order (Landsat-style band files).
 
-    Pixels holding a file's declared nodata value are an error, or with ``mask_nodata`` flagged in ``nodata``."""
+    Pixels holding a file's declared nodata value are an error, or with ``mask_nodata`` flagged in ``nodata``.
+    ``lazy``: the values are a dask array read by windows of whole rows (``ssdiff_model.blocks.band_rows``), each
+    file read through once here, a band of rows at a time, so that a corrupt or truncated file is named now; the
+    nodata flags are then lazy too, and set whenever a file declares a nodata value."""
     import rasterio.errors
     import rioxarray
 
@@ -66,29 +74,87 @@ def _open_raster(paths: Sequence[Path], mask_nodata: bool = False) -> _Raster:
                 # rioxarray 0.19 still multiplies affines with `*`, which affine 3 flags; not ours to fix.
                 warnings.filterwarnings("ignore", "Use `@` matmul", PendingDeprecationWarning)
                 with rioxarray.open_rasterio(path, mask_and_scale=False) as data:
-                    values = data.values
+                    if lazy:   # windows of whole rows, all bands of a window read together
+                        values = data.chunk({"band": -1, "y": read_rows(data), "x": -1}).data
+                    else:
+                        values = data.values
                     # rioxarray reports the CRS of ground control points as the raster's when the grid has none
                     # (quickbird_toulouse: GCPs of the whole original scene); the grid's own CRS stays None then.
                     from_gcps = "gcps" in data.coords["spatial_ref"].attrs if "spatial_ref" in data.coords else False
                     crs = None if from_gcps else data.rio.crs
                     grids.append((crs, data.rio.transform(recalc=False), data.rio.nodata))
+            nodata = grids[-1][2]
+            masked = _declared_nodata(values, nodata)
+            # Streamed: every window read once now (a truncated strip fails here, naming its file), counting the
+            # nodata pixels only where they are an error.
+            held = _count_lazily(masked) if lazy and not mask_nodata and nodata is not None else None
+            if lazy and held is None:
+                for _ in row_bands(values):
+                    pass
         except Exception as err:  # rasterio / GDAL raise RasterioIOError, CPLE_* errors and more
             raise unreadable(path, err) from err
-        nodata = grids[-1][2]
-        masked = _declared_nodata(values, nodata)
-        if not mask_nodata and nodata is not None and not np.isnan(nodata) and masked.any():
-            raise BadInput(f"{path}: {int(masked.sum())} pixels hold the nodata value {nodata}")
+        if not mask_nodata and nodata is not None and not np.isnan(nodata):
+            held = held if lazy else int(masked.sum())
+            if held:
+                raise BadInput(f"{path}: {held} pixels hold the nodata value {nodata}")
         layers.append(values)
         masks.append(masked)
     first = grids[0]
     for path, grid, layer in zip(paths[1:], grids[1:], layers[1:]):
         if grid[:2] != first[:2] or layer.shape[1:] != layers[0].shape[1:]:
             raise BadInput(f"{path}: its grid differs from {paths[0]}'s: cannot stack them as bands of one image")
-    values = np.concatenate(layers, axis=0)
     transform = first[1]
-    nodata = np.concatenate(masks, axis=0) if mask_nodata and any(m.any() for m in masks) else None
+    if lazy:
+        import dask.array as da
+
+        values = layers[0] if len(layers) == 1 else da.concatenate(layers, axis=0)
+        declared = any(grid[2] is not None for grid in grids)
+        nodata = (masks[0] if len(masks) == 1 else da.concatenate(masks, axis=0)) if mask_nodata and declared \
+            else None
+    else:
+        values = np.concatenate(layers, axis=0)
+        nodata = np.concatenate(masks, axis=0) if mask_nodata and any(m.any() for m in masks) else None
     return _Raster(tuple(as_path(p) for p in paths), values, first[0], transform, transform != Affine.identity(),
                    nodata)
+
+
+def read_rows(data) -> int:
+    """Rows of the windows a lazy read takes of the raster ``data`` (a rioxarray DataArray or a rasterio dataset):
+    about ``blocks.BAND_BYTES`` as float32, a whole number of the file's blocks tall, so that each block is
+    decompressed once and GDAL's block cache (``STREAM_GDAL_CACHE``) needs to hold no more than one window.
+
+    Args:
+        data: the opened raster.
+
+    Returns:
+        The rows per window.
+    """
+    if hasattr(data, "block_shapes"):   # rasterio
+        block, width, count = data.block_shapes[0][0], data.width, data.count
+    else:
+        block = data.encoding.get("preferred_chunks", {}).get("y", 1)
+        width, count = data.sizes["x"], data.sizes["band"]
+    return band_rows(width * count, multiple=max(1, int(block)))
+
+
+def _count_lazily(flags) -> int:
+    """How many of the lazy booleans ``flags`` are True, a band of rows at a time."""
+    return sum(int(np.count_nonzero(block)) for _, block in row_bands(flags))
+
+
+def _lazy_float32(where: str, name: str, image, nodata=None):
+    """``_checks.as_float32`` of a lazy image: float32 DN, flagged pixels NaN, any other non-finite value an
+    error; the check reads the image once, a band of rows at a time, and what is returned is still lazy."""
+    import dask.array as da
+
+    if image.dtype.kind not in "uif":
+        raise BadInput(f"{where}: {name} holds {image.dtype} values, not numbers")
+    values = image.astype(np.float32)
+    bad = ~da.isfinite(values) if nodata is None else ~da.isfinite(values) & ~nodata
+    count = _count_lazily(bad)
+    if count:
+        raise BadInput(f"{where}: {name} contains {count} NaN or infinite values")
+    return values if nodata is None else da.where(nodata, np.float32(np.nan), values)
 
 
 def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slice, slice], tuple[slice, slice], list]:
@@ -194,7 +260,7 @@ def decimated_transform(transform: Affine, ratio: int) -> Affine:
 def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike], gt_path: PathLike | None = None,
                       sensor: str | None = None, *, ratio: int | None = None, bits: int | None = None,
                       full_scale: float | None = None, band_names: Sequence[str] = (),
-                      mask_nodata: bool = False) -> PansharpeningPair:
+                      mask_nodata: bool = False, lazy: bool = False) -> PansharpeningPair:
     """A PAN GeoTIFF and its MS GeoTIFF (or a list of single-band MS files, stacked in order), via rioxarray.
 
     The CRS (the PAN's; an MS CRS that differs is recorded in `notes`, a conflicting one is an error) and both
@@ -206,6 +272,12 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
     Pixels holding a file's declared nodata value are an error (a pair for training or scoring must be complete),
     or with `mask_nodata` NaN in the returned images (the nodata of a scene store; ingest reads scenes so).
 
+    With `lazy` (ingest), the PAN and MS come back as dask arrays read by windows of whole rows: every check above
+    is made from the headers and from passes over the files a band of rows at a time (readable, finite values,
+    nodata, the radiometry's maximum and sample), so memory is bounded by a band, never by the scene. Compute
+    them on the calling thread (``ssdiff_model.blocks.materialize``): GDAL's ``s3://`` settings are per thread.
+    An MS resampled onto the PAN grid is still read whole (its MTF filter needs the whole image).
+
     Args:
         pan_path: the single-band PAN file (a local path or a URL GDAL reads).
         ms_path: the MS file, or its single-band files in band order.
@@ -216,6 +288,7 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
         full_scale: the DN of full scale, overriding the inferred one.
         band_names: the MS band names, else the sensor's, else B1..Bn.
         mask_nodata: make declared nodata pixels NaN instead of refusing them.
+        lazy: stream the PAN and MS (dask arrays) instead of reading them into memory.
 
     Returns:
         The pair, with its CRS, transforms, radiometry decision and notes.
@@ -225,7 +298,9 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
         BadInput: unreadable files, mismatched sizes or grids, nodata pixels without `mask_nodata`.
     """
     ms_paths = [as_path(ms_path)] if isinstance(ms_path, (str, os.PathLike)) else [as_path(p) for p in ms_path]
-    pan, ms = _open_raster([as_path(pan_path)], mask_nodata), _open_raster(ms_paths, mask_nodata)
+    pan, ms = _open_raster([as_path(pan_path)], mask_nodata, lazy), _open_raster(ms_paths, mask_nodata, lazy)
+    if lazy and pan.values.shape[1:] == ms.values.shape[1:]:
+        ms = _open_raster(ms_paths, mask_nodata)   # to be MTF-filtered and decimated: read whole
     where = ", ".join(str(p) for p in (*pan.path, *ms.path))
     if pan.values.shape[0] != 1:
         raise BadInput(f"{pan_path}: a PAN must have one band, this file has {pan.values.shape[0]}")
@@ -255,9 +330,11 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
             raise BadInput(f"{where}: expected ratio {ratio}, the files give {found_ratio}")
         ms_transform = ms.transform @ Affine.translation(ms_window[1].start, ms_window[0].start)
     pan_transform = pan.transform @ Affine.translation(pan_window[1].start or 0, pan_window[0].start or 0)
-    pan_image = as_float32(where, "PAN", pan.values[0][pan_window], _window(pan.nodata, 0, pan_window))
-    ms_image = as_float32(where, "MS", ms_values[(slice(None), *ms_window)],
-                           _window(ms.nodata, slice(None), ms_window))
+    # A decimated MS is in memory even when reading lazily (see above): each image is checked as it is held.
+    pan_image = (_lazy_float32 if is_lazy(pan.values) else as_float32)(
+        where, "PAN", pan.values[0][pan_window], _window(pan.nodata, 0, pan_window))
+    ms_image = (_lazy_float32 if is_lazy(ms_values) else as_float32)(
+        where, "MS", ms_values[(slice(None), *ms_window)], _window(ms.nodata, slice(None), ms_window))
     gt = None
     if gt_path is not None:
         gt_raster = _open_raster([as_path(gt_path)])

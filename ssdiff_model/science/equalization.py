@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ssdiff_model.blocks import band_rows, chunk_rows, is_lazy, materialize
 from ssdiff_model.errors import BadInput
 
 __all__ = ["DETAIL_SIGMA_MS_PX", "PanEqualization", "equalize_bands", "pan_equalization", "restore_bands"]
@@ -91,38 +92,126 @@ class PanEqualization:
         return cls(gain=float(attrs["gain"]), offset=float(attrs["offset"]), **bands)
 
 
-def _detail(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The valid pixels of `image` (at the MS scale) less a Gaussian low-pass of it (nodata filled with the mean)."""
-    filled = np.where(valid, image, image[valid].mean())
-    return (filled - gaussian_filter(filled, DETAIL_SIGMA_MS_PX, mode="reflect"))[valid]
+# Rows of the Gaussian's kernel either side of a pixel: scipy's radius for its default truncation (4 sigma).
+_DETAIL_HALO = int(4.0 * DETAIL_SIGMA_MS_PX + 0.5)
 
 
-def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int) -> PanEqualization:
+def _detail(image: np.ndarray, valid: np.ndarray, fill: float) -> np.ndarray:
+    """`image` (at the MS scale) less a Gaussian low-pass of it, nodata filled with `fill` (the valid mean)."""
+    filled = np.where(valid, image, fill)
+    return filled - gaussian_filter(filled, DETAIL_SIGMA_MS_PX, mode="reflect")
+
+
+def _ms_scale_bands(pan, ms_lr, ratio: int, rows: int, cols: int, step: int):
+    """(first row, PAN block means, MS intensity, MS bands) of each band of `step` MS-scale rows, float64; the PAN
+    and the MS are read a band of rows at a time (`ssdiff_model.blocks`), so they may be lazy and larger than
+    memory."""
+    for y0 in range(0, rows, step):
+        y1 = min(rows, y0 + step)
+        pan_block = materialize(pan[y0 * ratio:y1 * ratio, :cols * ratio])
+        pan_lp = pan_block.reshape(y1 - y0, ratio, cols, ratio).mean(axis=(1, 3), dtype=np.float64)
+        bands = materialize(ms_lr[:, y0:y1, :cols]).astype(np.float64)
+        yield y0, pan_lp, bands.mean(axis=0), bands
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations of values seen a block at a time (Chan et al.'s pairwise
+    update: no cancellation, whatever the DN level)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        if not values.size:
+            return
+        mean = float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        n = self.n + values.size
+        delta = mean - self.mean
+        self.mean += delta * values.size / n
+        self.m2 += m2 + delta * delta * self.n * values.size / n
+        self.n = n
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / self.n) ** 0.5 if self.n else 0.0
+
+
+def pan_equalization(pan: np.ndarray, ms_lr: np.ndarray, ratio: int, rows_per_band: int | None = None
+                     ) -> PanEqualization:
     """The equalization of a scene from its PAN (H, W) and MS (B, H/r, W/r) in DN: afterwards the PAN's ratio x
     ratio block means have the mean and standard deviation of the MS intensity, and each MS band's detail regressed
     on the detail of those equalized block means is its band gain (clipped to [BAND_GAIN_MIN, BAND_GAIN_MAX]). A flat
-    or empty PAN (no
-    contrast to scale) gets gain 1, only the offset, and band gains 1; NaN pixels are left out of every statistic."""
-    # float64 sums without a float64 copy of the scene: ingest already holds it in memory once or twice
-    pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
+    or empty PAN (no contrast to scale) gets gain 1, only the offset, and band gains 1; NaN pixels are left out of
+    every statistic.
+
+    Streamed: two passes over bands of rows at the MS scale (moments, then the detail regression, whose Gaussian
+    needs a few rows beyond each band: kept from the band before and taken from the band after), so the PAN and
+    MS may be lazy arrays larger than memory (a streamed ingest). The result equals a whole-array computation to
+    floating-point rounding (sums are taken in another order).
+
+    Args:
+        pan: the PAN (H, W), NumPy or lazy (dask).
+        ms_lr: the MS (B, H/r, W/r), NumPy or lazy.
+        ratio: the PAN / MS ratio.
+        rows_per_band: MS-scale rows read at a time (default: a lazy PAN's chunks, else about
+            ``ssdiff_model.blocks.BAND_BYTES`` of PAN).
+
+    Returns:
+        The scene's PanEqualization.
+    """
     rows, cols = pan.shape[0] // ratio, pan.shape[1] // ratio
-    pan_lp = pan[:rows * ratio, :cols * ratio].reshape(rows, ratio, cols, ratio).mean(axis=(1, 3), dtype=np.float64)
-    intensity = ms_lr.mean(axis=0, dtype=np.float64)[:rows, :cols]
-    valid = np.isfinite(pan_lp) & np.isfinite(intensity)
     bands = ms_lr.shape[0]
-    if not valid.any():
+    # A lazy PAN is walked by its own chunks (each read once per pass), an in-memory one by bands of BAND_BYTES.
+    default = chunk_rows(pan) if is_lazy(pan) else band_rows(pan.shape[1], multiple=ratio)
+    step = max(_DETAIL_HALO, rows_per_band or default // ratio)
+    pan_moments, intensity_moments = _Moments(), _Moments()
+    band_sums = np.zeros(bands)
+    for _, pan_lp, intensity, ms_bands in _ms_scale_bands(pan, ms_lr, ratio, rows, cols, step):
+        valid = np.isfinite(pan_lp) & np.isfinite(intensity)
+        pan_moments.add(pan_lp[valid])
+        intensity_moments.add(intensity[valid])
+        band_sums += ms_bands[:, valid].sum(axis=1)
+    if not pan_moments.n:
         return PanEqualization(gain=1.0, offset=0.0, band_gains=(1.0,) * bands, band_means=(0.0,) * bands)
-    spread = pan_lp[valid].std()
-    gain = float(intensity[valid].std() / spread) if spread > 0 else 1.0
-    offset = float(intensity[valid].mean() - gain * pan_lp[valid].mean())
-    pan_detail = _detail(pan_lp * gain + offset, valid)
-    variance = float(pan_detail @ pan_detail)
-    means, slopes = np.empty(bands), np.ones(bands)
-    for k in range(bands):   # one band in float64 at a time
-        band = ms_lr[k, :rows, :cols].astype(np.float64)
-        means[k] = band[valid].mean()
-        if variance > 0:
-            slopes[k] = _detail(band, valid) @ pan_detail / variance
+    spread = pan_moments.std
+    gain = float(intensity_moments.std / spread) if spread > 0 else 1.0
+    offset = float(intensity_moments.mean - gain * pan_moments.mean)
+    means = band_sums / pan_moments.n
+    # The fill of nodata before the Gaussian: the valid mean (of the equalized PAN: the intensity's mean).
+    pan_fill = gain * pan_moments.mean + offset
+    variance, covariances = _detail_products(pan, ms_lr, ratio, rows, cols, step, gain, offset, pan_fill, means)
+    slopes = covariances / variance if variance > 0 else np.ones(bands)
     band_gains = np.clip(slopes, BAND_GAIN_MIN, BAND_GAIN_MAX)
     return PanEqualization(gain=gain, offset=offset, band_gains=tuple(float(g) for g in band_gains),
                            band_means=tuple(float(m) for m in means))
+
+
+def _detail_products(pan, ms_lr, ratio, rows, cols, step, gain, offset, pan_fill, means
+                     ) -> tuple[float, np.ndarray]:
+    """(sum of the equalized PAN detail squared, each band's detail times it) over the valid pixels, a band of rows
+    at a time. A band's Gaussian needs `_DETAIL_HALO` rows either side: the rows of the previous band are kept,
+    and the last rows of each band wait for the next, so every row is read once and filtered exactly as in the
+    whole image (the scene's own edges reflect, as scipy's mode="reflect" does on the whole)."""
+    variance, covariances = 0.0, np.zeros(len(means))
+    held_start, held = 0, None   # MS-scale rows kept from row held_start: (equalized PAN, bands, valid)
+    done = 0                     # rows before this one are accounted for
+    for y0, pan_lp, intensity, ms_bands in _ms_scale_bands(pan, ms_lr, ratio, rows, cols, step):
+        new = (pan_lp * gain + offset, ms_bands, np.isfinite(pan_lp) & np.isfinite(intensity))
+        held = new if held is None else tuple(np.concatenate((a, b), axis=-2) for a, b in zip(held, new))
+        end = y0 + pan_lp.shape[0]
+        limit = rows if end >= rows else end - _DETAIL_HALO   # rows whose kernel lies within what is held
+        if limit <= done:
+            continue
+        first, last = max(0, done - _DETAIL_HALO), min(rows, limit + _DETAIL_HALO)   # rows to finish + halo
+        equalized, ms_part, valid = (a[..., first - held_start:last - held_start, :] for a in held)
+        core = (slice(done - first, limit - first), slice(None))
+        keep = valid[core]
+        pan_detail = _detail(equalized, valid, pan_fill)[core][keep]
+        variance += float(pan_detail @ pan_detail)
+        for k in range(len(means)):   # one band in float64 at a time
+            covariances[k] += float(_detail(ms_part[k], valid, means[k])[core][keep] @ pan_detail)
+        done = limit
+        trim = max(0, done - _DETAIL_HALO) - held_start   # rows no later kernel reaches
+        held, held_start = tuple(a[..., trim:, :] for a in held), held_start + trim
+    return variance, covariances

@@ -20,7 +20,8 @@ decide safely:
 - Negative floats: a little below zero is what atmospheric correction leaves over dark water and shadows, and is
   tolerated with a warning (the output is clipped at 0); more than that is refused like negative integers.
 
-Pure numpy: no knowledge of where the arrays come from (files, Zarr) or who calls.
+Pure numpy: no knowledge of where the arrays come from (files, Zarr) or who calls; the arrays are walked a band of
+rows at a time (``ssdiff_model.blocks``), so a lazily read scene is never held whole.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ssdiff_model.blocks import is_lazy, row_bands
 from ssdiff_model.errors import BadInput
 
 # High percentile that decides a float image's kind: high enough that a bright scene (snow, desert) counts, low
@@ -86,22 +88,29 @@ def bits_of(value: float) -> int | None:
     return int(bits) if bits.is_integer() else None
 
 
-def _valid(images: Sequence[np.ndarray]) -> np.ndarray:
-    """The finite values of all images, flattened (a strided sample beyond SAMPLE_SIZE values)."""
-    parts = []
-    total = sum(np.asarray(image).size for image in images)
+def _size(image) -> int:
+    return int(np.prod(image.shape))
+
+
+def _valid_and_peak(images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(the finite values of all images, flattened: a strided sample beyond SAMPLE_SIZE values; the true maximum
+    over every valid value, never sampled: one bright pixel decides a bit depth; NaN when there is none).
+
+    One walk a band of rows at a time (``ssdiff_model.blocks``): the images may be lazy (a streamed scene), and
+    the sample is exactly every ``stride``-th value of each image's C-order flattening, as a whole-array walk
+    gives."""
+    parts, peaks = [], []
+    total = sum(_size(image) for image in images)
     stride = max(1, total // SAMPLE_SIZE)
     for image in images:
-        flat = np.asarray(image).reshape(-1)[::stride]
-        parts.append(flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat)
-    return np.concatenate(parts) if parts else np.empty(0)
-
-
-def _peak(images: Sequence[np.ndarray]) -> float:
-    """The true maximum over every valid value (never sampled: one bright pixel decides a bit depth)."""
-    peaks = [np.nanmax(image) for image in (np.asarray(i) for i in images) if image.size and
-             (image.dtype.kind != "f" or np.isfinite(image).any())]
-    return float(max(peaks))
+        if not _size(image):
+            continue
+        for offset, block in row_bands(image):
+            flat = block.reshape(-1)[(-offset) % stride::stride]
+            parts.append(flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat)
+            if block.size and (block.dtype.kind != "f" or np.isfinite(block).any()):
+                peaks.append(float(np.nanmax(block)))
+    return (np.concatenate(parts) if parts else np.empty(0)), (max(peaks) if peaks else math.nan)
 
 
 def _saturating(values: np.ndarray, full_scale: float) -> str | None:
@@ -137,8 +146,8 @@ def infer_full_scale(pan: np.ndarray, ms: np.ndarray, *, dtype: Any, sensor_defa
     dtype = np.dtype(dtype)
     if dtype.kind not in "uif":
         raise RadiometryError(f"images of type {dtype} hold no numbers")
-    images = [np.asarray(pan), np.asarray(ms)]
-    values = _valid(images)
+    images = [pan if is_lazy(pan) else np.asarray(pan), ms if is_lazy(ms) else np.asarray(ms)]
+    values, peak = _valid_and_peak(images)
     if values.size == 0:
         raise RadiometryError("no valid pixel (every value is NaN or nodata): nothing to take a full scale from")
 
@@ -161,7 +170,7 @@ def infer_full_scale(pan: np.ndarray, ms: np.ndarray, *, dtype: Any, sensor_defa
                 f"{dtype} data hold negative values ({negative} of {values.size} sampled pixels, down to "
                 f"{low:g}): a DN cannot be negative, so these carry an offset or a fill value; declare the fill "
                 f"value as nodata (--nodata), or remove the offset so that 0 means no signal")
-        value, bits, assumed, reason = _integer_scale(_peak(images), sensor_default, f"{dtype} DN")
+        value, bits, assumed, reason = _integer_scale(peak, sensor_default, f"{dtype} DN")
         warning = _saturating(values, value)
         return FullScale(value, reason + (f"; {OVERRIDE}" if assumed else ""), bits=bits, kind="bit depth",
                          assumed=assumed, warnings=(warning,) if warning else ())

@@ -131,15 +131,19 @@ def require_folder_for(store: StorePath, create: bool = False) -> None:
         raise FileNotFoundError(errno.ENOENT, f"its folder {store.parent} does not exist", str(store))
 
 
-def write_dataset(ds: xr.Dataset, store: StorePath, compute: bool = True, **kwargs) -> None:
+def write_dataset(ds: xr.Dataset, store: StorePath, compute: bool = True, threads: bool = True, **kwargs) -> None:
     """``ds.to_zarr`` with the layouts' settings. The data are written on a thread pool of this call's own that is
     drained before it returns or raises: when one chunk write fails dask raises at once, and writes still in
-    flight must not go on creating files under a store the caller is about to remove."""
+    flight must not go on creating files under a store the caller is about to remove. ``threads=False`` computes
+    and writes one chunk at a time on the calling thread (data read lazily from GeoTIFFs: GDAL's settings for
+    ``s3://`` inputs belong to the thread that set them, and one chunk at a time bounds the memory)."""
     with warnings.catch_warnings():
         # zarr warns that consolidated metadata is not (yet) in the v3 spec; xarray and zarr-python read it.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         delayed = ds.to_zarr(store, zarr_format=3, consolidated=True, compute=False, **kwargs)
-    if compute:
+    if compute and not threads:
+        delayed.compute(scheduler="synchronous")
+    elif compute:
         # passed per call, not through dask.config (global to the process: concurrent writes would share it)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             delayed.compute(scheduler="threads", pool=pool)

@@ -1,6 +1,7 @@
 """The scene store (layout in ``tiling.stores.layout``): written once by ingest, read by every tile."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import dask.array as da
@@ -9,9 +10,11 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
+from ssdiff_model.blocks import band_rows, chunk_rows, is_lazy, materialize
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.equalization import pan_equalization
 from ssdiff_model.science.registration import measured_offset
+from ssdiff_model.science.resample import central_window
 from tiling import objstore
 from tiling.integrity import CHECKSUMMED, content_sha256
 from tiling.stores.atomic import sha256_file, write_dataset
@@ -84,7 +87,9 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     """
     if objstore.exists(store):
         raise BadInput(f"{store}: scene store already exists; remove it or choose another path")
-    pan, ms = np.asarray(pair.pan), np.asarray(pair.ms_lr)
+    # A streamed pair (a lazy GeoTIFF read) stays lazy; an in-memory one is walked the same way.
+    streamed = is_lazy(pair.pan) or is_lazy(pair.ms_lr)
+    pan, ms = (a if is_lazy(a) else np.asarray(a) for a in (pair.pan, pair.ms_lr))
     ratio = int(pair.ratio)
     if pan.ndim != 2 or ms.ndim != 3:
         raise BadInput(f"{store}: expected pan (y, x) and ms (band, y, x), got shapes {pan.shape} and {ms.shape}")
@@ -99,47 +104,67 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     pan_transform = pan_transform if pan_transform is not None else ms_transform @ Affine.scale(1 / ratio)
     ms_transform = ms_transform if ms_transform is not None else pan_transform @ Affine.scale(ratio)
 
-    def as_dn(values: np.ndarray) -> np.ndarray:
-        out = values.astype(np.float32)
-        out[nodata_mask(values, nodata)] = np.nan
-        return out
+    ms_chunk = max(1, chunk // ratio)
+    # Bands of whole rows, each a whole number of store chunks tall: every statistic below and the write walk
+    # them one at a time (ssdiff_model.blocks), so memory is bounded by a band, not by the scene.
+    pan_dn = _as_dn(pan, nodata, band_rows(pan.shape[1], multiple=chunk), chunk)
+    ms_dn = _as_dn(ms, nodata, band_rows(ms.shape[0] * ms.shape[2], multiple=ms_chunk), ms_chunk)
 
     y, x = pixel_centres(pan_transform, *pan.shape)
     y_ms, x_ms = pixel_centres(ms_transform, *ms.shape[1:])
     bands = np.array(list(pair.band_names), dtype=object)
-    pan_dn, ms_dn = as_dn(pan), as_dn(ms)
-    pan_da = xr.DataArray(da.from_array(pan_dn, chunks=chunk), dims=("y", "x"), coords={"y": y, "x": x})
-    ms_chunk = max(1, chunk // ratio)
-    ms_da = xr.DataArray(da.from_array(ms_dn, chunks=(ms.shape[0], ms_chunk, ms_chunk)),
-                         dims=("band", "y_ms", "x_ms"), coords={"band": bands, "y_ms": y_ms, "x_ms": x_ms})
+    pan_da = xr.DataArray(pan_dn, dims=("y", "x"), coords={"y": y, "x": x})
+    ms_da = xr.DataArray(ms_dn, dims=("band", "y_ms", "x_ms"), coords={"band": bands, "y_ms": y_ms, "x_ms": x_ms})
     pan_da = georeference(pan_da, pair.crs, pan_transform, PAN_GRID_MAPPING)
     ms_da = georeference(ms_da.rio.set_spatial_dims(x_dim="x_ms", y_dim="y_ms"), pair.crs, ms_transform,
                           MS_GRID_MAPPING)
     ds = xr.Dataset({PAN: pan_da, MS: ms_da})
-    for name in (PAN, MS):
-        ds[name].encoding["compressors"] = CHECKSUMMED
+    # The store's chunks, whatever bands of rows are read: square PAN chunks, every MS band in one chunk.
+    for name, chunks in ((PAN, (chunk, chunk)), (MS, (ms.shape[0], ms_chunk, ms_chunk))):
+        ds[name].encoding.update(compressors=CHECKSUMMED, chunks=chunks)
     if sources is None:
         sources = {objstore.name(path): path for path in getattr(pair, "source", ())}
+    # Only the central window the offset is measured on is read for it.
+    offset_pan, offset_ms = central_window(pan_dn, ms_dn, ratio, OFFSET_WINDOW)
     attrs = SceneAttrs(
         sensor=pair.sensor or "unknown", ratio=ratio, full_scale=float(pair.full_scale),
         bits=getattr(pair, "bits", None), band_names=tuple(str(b) for b in pair.band_names),
         sources={name: {"path": str(path), "sha256": sha256_file(path)} for name, path in sources.items()},
         notes=tuple(getattr(pair, "notes", ())), pan_equalization=pan_equalization(pan_dn, ms_dn, ratio),
-        ms_offset_pan_px=measured_offset(pan_dn, ms_dn, ratio, window=OFFSET_WINDOW),
+        ms_offset_pan_px=measured_offset(materialize(offset_pan), materialize(offset_ms), ratio,
+                                         window=OFFSET_WINDOW),
         nodata=None if nodata is None else float(nodata),
         radiometry=pair.radiometry.as_attrs() if getattr(pair, "radiometry", None) is not None else None,
         content_sha256=content_sha256(pan_dn, ms_dn, float(pair.full_scale)),
         extra=dict(provenance or {}),
     )
     ds.attrs = attrs.as_attrs()
-    write_dataset(ds, store, mode="w-")
+    # A streamed pair is read on this thread: GDAL's s3:// settings (objstore.gdal_env) are the caller's thread's.
+    with warnings.catch_warnings():
+        # rasterio's windowed reads still multiply affines with `*`, which affine 3 flags; not ours to fix.
+        warnings.filterwarnings("ignore", "Use `@` matmul", PendingDeprecationWarning)
+        write_dataset(ds, store, mode="w-", threads=not streamed)
+
+
+def _as_dn(values, nodata: float | None, rows: int, multiple: int):
+    """``values`` as the store holds them, lazily (dask, in bands of whole rows): float32, pixels equal to
+    ``nodata`` and non-finite ones NaN. An in-memory array is cut in bands of ``rows``; a lazy one keeps bands
+    of its own height, rounded up to a whole number (``multiple``) of store chunks, so that each band read from
+    the files is computed once per walk."""
+    if is_lazy(values):
+        rows = -(-chunk_rows(values) // multiple) * multiple
+    else:
+        values = da.from_array(values, chunks=(rows, -1) if values.ndim == 2 else (-1, rows, -1))
+    dn = da.where(nodata_mask(values, nodata), np.float32(np.nan), values.astype(np.float32))
+    return dn.rechunk((rows, -1) if values.ndim == 2 else (-1, rows, -1))
 
 
 def nodata_mask(values: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Where a scene store holds nodata (NaN): pixels equal to ``nodata``, and non-finite ones."""
+    """Where a scene store holds nodata (NaN): pixels equal to ``nodata``, and non-finite ones (lazily for a
+    dask array)."""
     mask = ~np.isfinite(values)
     if nodata is not None:
-        mask |= values == nodata
+        mask = mask | (values == nodata)
     return mask
 
 
