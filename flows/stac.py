@@ -2,9 +2,11 @@
 
     ssdiff ingest --stac item.json --pan-asset pan --ms-asset ms [--sensor S] [--nodata V] --out scene.zarr
 
-The item is a local file or an http(s) URL. Asset hrefs may be relative (resolved against the item's own location,
-as the STAC spec says), absolute local paths, ``file://`` URLs, or http(s) URLs, which are read through GDAL's
-``/vsicurl/`` (range requests: only the bytes GDAL needs travel) and checksummed as they stream. The MS may be one
+The item is a local file, an http(s) URL or an object (``s3://bucket/items/item.json``, configured from the AWS_*
+variables like every object-store path). Asset hrefs may be relative (resolved against the item's own location,
+as the STAC spec says), absolute local paths, ``file://`` URLs, http(s) URLs, which are read through GDAL's
+``/vsicurl/`` (range requests: only the bytes GDAL needs travel) and checksummed as they stream, or object-store
+URLs (``s3://...``, as archives on AWS list them), read by window through GDAL's ``/vsis3/``. The MS may be one
 asset or several single-band ones (``--ms-asset B2 B3 B4 B5``, in band order). Band names default to the assets'
 ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1) names when every MS asset lists its bands.
 
@@ -24,6 +26,7 @@ from typing import Any, Sequence
 import pystac
 
 from ssdiff_model.errors import BadInput
+from tiling import objstore
 from tiling.sources import is_remote, vsicurl_path
 
 __all__ = ["asset_href", "ingest_stac", "read_item", "reader_path", "stac_scene"]
@@ -62,6 +65,15 @@ def _read_text(item: str) -> tuple[str, str]:
                 return response.read().decode("utf-8"), item
         except (OSError, UnicodeDecodeError) as err:
             raise BadInput(f"{item}: cannot read the STAC Item ({err})") from None
+    if objstore.is_url(item):   # an object: the bucket and credentials checked first, one line when refused
+        objstore.require_reachable(item, writable=False, what="STAC Item")
+        if not objstore.is_file(item):
+            raise FileNotFoundError(f"{item}: no such STAC Item object")
+        try:
+            with objstore.open_input(item) as stream:
+                return stream.read().decode("utf-8"), item
+        except UnicodeDecodeError as err:
+            raise BadInput(f"{item}: not valid JSON (not UTF-8 text: {err})") from None
     path = Path(_local(item))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such STAC Item file")
@@ -88,8 +100,11 @@ def asset_href(item: pystac.Item, key: str, where: PathLike) -> str:
 
 
 def reader_path(href: str) -> str:
-    """What the GeoTIFF reader opens for an asset href: a local path, or a GDAL /vsicurl/ path for a URL."""
-    return vsicurl_path(href) if is_remote(href) else _local(href)
+    """What the GeoTIFF reader opens for an asset href: a local path, a GDAL /vsicurl/ path for an http(s) URL, or
+    the object-store URL itself (ingest reads it through /vsis3/)."""
+    if is_remote(href):
+        return vsicurl_path(href)
+    return href if objstore.is_url(href) else _local(href)
 
 
 def _band_names(item: pystac.Item, keys: Sequence[str]) -> list[str]:

@@ -406,6 +406,42 @@ def test_an_s3_mosaic_exports_to_a_valid_cog_in_the_bucket_and_on_disk(s3, s3_sc
     assert url("cog", "mosaic.tif") in error and "--overwrite" in error
 
 
+def test_a_stac_item_in_the_bucket_with_relative_and_s3_hrefs_ingests_like_its_files(s3, s3_crop, s3_scene,
+                                                                                     tmp_path):
+    """An archive's item as object storage holds it: the JSON an object, the PAN's href relative to it, the MS's an
+    s3:// URL. The scene store holds the pixels of the plain s3:// ingest and records the item."""
+    import json
+
+    import boto3
+    import zarr
+
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "LC08-crop", "collection": "landsat-c2-l1",
+            "geometry": None, "properties": {"datetime": "2015-08-04T16:20:00Z"}, "links": [],
+            "assets": {"pan": {"href": "pan.tif", "type": "image/tiff; application=geotiff"},
+                       "ms": {"href": s3_crop["ms"], "type": "image/tiff; application=geotiff"}}}
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="inputs/item.json", Body=json.dumps(item).encode())
+    out = url("stac", "scene.zarr")
+    summary = run_cli(["ingest", "--stac", url("inputs", "item.json"), "--pan-asset", "pan", "--ms-asset", "ms",
+                       "--sensor", "Landsat8", "--band-names", *BAND_NAMES, "--out", out])
+    assert summary["scene_store"] == out and summary["stac"]["item_id"] == "LC08-crop"
+    assert summary["stac"]["assets"]["pan"]["href"] == s3_crop["pan"]   # resolved against the item's URL
+    ours, plain = zarr.open_group(zarr_store(out), mode="r"), zarr.open_group(zarr_store(s3_scene), mode="r")
+    for name in ("pan", "ms"):
+        np.testing.assert_array_equal(ours[name][...], plain[name][...])
+    assert ours.attrs["content_sha256"] == plain.attrs["content_sha256"]
+    assert ours.attrs["stac"]["item"] == url("inputs", "item.json")
+
+
+def test_a_stac_item_missing_from_the_bucket_is_named(s3, capsys):
+    from flows.cli import EXIT_BAD_INPUT, main
+
+    missing = url("inputs", "no-such-item.json")
+    assert main(["ingest", "--stac", missing, "--pan-asset", "pan", "--ms-asset", "ms",
+                 "--out", url("stac", "never.zarr")]) == EXIT_BAD_INPUT
+    assert missing in the_error(capsys)
+    assert not keys("stac/never.zarr")
+
+
 def test_a_training_store_is_built_on_and_read_from_s3_like_a_local_one(s3, landsat_scene, tmp_path):
     from ssdiff_model.data.catalogue import landsat8_source
     from tiling.stores.training import TrainingStore, build_training_store
