@@ -67,8 +67,11 @@ def test_ctrl_c_and_sigterm_end_the_work_with_the_rerun_line_and_exit_1(how, tmp
                 open({str(cleaned)!r}, "w").close()
         sys.exit(run_entry("ssdiff sharpen", work, rerun_hint="rerun the same command"))
     """)
+    # As at a terminal: a shell's background job (nohup ... &, how CI may be started) inherits SIGINT ignored, and
+    # Python then never turns it into KeyboardInterrupt; the child gets the default disposition back.
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+                               text=True, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline() == "started\n"
     process.send_signal(getattr(signal, how))
     _, err = process.communicate(timeout=60)
