@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +30,7 @@ from ssdiff_model.science.windowed import (
     full_resolution_windowed,
     reduced_resolution_windowed,
     spans,
-    wald_degrade_windowed,
+    wald_degrade_blocks,
 )
 from tiling import (
     HRMS,
@@ -43,8 +44,9 @@ from tiling import (
     open_mosaic,
     open_scene,
     record_provenance,
-    sharpen_array,
+    sharpen_to_stores,
 )
+from tiling.in_memory import blocks_to_zarr
 from tiling.integrity import verify_mosaic
 
 __all__ = ["default_quicklook_path", "evaluate_mosaic", "evaluate_task", "write_quicklook"]
@@ -155,9 +157,23 @@ def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None,
     """Wald's protocol on the scene: sharpen the degraded pair with the mosaic's checkpoint and settings (sampler
     included) and score it against the original MS.
 
-    The scene is degraded and scored window by window (ssdiff_model.science.windowed); the degraded pair and its
-    sharpened image, ratio^2 times smaller than the scene, are held in memory and sharpened by `sharpen_array`
-    (the tiled runner through temporary stores)."""
+    Memory is bounded by a window and a tile at every stage (issue #21): the scene is degraded window by window
+    (ssdiff_model.science.windowed.wald_degrade_blocks) into temporary Zarr arrays, which go, a band of rows at a
+    time, to a temporary scene store sharpened by the tiled runner into a temporary mosaic store
+    (tiling.in_memory.sharpen_to_stores, as `sharpen_array` does); the mosaic is scored window by window. The
+    figures are those of the pair held in memory and sharpened by `sharpen_array`.
+
+    Args:
+        scene: the mosaic's scene store (lazily indexed Dataset).
+        mosaic_attrs: the mosaic's attributes (checkpoint, tile, halo, steps, seed, sampler).
+        checkpoint: the checkpoint to sharpen with (None: the mosaic's); it must be the one the mosaic used.
+        bits: the indexes' bit depth (unused: kept for the caller's signature).
+        to_dn: factor from the stored values to the indexes' DN.
+        window: window side in pixels.
+
+    Returns:
+        The indexes and the scored "pixels", or {"skipped": why}.
+    """
     from ssdiff_model.inference.pansharpener import Pansharpener
 
     scene_attrs = SceneAttrs.from_attrs(scene.attrs)
@@ -173,17 +189,19 @@ def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None,
     rows, cols = rows // ratio * ratio, cols // ratio * ratio
     if not rows or not cols:
         return {"skipped": f"MS {tuple(scene[MS].shape[1:])} smaller than the ratio {ratio}"}
-    try:
-        pan_lr, ms_lr = wald_degrade_windowed(_reader(scene[PAN]), _reader(scene[MS]), (bands, rows, cols), ratio,
-                                              _metric_sensor(scene_attrs.sensor), window)
-    except Incomplete:
-        return {"skipped": "the scene has nodata pixels; Wald's protocol needs complete images"}
-    fused = sharpen_array(sharpener, pan_lr, ms_lr, tile=mosaic_attrs.tile_size, halo=mosaic_attrs.halo,
-                          steps=mosaic_attrs.steps, seed=mosaic_attrs.seed, full_scale=scene_attrs.full_scale,
-                          sampler=mosaic_attrs.sampler)
-    del pan_lr, ms_lr
-    indexes = reduced_resolution_windowed(lambda r, c: fused[:, r[:, None], c] * to_dn, _reader(scene[MS], to_dn),
-                                          (bands, rows, cols), ratio, window)
+    with tempfile.TemporaryDirectory(prefix="ssdiff-wald-") as tmp:
+        blocks = wald_degrade_blocks(_reader(scene[PAN]), _reader(scene[MS]), (bands, rows, cols), ratio,
+                                     _metric_sensor(scene_attrs.sensor), window)
+        try:
+            pan_lr, ms_lr = blocks_to_zarr(blocks, tmp, (rows, cols), (bands, rows // ratio, cols // ratio), ratio)
+        except Incomplete:
+            return {"skipped": "the scene has nodata pixels; Wald's protocol needs complete images"}
+        mosaic = sharpen_to_stores(sharpener, pan_lr, ms_lr, tmp, tile=mosaic_attrs.tile_size,
+                                   halo=mosaic_attrs.halo, steps=mosaic_attrs.steps, seed=mosaic_attrs.seed,
+                                   full_scale=scene_attrs.full_scale, sampler=mosaic_attrs.sampler)
+        fused = open_mosaic(mosaic, dask=False)[HRMS]   # lazily indexed: read a window at a time
+        indexes = reduced_resolution_windowed(_reader(fused, to_dn), _reader(scene[MS], to_dn), (bands, rows, cols),
+                                              ratio, window)
     return {**{k: float(v) for k, v in indexes.items()}, "pixels": [rows, cols]}
 
 

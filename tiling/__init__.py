@@ -9,7 +9,7 @@ from importlib import import_module
 _PUBLIC = {
     "Tile": "tiling.grid", "TileGrid": "tiling.grid", "read_window": "tiling.grid",
     "position_noise": "tiling.noise", "window_noise": "tiling.noise",
-    "run_tiles": "tiling.runner", "sharpen_array": "tiling.in_memory",
+    "run_tiles": "tiling.runner", "sharpen_array": "tiling.in_memory", "sharpen_to_stores": "tiling.in_memory",
     "StoreBusyError": "tiling.lock", "lock_path": "tiling.lock", "store_lock": "tiling.lock",
     **{name: "tiling.stores.layout" for name in (
         "DONE", "HRMS", "MOSAIC_LAYOUT", "MS", "PAN", "SCENE_LAYOUT", "TILE_MISSING", "TILE_NODATA", "TILE_SHARPENED")},

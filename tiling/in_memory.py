@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from ssdiff_model.blocks import band_rows, is_lazy
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.model.checkpoint import resolve_sampling
 from tiling.runner import run_tiles
-from tiling.stores.layout import HRMS
+from tiling.stores.layout import HRMS, SCENE_CHUNK
 from tiling.stores.mosaic import create_mosaic_store, open_mosaic
 from tiling.stores.scene import write_scene_store
 
-__all__ = ["sharpen_array"]
+__all__ = ["blocks_to_zarr", "sharpen_array", "sharpen_to_stores"]
 
 
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int | None = None,
@@ -31,6 +33,32 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
         pansharpener: a ``Pansharpener``.
         pan: PAN ``(H, W)`` in DN, NaN = nodata.
         ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
+        tile, halo, steps, seed, batch_size, full_scale, sampler: as ``sharpen_to_stores``.
+
+    Returns:
+        ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
+    """
+    with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
+        mosaic = sharpen_to_stores(pansharpener, pan, ms_lr, tmp, tile=tile, halo=halo, steps=steps, seed=seed,
+                                   batch_size=batch_size, full_scale=full_scale, sampler=sampler)
+        return open_mosaic(mosaic, dask=False)[HRMS].values
+
+
+def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int = 64, halo: int | None = None,
+                      steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
+                      sampler: str | None = None) -> Path:
+    """Sharpen a pair into a scene store and a mosaic store in ``folder`` (``scene.zarr``, ``mosaic.zarr``).
+
+    NumPy inputs are held whole; dask inputs (e.g. over temporary Zarr arrays) are read a band of rows at a time
+    by every step (radiometry, the scene store's statistics and write), so memory stays bounded by a band and a
+    tile. Either gives the same stores when the dask arrays are chunked in the bands ``write_scene_store`` cuts
+    NumPy arrays into (``ssdiff_model.blocks.band_rows``).
+
+    Args:
+        pansharpener: a ``Pansharpener``.
+        pan: PAN ``(H, W)`` in DN, NaN = nodata.
+        ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
+        folder: an existing local folder without those stores.
         tile: tile side in PAN pixels.
         halo: overlap on each side of a tile's core (None: as the pipeline resolves it).
         steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.model.checkpoint.resolve_sampling``:
@@ -42,20 +70,56 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
         sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``; None: as ``steps``).
 
     Returns:
-        ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
+        The mosaic store's path; its ``HRMS`` is ``(B, H, W)`` float32 DN, NaN where the inputs were.
     """
     settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler)
     steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
     scale = pansharpener.full_scale_of(pan, ms_lr, full_scale).value
-    ms_lr = np.asarray(ms_lr, dtype=np.float32)
-    pair = PansharpeningPair(pan=np.asarray(pan, dtype=np.float32), ms_lr=ms_lr, ratio=pansharpener.ratio,
-                             full_scale=scale, sensor=pansharpener.sensor,
+    pan, ms_lr = (a.astype(np.float32) if is_lazy(a) else np.asarray(a, dtype=np.float32) for a in (pan, ms_lr))
+    pair = PansharpeningPair(pan=pan, ms_lr=ms_lr, ratio=pansharpener.ratio, full_scale=scale,
+                             sensor=pansharpener.sensor,
                              band_names=tuple(f"band{i + 1}" for i in range(ms_lr.shape[0])))
-    with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
-        scene, mosaic = Path(tmp) / "scene.zarr", Path(tmp) / "mosaic.zarr"
-        write_scene_store(scene, pair, sources={})
-        grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
-                                   sampler=sampler)
-        run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
-                  sampler=sampler)
-        return open_mosaic(mosaic, dask=False)[HRMS].values
+    scene, mosaic = Path(folder) / "scene.zarr", Path(folder) / "mosaic.zarr"
+    write_scene_store(scene, pair, sources={})
+    grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
+                               sampler=sampler)
+    run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
+              sampler=sampler)
+    return mosaic
+
+
+def blocks_to_zarr(blocks: Iterable[tuple[str, tuple[slice, ...], np.ndarray]], folder: str | Path,
+                   pan_shape: tuple[int, int], ms_shape: tuple[int, int, int], ratio: int):
+    """Write a pair that arrives block by block (``ssdiff_model.science.windowed.wald_degrade_blocks``) to plain
+    Zarr arrays in ``folder`` (``pan.zarr``, ``ms.zarr``), never holding it whole, and return it lazily.
+
+    The dask arrays are chunked in the bands of rows ``write_scene_store`` cuts NumPy arrays into, so that
+    ``sharpen_to_stores`` writes the same scene store (statistics, equalization, hash) as from NumPy.
+
+    Args:
+        blocks: (name, index, block) with name "pan" or "ms", ``index`` the slices the float32 block fills.
+        folder: an existing local folder.
+        pan_shape: the PAN's (H, W).
+        ms_shape: the MS's (B, H / ratio, W / ratio).
+        ratio: PAN/MS scale ratio.
+
+    Returns:
+        (pan, ms) dask arrays over the Zarr arrays.
+    """
+    import dask.array as da
+    import zarr
+
+    # Small square storage chunks: a block written across a chunk rewrites little of it.
+    arrays = {"pan": zarr.create_array(Path(folder) / "pan.zarr", shape=pan_shape, chunks=(SCENE_CHUNK,) * 2,
+                                       dtype=np.float32, fill_value=np.nan),
+              "ms": zarr.create_array(Path(folder) / "ms.zarr", shape=ms_shape,
+                                      chunks=(ms_shape[0], SCENE_CHUNK, SCENE_CHUNK), dtype=np.float32,
+                                      fill_value=np.nan)}
+    for name, index, block in blocks:
+        arrays[name][index] = block
+    # As write_scene_store's _as_dn cuts NumPy arrays (chunk=SCENE_CHUNK).
+    ms_chunk = max(1, SCENE_CHUNK // ratio)
+    pan_rows = band_rows(pan_shape[1], multiple=SCENE_CHUNK)
+    ms_rows = band_rows(ms_shape[0] * ms_shape[2], multiple=ms_chunk)
+    return (da.from_zarr(arrays["pan"], chunks=(pan_rows, -1)),
+            da.from_zarr(arrays["ms"], chunks=(-1, ms_rows, -1)))

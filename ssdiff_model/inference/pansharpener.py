@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssdiff_model.blocks import is_lazy
 from ssdiff_model.errors import BadInput
 from ssdiff_model.inference.tile_grid import NETWORK_SIZE_MULTIPLE, TileGrid
 from ssdiff_model.inference.tiled import sample_tiles
@@ -279,8 +280,8 @@ class Pansharpener:
         as a ``UserWarning`` that says how to override it.
 
         Args:
-            pan: PAN in DN, as given (its dtype is part of the evidence; NaN = nodata).
-            ms_lr: MS in DN, as given.
+            pan: PAN in DN, as given (its dtype is part of the evidence; NaN = nodata); NumPy or dask.
+            ms_lr: MS in DN, as given; NumPy or dask.
             full_scale: the caller's full scale; None to infer it.
 
         Returns:
@@ -290,9 +291,10 @@ class Pansharpener:
             RadiometryError: a ValueError, when the radiometry cannot be decided safely (negative DN, values
                 beyond 16 bits, no valid pixel); its message says what to pass.
         """
-        pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
-        decision = infer_full_scale(pan, ms_lr, dtype=np.result_type(pan, ms_lr), sensor_default=self.full_scale,
-                                    declared=full_scale)
+        # Lazy (dask) arrays stay lazy: infer_full_scale walks them a band of rows at a time.
+        pan, ms_lr = (a if is_lazy(a) else np.asarray(a) for a in (pan, ms_lr))
+        decision = infer_full_scale(pan, ms_lr, dtype=np.result_type(pan.dtype, ms_lr.dtype),
+                                    sensor_default=self.full_scale, declared=full_scale)
         # A guess is worth a word when it departs from the checkpoint's own full scale (floats that look like
         # the checkpoint's DN are assumed too, and would warn on every call); saturating pixels always are.
         notes = ([decision.reason] if decision.assumed and decision.value != self.full_scale else [])

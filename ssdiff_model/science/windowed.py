@@ -22,7 +22,7 @@ files itself (flows.evaluate gives it Zarr and GeoTIFF readers).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from ssdiff_model.science.resample import (
 )
 
 __all__ = ["BLOCK", "LOW_RES_HALO", "WINDOW", "Incomplete", "Reader", "full_resolution_windowed",
-           "reduced_resolution_windowed", "spans", "wald_degrade_windowed"]
+           "reduced_resolution_windowed", "spans", "wald_degrade_blocks", "wald_degrade_windowed"]
 
 Reader = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -249,6 +249,25 @@ def wald_degrade_windowed(read_pan: Reader, read_ms: Reader, ms_shape: tuple[int
                           window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """resample.wald_degrade (pan_method "mtf") of a pair read window by window: (pan_lr, ms_lr) float32.
 
+    The blocks of `wald_degrade_blocks`, assembled in memory; see it for the arguments.
+
+    Returns:
+        (pan_lr (h, w), ms_lr (B, h / ratio, w / ratio)). Raises Incomplete on NaN.
+    """
+    bands, height, width = ms_shape
+    ratio = check_ratio(ratio)
+    out = {"pan": np.empty((height, width), dtype=np.float32),
+           "ms": np.empty((bands, height // ratio, width // ratio), dtype=np.float32)}
+    for name, index, block in wald_degrade_blocks(read_pan, read_ms, ms_shape, ratio, sensor, window):
+        out[name][index] = block
+    return out["pan"], out["ms"]
+
+
+def wald_degrade_blocks(read_pan: Reader, read_ms: Reader, ms_shape: tuple[int, int, int], ratio: int, sensor,
+                        window: int = WINDOW) -> Iterator[tuple[str, tuple[slice, ...], np.ndarray]]:
+    """resample.wald_degrade (pan_method "mtf") of a pair read window by window, one degraded block at a time, so
+    that a caller can write the reduced pair out without ever holding it whole.
+
     Each MS window (and the PAN above it) is read with a halo of the MTF filter's radius, replicated at the image
     border as filter_replicate does, filtered and decimated. The filters run by FFT on the window instead of the
     whole image: the values agree to rounding (about 1e-12 relative), nearly always bit for bit once in float32.
@@ -263,24 +282,25 @@ def wald_degrade_windowed(read_pan: Reader, read_ms: Reader, ms_shape: tuple[int
         window: window side in PAN pixels.
 
     Returns:
-        (pan_lr (h, w), ms_lr (B, h / ratio, w / ratio)). Raises Incomplete on NaN.
+        An iterator of (name, index, block): "pan" blocks of pan_lr (h, w) and "ms" blocks of ms_lr
+        (B, h / ratio, w / ratio), float32, `index` the slices they fill; together they tile both arrays once.
+        Raises Incomplete on NaN.
     """
     ratio = check_ratio(ratio)
-    bands, height, width = ms_shape
+    _, height, width = ms_shape
     if height % ratio or width % ratio:
         raise BadInput(f"ms size {(height, width)} must be divisible by ratio {ratio}")
     halo = MTF_KERNEL_SIZE // 2
-    pan_lr = np.empty((height, width), dtype=np.float32)
-    ms_lr = np.empty((bands, height // ratio, width // ratio), dtype=np.float32)
     for r0, r1 in spans(height, max(ratio, window // ratio), ratio):
         for c0, c1 in spans(width, max(ratio, window // ratio), ratio):
             ms = _read(read_ms, _extended(r0, r1, halo, height, "edge"), _extended(c0, c1, halo, width, "edge"), "ms")
             filtered = mtf_filter(ms, sensor, ratio)[:, halo:halo + r1 - r0, halo:halo + c1 - c0]
-            ms_lr[:, r0 // ratio:r1 // ratio, c0 // ratio:c1 // ratio] = decimate(filtered, ratio)
+            yield ("ms", (slice(None), slice(r0 // ratio, r1 // ratio), slice(c0 // ratio, c1 // ratio)),
+                   decimate(filtered, ratio).astype(np.float32, copy=False))
             for k in range(ratio):   # the PAN under the window, a band of MS rows at a time: ratio^2 more pixels
                 p0, p1 = r0 * ratio + k * (r1 - r0), r0 * ratio + (k + 1) * (r1 - r0)
                 pan = _read(read_pan, _extended(p0, p1, halo, height * ratio, "edge"),
                             _extended(c0 * ratio, c1 * ratio, halo, width * ratio, "edge"), "pan")
                 filtered = pan_mtf_filter(pan, sensor, ratio)[halo:halo + p1 - p0, halo:halo + (c1 - c0) * ratio]
-                pan_lr[p0 // ratio:p1 // ratio, c0:c1] = decimate(filtered, ratio)
-    return pan_lr, ms_lr
+                yield ("pan", (slice(p0 // ratio, p1 // ratio), slice(c0, c1)),
+                       decimate(filtered, ratio).astype(np.float32, copy=False))

@@ -143,3 +143,34 @@ def test_wald_protocol_uses_the_mosaics_sampler(mosaic, scene_store, moved_check
     assert {k: result[k] for k in release} == pytest.approx(release, rel=1e-6)
     assert result["pixels"] == list(reduced.gt.shape[1:])
     assert scored("consistent")["Q2n"] != pytest.approx(release["Q2n"], rel=1e-6)
+
+
+def _previous_wald(scene, attrs: MosaicAttrs, checkpoint, window: int) -> dict:
+    """The reduced-resolution figures as `_wald_indexes` computed them before issue #21: the degraded pair and the
+    fused image held in memory, sharpened by `sharpen_array`."""
+    from flows.evaluate import _metric_sensor, _reader
+    from ssdiff_model.science.windowed import reduced_resolution_windowed, wald_degrade_windowed
+
+    scene_attrs = SceneAttrs.from_attrs(scene.attrs)
+    _, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
+    bands, rows, cols = scene[MS].shape
+    pan_lr, ms_lr = wald_degrade_windowed(_reader(scene[PAN]), _reader(scene[MS]), (bands, rows, cols), 2,
+                                          _metric_sensor(scene_attrs.sensor), window)
+    fused = sharpen_array(Pansharpener.from_checkpoint(checkpoint), pan_lr, ms_lr, tile=attrs.tile_size,
+                          halo=attrs.halo, steps=attrs.steps, seed=attrs.seed, full_scale=scene_attrs.full_scale,
+                          sampler=attrs.sampler)
+    return reduced_resolution_windowed(lambda r, c: fused[:, r[:, None], c] * to_dn, _reader(scene[MS], to_dn),
+                                       (bands, rows, cols), 2, window)
+
+
+def test_wald_protocol_through_stores_gives_the_in_memory_figures(mosaic, scene_store, moved_checkpoint):
+    """Issue #21: the degraded pair goes to temporary stores block by block; the figures are exactly those of the
+    pair held in memory (the same float32 blocks, the same scene store statistics, the same tiles)."""
+    from flows.evaluate import _wald_indexes
+
+    scene = open_scene(scene_store, dask=False)
+    attrs = MosaicAttrs.from_attrs(open_mosaic(mosaic).attrs)
+    _, to_dn = index_scale(SceneAttrs.from_attrs(scene.attrs).bits, SceneAttrs.from_attrs(scene.attrs).full_scale)
+    ours = _wald_indexes(scene, attrs, moved_checkpoint, 0, to_dn, 64)
+    previous = _previous_wald(scene, attrs, moved_checkpoint, 64)
+    assert {k: ours[k] for k in previous} == previous
