@@ -117,7 +117,7 @@ def _open_reference(reference_path: PathLike, shape: tuple[int, ...]):
     import rasterio
     import rioxarray
 
-    path = objstore.location(reference_path) if objstore.is_url(reference_path) else Path(reference_path)
+    path = objstore.as_path(reference_path)
     objstore.require_reachable(path, writable=False, what="reference")
     if not objstore.is_file(path):
         raise FileNotFoundError(f"{path}: no such reference file")

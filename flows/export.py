@@ -65,7 +65,7 @@ def export_cog(mosaic_store: PathLike, out: PathLike, *, overwrite: bool = False
     Refused (ValueError / FileExistsError, nothing written): a path that is not a mosaic store, a mosaic with
     tiles still missing, an existing ``out`` unless ``overwrite``, a ``nodata`` value that is not finite or that a
     valid pixel of the mosaic holds (the pixel would read as nodata)."""
-    mosaic_store, out = _as_path(mosaic_store), _as_path(out)
+    mosaic_store, out = objstore.as_path(mosaic_store), objstore.as_path(out)
     attrs = store_attrs(mosaic_store, MOSAIC_LAYOUT)
     missing = missing_tiles(mosaic_store)
     if missing:
@@ -124,11 +124,6 @@ def export_cog(mosaic_store: PathLike, out: PathLike, *, overwrite: bool = False
     return {"cog": str(out), "mosaic_store": str(mosaic_store), "bands": band_names, "width": width,
             "height": height, "crs": str(profile["crs"]), "blocksize": blocksize, "overviews": overviews,
             "compress": compression, "nodata": "NaN" if nodata is None else nodata, "bytes": size}
-
-
-def _as_path(path: PathLike) -> Path | str:
-    """A local path as a Path, a URL as its text (Path would fold its ``//``)."""
-    return objstore.location(path) if objstore.is_url(path) else Path(path)
 
 
 def _stream_to_geotiff(hrms: zarr.Array, path: Path, profile: Mapping[str, Any], band_names: list[str],

@@ -64,8 +64,8 @@ def read_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), *, sensor: str
 def _inputs(pan: PathLike | None, ms: Sequence[PathLike], sensor: str | None) -> tuple[list, list]:
     """The input paths, checked before any pixel is read: a PAN is given, the sensor is known, the buckets
     answer."""
-    paths = [_as_path(p) for p in ([pan] if pan else [])]
-    ms = [_as_path(p) for p in ms]
+    paths = [objstore.as_path(p) for p in ([pan] if pan else [])]
+    ms = [objstore.as_path(p) for p in ms]
     if not paths:
         raise BadInput("ingest needs a PAN file (or one .mat / .h5 file) to read")
     if sensor is not None:
@@ -76,11 +76,6 @@ def _inputs(pan: PathLike | None, ms: Sequence[PathLike], sensor: str | None) ->
     for path in (*paths, *ms):   # a missing bucket or refused credentials: one line, before any pixel is read
         objstore.require_reachable(path, writable=False, what="input")
     return paths, ms
-
-
-def _as_path(path: PathLike) -> Path | str:
-    """A local path as a Path, a URL as its text (Path would fold its ``//``)."""
-    return objstore.location(path) if objstore.is_url(path) else Path(path)
 
 
 def _read_scene(paths, ms, *, sensor, band_names, example, nodata, full_scale, lazy=False):
@@ -182,7 +177,7 @@ def ingest_scene(pan: PathLike | None, ms: Sequence[PathLike] = (), out: PathLik
 
     An existing ``out`` is an error unless it is a scene store made from the same files (same checksums) with the
     same nodata and full scale, in which case it is kept as it is (a rerun of a pipeline resumes)."""
-    out = _as_path(out)
+    out = objstore.as_path(out)
     require_store_path(out)
     if objstore.is_url(out):
         require_folder_for(out)   # the bucket and the credentials, before minutes of reading

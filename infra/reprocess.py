@@ -42,10 +42,10 @@ def _is_scene_store(path: Path | str) -> bool:
 def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None = None) -> list[Path]:
     """Scene stores named by ``inputs`` (stores, or folders of stores) and the lines of ``listing``, in order,
     without duplicates. A named path that is neither is an error (a typo must not pass as "nothing to do")."""
-    paths = [_as_path(p) for p in inputs]
+    paths = [objstore.as_path(p) for p in inputs]
     if listing is not None:
         with objstore.open_input(listing, "rt") as lines:   # a listing may itself be an object
-            paths += [_as_path(line.strip()) for line in lines.read().splitlines() if line.strip()]
+            paths += [objstore.as_path(line.strip()) for line in lines.read().splitlines() if line.strip()]
     stores: list[Path | str] = []
     for path in paths:
         if objstore.is_url(path):
@@ -78,10 +78,6 @@ def _finished_with(mosaic: Path, settings: Mapping[str, Any]) -> bool:
         return False
     # A damaged tile is redone by sharpen_scene, which verifies the same way: the scene is not skipped.
     return not verify_mosaic(mosaic, mosaic_grid(mosaic), attrs.full_scale, attrs.manifest_codes)
-
-
-def _as_path(path) -> Path | str:
-    return objstore.location(path) if objstore.is_url(path) else Path(path)
 
 
 def mosaic_path(scene_store: Path | str, out_dir: Path | str) -> Path | str:
@@ -163,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BadInput("no scene stores given (positional paths or --list)")
         # A job's log has no use for progress bars.
         settings = SharpenSettings.from_args(args, progress=False)
-        return reprocess(stores, _as_path(args.out_dir), settings)
+        return reprocess(stores, objstore.as_path(args.out_dir), settings)
 
     # reprocess prints a line per scene and the summary itself (a long job's log is read while it runs)
     return run_entry("infra.reprocess", work, where=args.out_dir, print_summary=False,

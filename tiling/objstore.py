@@ -25,11 +25,12 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "arrow_filesystem", "commit_staged", "exists", "fetched",
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "arrow_filesystem", "as_path", "commit_staged", "exists", "fetched",
            "filesystem", "forwarded_environment", "gdal_env", "is_file", "is_url", "join", "listing", "location",
            "max_attempts", "name", "open_input", "put_file", "remove_file", "remove_prefix", "require_reachable",
            "sibling", "staged_store", "storage_error", "storage_options", "zarr_store"]
@@ -47,6 +48,12 @@ def is_url(path: Any) -> bool:
 def location(path: Any) -> str:
     """The path as text: a URL unchanged (``Path`` would fold its ``//``), a local path as given."""
     return path if isinstance(path, str) else os.fspath(path)
+
+
+def as_path(path: Any) -> Any:
+    """A local path as a ``Path``, a URL as its text (``Path`` would fold its ``//``): what a command line's path
+    argument becomes."""
+    return location(path) if is_url(path) else Path(path)
 
 
 def name(path: Any) -> str:

@@ -123,7 +123,7 @@ def build_training_store(sources: Sequence[SceneSource], out: str | Path, *, fam
     complete."""
     import zarr
 
-    out = objstore.location(out) if objstore.is_url(out) else Path(out)
+    out = objstore.as_path(out)
     stride = patch_size // 2 if stride is None else stride
     if objstore.exists(out) and not overwrite:
         raise FileExistsError(f"{out}: a store already exists here (pass overwrite to replace it)")
