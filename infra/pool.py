@@ -28,7 +28,7 @@ from tqdm import tqdm
 from infra.failures import RunFailed
 from infra.ray_env import remote_options
 from ssdiff_model.errors import BadInput
-from tiling import MOSAIC_LAYOUT, Tile, objstore, run_tiles, store_attrs
+from tiling import MosaicAttrs, Tile, objstore, run_tiles
 from tiling.stores.mosaic import shard_of
 
 __all__ = ["ACTOR_WAIT_S", "CALLS_IN_FLIGHT_PER_ACTOR", "MAX_ATTEMPTS_PER_BATCH", "SharpenerPool", "TileSharpener"]
@@ -84,7 +84,6 @@ class _Actor:
     handle: Any
     info: dict[str, Any] | None = None
     load: int = 0
-    batches: int = 0
 
 
 class SharpenerPool:
@@ -237,7 +236,7 @@ class SharpenerPool:
             how many batches it did.
         """
         scene_store, mosaic_store = str(scene_store), str(mosaic_store)
-        shard_tiles = int(store_attrs(mosaic_store, MOSAIC_LAYOUT).get("shard_tiles", 1))
+        shard_tiles = MosaicAttrs.read(mosaic_store).shard_tiles
         if shard_tiles > 1:
             # A sharded mosaic (object storage): one call per shard, so a shard object has one writer at a time.
             groups: dict[tuple[int, int], list[Tile]] = {}
@@ -249,7 +248,9 @@ class SharpenerPool:
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
         in_flight: dict[ray.ObjectRef, tuple[_Actor, int]] = {}   # ref -> (actor, batch index)
-        done_by: dict[int, tuple[dict[str, Any], int]] = {}         # id(actor) -> (where, batches done)
+        # batches done per actor; keyed by the actor itself (compared by identity): an id() could be reused by an
+        # actor started after a dropped one was collected, and count its batches under the other's placement
+        done_by: dict[_Actor, int] = {}
         totals: dict[str, Any] = {"sharpened": 0, "nodata": 0, "actor_calls": 0, "batches_retried": 0}
         bar = progress if isinstance(progress, tqdm) else tqdm(total=len(tiles), unit="tile", disable=not progress,
                                                                desc=Path(mosaic_store).name)
@@ -299,8 +300,7 @@ class SharpenerPool:
                     else:
                         totals["sharpened"] += counts["sharpened"]
                         totals["nodata"] += counts["nodata"]
-                        where, done = done_by.get(id(actor), (actor.info, 0))
-                        done_by[id(actor)] = (where, done + 1)
+                        done_by[actor] = done_by.get(actor, 0) + 1
                         bar.update(len(batches[index]))
                         if on_batch_done is not None:
                             on_batch_done(batches[index])
@@ -319,5 +319,5 @@ class SharpenerPool:
             if bar is not progress:
                 bar.close()
         self._scale(0)
-        totals["actors"] = [{**where, "batches": done} for where, done in done_by.values()]
+        totals["actors"] = [{**actor.info, "batches": done} for actor, done in done_by.items()]
         return totals

@@ -133,14 +133,14 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                    "ray_cluster": cluster, "steps": settings.steps, "halo": settings.halo,
                    "sampler": settings.sampler, "sampling_settings_from": settings_from,
                    **({"adaptation": adaptation} if settings.adapt else {})}
-        if todo or MosaicAttrs.read(mosaic_store).finished is None:
+        if todo or attrs.finished is None:   # nothing to do: the attributes read above are still current
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
             # disk); a rerun with nothing to do leaves the store untouched.
             record_provenance(mosaic_store, started=started, finished=finished, ray_cluster=cluster,
                               last_run={k: summary[k] for k in ("tiles_total", "tiles_already_done", "sharpened",
                                                                 "nodata", "actor_calls", "batches_retried",
                                                                 "seconds")},
-                              ray_actors=summary.get("actors", []))
+                              ray_actors=summary["actors"])
     return summary
 
 
