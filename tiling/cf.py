@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CONVENTIONS", "JSON_ATTRIBUTES", "cf_global_attrs", "cf_mosaic", "decode_attrs", "encode_attrs"]
 
-__all__ = ["CONVENTIONS", "JSON_ATTRIBUTES", "cf_global_attrs", "cf_mosaic", "decode_attrs", "encode_attrs"]
-
 JSON_ATTRIBUTES = "json_attributes"   # names of the attributes stored as JSON strings, space separated
 CONVENTIONS = "CF-1.8"
 
