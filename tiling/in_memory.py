@@ -13,13 +13,13 @@ from typing import Iterable
 
 import numpy as np
 
-from ssdiff_model.blocks import band_rows, is_lazy
+from ssdiff_model.blocks import is_lazy
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.model.checkpoint import resolve_sampling
 from tiling.runner import run_tiles
 from tiling.stores.layout import HRMS, SCENE_CHUNK
 from tiling.stores.mosaic import create_mosaic_store, open_mosaic
-from tiling.stores.scene import write_scene_store
+from tiling.stores.scene import store_bands, write_scene_store
 
 __all__ = ["blocks_to_zarr", "sharpen_array", "sharpen_to_stores"]
 
@@ -52,7 +52,7 @@ def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int
     NumPy inputs are held whole; dask inputs (e.g. over temporary Zarr arrays) are read a band of rows at a time
     by every step (radiometry, the scene store's statistics and write), so memory stays bounded by a band and a
     tile. Either gives the same stores when the dask arrays are chunked in the bands ``write_scene_store`` cuts
-    NumPy arrays into (``ssdiff_model.blocks.band_rows``).
+    NumPy arrays into (``tiling.stores.scene.store_bands``).
 
     Args:
         pansharpener: a ``Pansharpener``.
@@ -117,9 +117,6 @@ def blocks_to_zarr(blocks: Iterable[tuple[str, tuple[slice, ...], np.ndarray]], 
                                       fill_value=np.nan)}
     for name, index, block in blocks:
         arrays[name][index] = block
-    # As write_scene_store's _as_dn cuts NumPy arrays (chunk=SCENE_CHUNK).
-    ms_chunk = max(1, SCENE_CHUNK // ratio)
-    pan_rows = band_rows(pan_shape[1], multiple=SCENE_CHUNK)
-    ms_rows = band_rows(ms_shape[0] * ms_shape[2], multiple=ms_chunk)
+    pan_rows, ms_rows = store_bands(pan_shape, ms_shape, ratio)   # as write_scene_store cuts NumPy arrays
     return (da.from_zarr(arrays["pan"], chunks=(pan_rows, -1)),
             da.from_zarr(arrays["ms"], chunks=(-1, ms_rows, -1)))

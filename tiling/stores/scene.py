@@ -30,7 +30,7 @@ from tiling.stores.layout import (
     StorePath,
 )
 
-__all__ = ["georeference", "nodata_mask", "open_scene", "pixel_centres", "write_scene_store"]
+__all__ = ["georeference", "nodata_mask", "open_scene", "pixel_centres", "store_bands", "write_scene_store"]
 
 
 def pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +107,9 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
     ms_chunk = max(1, chunk // ratio)
     # Bands of whole rows, each a whole number of store chunks tall: every statistic below and the write walk
     # them one at a time (ssdiff_model.blocks), so memory is bounded by a band, not by the scene.
-    pan_dn = _as_dn(pan, nodata, band_rows(pan.shape[1], multiple=chunk), chunk)
-    ms_dn = _as_dn(ms, nodata, band_rows(ms.shape[0] * ms.shape[2], multiple=ms_chunk), ms_chunk)
+    pan_rows, ms_rows = store_bands(pan.shape, ms.shape, ratio, chunk)
+    pan_dn = _as_dn(pan, nodata, pan_rows, chunk)
+    ms_dn = _as_dn(ms, nodata, ms_rows, ms_chunk)
 
     y, x = pixel_centres(pan_transform, *pan.shape)
     y_ms, x_ms = pixel_centres(ms_transform, *ms.shape[1:])
@@ -144,6 +145,25 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         # rasterio's windowed reads still multiply affines with `*`, which affine 3 flags; not ours to fix.
         warnings.filterwarnings("ignore", "Use `@` matmul", PendingDeprecationWarning)
         write_dataset(ds, store, mode="w-", threads=not streamed)
+
+
+def store_bands(pan_shape: tuple[int, int], ms_shape: tuple[int, int, int], ratio: int,
+                chunk: int = SCENE_CHUNK) -> tuple[int, int]:
+    """The rows of the bands ``write_scene_store`` cuts an in-memory PAN and MS into: lazy inputs chunked in these
+    bands give the same statistics, to the last bit, as NumPy ones.
+
+    Args:
+        pan_shape: the PAN's (H, W).
+        ms_shape: the MS's (B, H / ratio, W / ratio).
+        ratio: PAN/MS scale ratio.
+        chunk: the store's chunk side in PAN pixels.
+
+    Returns:
+        (PAN rows, MS rows) per band, each a whole number of store chunks.
+    """
+    ms_chunk = max(1, chunk // ratio)
+    return (band_rows(pan_shape[1], multiple=chunk),
+            band_rows(ms_shape[0] * ms_shape[2], multiple=ms_chunk))
 
 
 def _as_dn(values, nodata: float | None, rows: int, multiple: int):
