@@ -152,7 +152,7 @@ def _nan_pixels(fused) -> int:
                for r0, r1 in spans(height, WINDOW, 1) for c0, c1 in spans(width, WINDOW, 1))
 
 
-def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None, bits: int, to_dn: float,
+def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None, to_dn: float,
                   window: int) -> dict[str, Any]:
     """Wald's protocol on the scene: sharpen the degraded pair with the mosaic's checkpoint and settings (sampler
     included) and score it against the original MS.
@@ -167,7 +167,6 @@ def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None,
         scene: the mosaic's scene store (lazily indexed Dataset).
         mosaic_attrs: the mosaic's attributes (checkpoint, tile, halo, steps, seed, sampler).
         checkpoint: the checkpoint to sharpen with (None: the mosaic's); it must be the one the mosaic used.
-        bits: the indexes' bit depth (unused: kept for the caller's signature).
         to_dn: factor from the stored values to the indexes' DN.
         window: window side in pixels.
 
@@ -288,7 +287,8 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
 
     Every finished tile is verified first (tiling.integrity.verify_mosaic: chunk checksums, missing chunks, values
     outside [0, full scale]): a damaged mosaic is a ValueError naming its tiles, never scored."""
-    mosaic = open_mosaic(mosaic_store)
+    # Lazily indexed arrays (no dask graph): every stage reads windows of them (bounded memory, README "evaluate").
+    mosaic = open_mosaic(mosaic_store, dask=False)
     attrs = MosaicAttrs.from_attrs(mosaic.attrs)
     grid = mosaic_grid(mosaic_store)
     damaged = verify_mosaic(mosaic_store, grid, attrs.full_scale, attrs.manifest_codes)
@@ -300,12 +300,10 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     if missing:
         raise BadInput(f"{mosaic_store}: {len(missing)} tiles are not sharpened yet; rerun `ssdiff sharpen` "
                          f"to finish it before evaluating")
-    # Lazily indexed arrays (no dask graph): every stage reads windows of them (bounded memory, README "evaluate").
-    mosaic = open_mosaic(mosaic_store, dask=False)
     scene = open_scene(attrs.scene_store, dask=False)
     scene_attrs = SceneAttrs.from_attrs(scene.attrs)
     ratio = attrs.ratio
-    bits, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
+    _, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
     sensor = _metric_sensor(scene_attrs.sensor)
     fused, pan, ms = mosaic[HRMS], scene[PAN], scene[MS]
     results: dict[str, Any] = {"mosaic_store": str(mosaic_store), "metric_sensor": sensor,
@@ -331,7 +329,7 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
             results["quicklook"] = str(write_quicklook(quicklook, _reader(ms), _reader(fused), fused.shape, ratio,
                                                        scene_attrs.band_names, read_reference))
     if reduced:
-        results["reduced_resolution"] = _wald_indexes(scene, attrs, checkpoint, bits, to_dn, window)
+        results["reduced_resolution"] = _wald_indexes(scene, attrs, checkpoint, to_dn, window)
     record_provenance(mosaic_store, quality={k: v for k, v in results.items() if k != "mosaic_store"})
     return results
 

@@ -171,6 +171,6 @@ def test_wald_protocol_through_stores_gives_the_in_memory_figures(mosaic, scene_
     scene = open_scene(scene_store, dask=False)
     attrs = MosaicAttrs.from_attrs(open_mosaic(mosaic).attrs)
     _, to_dn = index_scale(SceneAttrs.from_attrs(scene.attrs).bits, SceneAttrs.from_attrs(scene.attrs).full_scale)
-    ours = _wald_indexes(scene, attrs, moved_checkpoint, 0, to_dn, 64)
+    ours = _wald_indexes(scene, attrs, moved_checkpoint, to_dn, 64)
     previous = _previous_wald(scene, attrs, moved_checkpoint, 64)
     assert {k: ours[k] for k in previous} == previous
