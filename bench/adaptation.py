@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from quality_table import CLASSICAL, COMPARED, ROOT, _crop_to_blocks, _in_digital_numbers, validation_scenes
 
+from ssdiff_model.inference.adaptation import AdaptationConfig
 from ssdiff_model.science.metrics import reduced_resolution
 
 INDEXES = ("SAM", "ERGAS", "Q2n")
@@ -57,6 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--held-out", type=float, default=AdaptationConfig.held_out,
+                        help="share of the scene kept out of training to check the adaptation (0: unchecked)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
@@ -90,9 +93,14 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         adapted = base.adapted(pair.pan, pair.ms_lr, iterations=args.iterations, seed=args.seed,
                                full_scale=pair.full_scale, sensor=pair.sensor, lr=args.lr, every=args.every,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, held_out=args.held_out)
         row["adapt_seconds"] = round(time.perf_counter() - start, 1)
-        row["adapt_examples"] = adapted.checkpoint.training["adaptation"]["examples"]
+        record = adapted.checkpoint.training["adaptation"]
+        row["adapt_examples"] = record.get("examples")
+        row["adapt_held_out_examples"] = record.get("held_out_examples")
+        row["adapt_kept_iteration"] = record.get("kept_iteration")
+        row["adapt_declined"] = record.get("declined")
+        row["adapt_checks"] = record.get("checks")
         row["adapted"] = scores(sharpen_array(adapted, pair.pan, pair.ms_lr, tile=args.tile, halo=args.halo,
                                               steps=args.steps, seed=args.seed, full_scale=pair.full_scale), pair,
                                 bits)
@@ -106,8 +114,8 @@ def main(argv=None) -> int:
     means = {m: {k: round(float(np.mean([r[m][k] for r in rows])), 4) for k in INDEXES}
              for m in ("zero_shot", "adapted", *(() if args.no_classical else COMPARED))}
     print(json.dumps({"checkpoint": args.checkpoint, "trained_on": args.trained_on,
-                      "settings": {k: getattr(args, k) for k in ("iterations", "lr", "every", "batch_size", "steps",
-                                                                 "tile", "halo", "seed")},
+                      "settings": {k: getattr(args, k) for k in ("iterations", "lr", "every", "batch_size",
+                                                                 "held_out", "steps", "tile", "halo", "seed")},
                       "scenes": rows, "means": means}))
     return 0
 

@@ -96,6 +96,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         ValueError: an adapted file exists beside the mosaic but was made from another checkpoint, scene or
             settings (remove it, or write the mosaic elsewhere; ``overwrite``, as the mosaic's, makes it anew).
     """
+    from ssdiff_model.inference.adaptation import AdaptationConfig
     from ssdiff_model.model.checkpoint import load_checkpoint
 
     checkpoint, iterations, seed = settings.checkpoint, settings.adapt, settings.seed
@@ -104,7 +105,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
     base = load_checkpoint(checkpoint)
     path = adapted_path(mosaic_store)
     wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
-              "scene": _scene_record(scene_store)}
+              "held_out": AdaptationConfig.held_out, "scene": _scene_record(scene_store)}
     if settings.overwrite and objstore.exists(path) and _record(_load(path), wanted) != wanted:
         objstore.remove_file(path)
     reused = objstore.exists(path)
@@ -124,4 +125,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
                          f"than this run's; remove the file (and the mosaic) or write the mosaic elsewhere")
     return {"base_checkpoint": str(checkpoint), "base_hash": base.content_hash, "adapted_checkpoint": str(path),
             "adapted_hash": adapted.content_hash, "iterations": iterations, "seed": seed, "reused": reused,
-            "examples": record.get("examples")}
+            "examples": record.get("examples"), "held_out_examples": record.get("held_out_examples"),
+            # the check on the held-out part: the iteration whose weights were kept (0: the base's), or why the
+            # scene was not adapted at all
+            "kept_iteration": record.get("kept_iteration"), "declined": record.get("declined")}

@@ -9,6 +9,17 @@ sees nothing the user did not give it.
 The scene is read on a bounded central window (``MAX_WINDOW`` PAN pixels a side), so adapting costs the same on a
 40k x 40k scene as on a 1k one, and the examples are patches of the training size with their scene's
 equalization, as the training store makes them (``ssdiff_model.training.examples``).
+
+Fitting a few patches of one scene can also make the network worse on the rest of it (on scenes a checkpoint
+trained on, an unchecked run cost a little of every index). So by default a part of the reduced-resolution scene
+(the far end of its longer side, ``held_out`` of it) is kept out of training, the network is sampled on it before
+training and after every branch phase, and the weights kept are those of the check that scores best there, if it
+is no worse than the base on SAM, ERGAS and Q2n; otherwise the base's own. A scene too small to hold a part out
+and still train on the rest is not adapted at all (its record says why): an unchecked fit of one patch is a gamble.
+
+Batch norms (the release network's stems) keep the base's running statistics: updated on a few patches of one
+scene, they become those patches' statistics in a few dozen steps, and the network measurably degrades on the
+scene itself (README, "Adapting to the scene").
 """
 from __future__ import annotations
 
@@ -21,19 +32,27 @@ from scipy.ndimage import binary_dilation
 
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.checkpoint import Checkpoint, content_hash
+from ssdiff_model.model.checkpoint import Checkpoint, content_hash, resolve_sampling
+from ssdiff_model.model.diffusion import GaussianDiffusion
 from ssdiff_model.science.resample import central_window
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
 from ssdiff_model.training.config import TrainConfig
 from ssdiff_model.training.examples import equalized, patch_examples
 from ssdiff_model.training.loop import Trainer, patch_batches
+from ssdiff_model.training.validation import validate
 
-__all__ = ["AdaptationConfig", "MAX_WINDOW", "adapt_checkpoint", "scene_examples"]
+__all__ = ["AdaptationConfig", "MAX_WINDOW", "TooSmallToCheck", "adapt_checkpoint", "scene_examples"]
 
 MAX_WINDOW = 1024      # PAN pixels a side read from the scene (its centre): adaptation's cost does not grow with it
 PATCH = 64             # the training size
 NETWORK_MULTIPLE = 4   # three scales
 FILTER_MARGIN = 2      # MS pixels around nodata that Wald's MTF filters carry it to, in effect
+MIN_CHECKED_PATCH = 32  # reduced-resolution PAN pixels: the smallest patch a checked adaptation trains and checks on
+INDEXES = ("SAM", "ERGAS", "Q2n")
+
+
+class TooSmallToCheck(BadInput):
+    """The scene's reduced-resolution pair cannot be split into a part to train on and a part to check on."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class AdaptationConfig:
         batch_size: examples per step.
         stride: PAN pixels between the reduced-resolution scene's patches.
         seed: timesteps, noise, batches and augmentation: the same seed gives the same weights.
+        held_out: share of the reduced-resolution scene's longer side (its far end, at least one patch) kept out
+            of training to check the adaptation on after every branch phase; 0 trains on all of it, unchecked.
     """
     iterations: int = 60
     lr: float = 1e-4
@@ -54,20 +75,27 @@ class AdaptationConfig:
     batch_size: int = 8
     stride: int = 16
     seed: int = 0
+    held_out: float = 0.25
 
     def __post_init__(self):
-        if self.iterations < 0 or self.every < 1 or self.batch_size < 1 or self.stride < 1 or not self.lr > 0:
-            raise BadInput(f"adaptation needs iterations >= 0, every, batch size and stride >= 1 and lr > 0; got "
-                             f"{asdict(self)}")
+        if (self.iterations < 0 or self.every < 1 or self.batch_size < 1 or self.stride < 1 or not self.lr > 0
+                or not 0 <= self.held_out < 1):
+            raise BadInput(f"adaptation needs iterations >= 0, every, batch size and stride >= 1, lr > 0 and a "
+                           f"held-out share in [0, 1); got {asdict(self)}")
 
 
 def scene_examples(pan: np.ndarray, ms_lr: np.ndarray, *, ratio: int, full_scale: float, sensor: str | None,
-                   stride: int = 16) -> dict[str, np.ndarray]:
+                   stride: int = 16, held_out: float = 0.0) -> dict[str, np.ndarray]:
     """The training examples of a scene at reduced resolution: its central ``MAX_WINDOW`` window through Wald's
     protocol, cut into patches (smaller than 64 when the reduced scene is), patches with nodata (NaN) dropped.
 
+    With ``held_out`` > 0 the far end of the reduced scene's longer side (that share of it, at least one patch) is
+    set apart: the patches inside it are marked in the boolean array ``"held_out"``, those reaching across its
+    border are dropped, and patches are made small enough (down to ``MIN_CHECKED_PATCH``) for both parts to hold one.
+
     Raises:
         ValueError: no patch without nodata, or a scene too small for Wald's protocol.
+        TooSmallToCheck: ``held_out`` > 0 and the reduced scene cannot be split so (a ValueError too).
     """
     pan, ms_lr = np.asarray(pan, dtype=np.float32), np.asarray(ms_lr, dtype=np.float32)
     pan, ms_lr = central_window(pan, ms_lr, ratio, MAX_WINDOW // ratio)
@@ -83,6 +111,14 @@ def scene_examples(pan: np.ndarray, ms_lr: np.ndarray, *, ratio: int, full_scale
     pan_lr, ms_lr_lr, reference = reduced_resolution_example(pair)
     multiple = int(np.lcm(NETWORK_MULTIPLE, ratio))
     size = min(PATCH, min(pan_lr.shape) // multiple * multiple)
+    axis = int(np.argmax(pan_lr.shape))   # the longer side is the one split
+    if held_out:
+        size = min(size, pan_lr.shape[axis] // 2 // multiple * multiple)
+        if size < max(multiple, MIN_CHECKED_PATCH):
+            raise TooSmallToCheck(f"the scene's reduced-resolution PAN is {pan_lr.shape[0]}x{pan_lr.shape[1]}: too "
+                                  f"small to hold a part out and check the adaptation on it (it needs "
+                                  f"{2 * MIN_CHECKED_PATCH} pixels along one side and {MIN_CHECKED_PATCH} along the "
+                                  f"other)")
     if size < multiple:
         raise BadInput(f"the scene's reduced-resolution PAN is {pan_lr.shape[0]}x{pan_lr.shape[1]}: too small to "
                          f"adapt on (it needs {multiple}x{multiple})")
@@ -94,10 +130,20 @@ def scene_examples(pan: np.ndarray, ms_lr: np.ndarray, *, ratio: int, full_scale
     invalid = binary_dilation(invalid, iterations=margin) if invalid.any() else invalid
     blocks = invalid.reshape(pan_lr.shape[0], ratio, pan_lr.shape[1], ratio).any(axis=(1, 3))
     placeholder = np.zeros((1, pan_lr.shape[0] // ratio, pan_lr.shape[1] // ratio), np.float32)
-    dirty = cut_patches(blocks.astype(np.float32), placeholder, size=size, stride=stride).pan
-    keep = dirty.reshape(len(dirty), -1).max(axis=1) == 0
+    cut = cut_patches(blocks.astype(np.float32), placeholder, size=size, stride=stride)
+    keep = cut.pan.reshape(len(cut), -1).max(axis=1) == 0
+    if held_out:
+        extent = pan_lr.shape[axis]
+        boundary = extent - max(size, int(round(extent * held_out / multiple)) * multiple)
+        start = cut.origins[:, axis]
+        inside = start >= boundary
+        keep &= inside | (start + size <= boundary)
+        examples["held_out"] = inside
     if not keep.any():
         raise BadInput("no patch of the scene is free of nodata: nothing to adapt on")
+    if held_out and not (examples["held_out"][keep].any() and not examples["held_out"][keep].all()):
+        raise TooSmallToCheck("no patch free of nodata is left on one side of the held-out part: the adaptation "
+                              "cannot be checked")
     return {name: array[keep] for name, array in examples.items()}
 
 
@@ -109,40 +155,94 @@ def adapt_checkpoint(base: Checkpoint, pan: np.ndarray, ms_lr: np.ndarray, confi
     Args:
         base: the checkpoint to adapt (its EMA weights, when it has them, are the starting point).
         pan, ms_lr: the scene, DN (NaN = nodata).
-        config: iterations, learning rate, alternation, seed.
+        config: iterations, learning rate, alternation, held-out share, seed.
         full_scale: the scene's full scale in DN (default the checkpoint's).
         sensor: the scene's sensor, for Wald's MTF filters (default the checkpoint's).
         device: where to train.
         scene: what identifies the scene (its sources and checksums), recorded with the settings.
 
     Returns:
-        A checkpoint with the adapted weights (no EMA: a short run's last weights are the adapted ones) whose
-        ``training["adaptation"]`` records the base's hash, the settings and the number of examples.
+        A checkpoint with the adapted weights (no EMA: a short run's weights are the adapted ones) whose
+        ``training["adaptation"]`` records the base's hash, the settings, the number of examples and, when checked,
+        every check's SAM / ERGAS / Q2n on the held-out part, the iteration whose weights were kept (0: the base's)
+        and, when the scene could not be checked, why it was not adapted (``declined``).
     """
     from ssdiff_model.inference.pansharpener import network_from_checkpoint
 
     scale = float(full_scale or base.full_scale)
     flags = base.training
-    examples = scene_examples(pan, ms_lr, ratio=base.ratio, full_scale=scale, sensor=sensor or base.sensor,
-                              stride=config.stride)
-    fed = equalized(examples, pan=bool(flags.get("pan_equalization")), bands=bool(flags.get("band_equalization")))
-    data = {name: torch.from_numpy(np.ascontiguousarray(fed[name])) for name in ("pan", "ms", "lms", "hrms")}
     net = copy.deepcopy(network_from_checkpoint(base, ema=True))
-    if config.iterations:
+    record: dict = {"base_hash": base.content_hash, **asdict(config), "scene_full_scale": scale,
+                    "scene_sensor": sensor or base.sensor, "scene": scene, "declined": None}
+    try:
+        examples = scene_examples(pan, ms_lr, ratio=base.ratio, full_scale=scale, sensor=sensor or base.sensor,
+                                  stride=config.stride, held_out=config.held_out)
+    except TooSmallToCheck as error:
+        examples, record["declined"] = None, str(error)
+    if examples is not None:
+        fed = equalized(examples, pan=bool(flags.get("pan_equalization")), bands=bool(flags.get("band_equalization")))
+        held = fed.pop("held_out", np.zeros(len(fed["pan"]), bool))
+        record.update(examples=int((~held).sum()), held_out_examples=int(held.sum()),
+                      patch=int(examples["pan"].shape[-1]))
+    if examples is not None and config.iterations:
+        train = {k: torch.from_numpy(np.ascontiguousarray(fed[k][~held])) for k in ("pan", "ms", "lms", "hrms")}
         torch.manual_seed(config.seed)
         trainer = Trainer(net, TrainConfig(iterations=config.iterations, lr=config.lr, lbaf_start=0,
                                            lbaf_every=config.every, lbaf_lr=config.lr, seed=config.seed,
-                                           log_every=0, full_scale=scale), device)
-        trainer.fit(patch_batches(data, config.batch_size, seed=config.seed, augmentation="dihedral"))
-        net = trainer.net
+                                           log_every=0, full_scale=scale, update_norm_statistics=False), device)
+        check = _Check(trainer, {k: v[held] for k, v in fed.items()}, base, scale, config) if held.any() else None
+        trainer.fit(patch_batches(train, config.batch_size, seed=config.seed, augmentation="dihedral"),
+                    on_step=check)
+        net = check.kept(record) if check else trainer.net
     weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     # sampling_defaults: the base's measured recommendation still holds for its fine-tuning on one scene.
     training = {k: v for k, v in flags.items() if k in ("pan_equalization", "band_equalization", "augmentation",
                                                          "data_sources", "iterations", "store", "sampling_defaults")}
-    training["adaptation"] = {"base_hash": base.content_hash, **asdict(config), "examples": len(examples["pan"]),
-                              "patch": int(examples["pan"].shape[-1]), "scene_full_scale": scale,
-                              "scene_sensor": sensor or base.sensor, "scene": scene}
+    training["adaptation"] = record
     adapted = Checkpoint(config=dict(base.config), weights=weights, ema_weights=None, full_scale=base.full_scale,
                          sensor=base.sensor, band_names=list(base.band_names), ratio=base.ratio, training=training)
     adapted.content_hash = content_hash(adapted)
     return adapted
+
+
+class _Check:
+    """Samples the held-out examples before training and after every branch phase (``on_step`` of the trainer),
+    scoring them as a training run's validation does, and remembers the weights of the best check that is no worse
+    than the base on any index."""
+
+    def __init__(self, trainer: Trainer, held: dict[str, np.ndarray], base: Checkpoint, scale: float,
+                 config: AdaptationConfig):
+        self.trainer, self.config = trainer, config
+        self.held = {**held, "scene_index": np.zeros(len(held["pan"]), np.int64)}
+        self.sources = [{"full_scale": scale, "bits": None}]
+        self.bands = bool(base.training.get("band_equalization"))
+        self.steps = resolve_sampling(base)[0]["steps"]   # as the scene will be sampled
+        self.diffusion = GaussianDiffusion()
+        self.checks: list[dict] = []
+        self.best: tuple[float, int, dict] | None = None
+        self(0, None)
+
+    def __call__(self, step: int, loss: float | None) -> None:
+        if step % self.config.every and step != self.config.iterations:
+            return
+        net = self.trainer.net
+        scores = validate(net, self.diffusion, self.held, self.sources, net.config["ratio"], self.steps,
+                          seed=self.config.seed, batch_size=self.config.batch_size, band_equalization=self.bands,
+                          loss=False)
+        row = {"iteration": step, **{k: round(scores[f"val_{k}"], 6) for k in INDEXES}}
+        self.checks.append(row)
+        first = self.checks[0]
+        if row["SAM"] > first["SAM"] or row["ERGAS"] > first["ERGAS"] or row["Q2n"] < first["Q2n"]:
+            return
+        # relative gains on the two distances, so neither index's units dominate
+        merit = row["SAM"] / max(first["SAM"], 1e-12) + row["ERGAS"] / max(first["ERGAS"], 1e-12)
+        if self.best is None or merit < self.best[0]:
+            self.best = (merit, step, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+
+    def kept(self, record: dict):
+        """The network with the kept weights; `record` gets the checks and the kept iteration."""
+        _, step, weights = self.best
+        net = self.trainer.net
+        net.load_state_dict(weights)
+        record.update(checks=self.checks, kept_iteration=step)
+        return net

@@ -181,6 +181,9 @@ class TrainConfig:
     # the base had reached instead of warming up again, which would leave it an average of its last few dozen steps.
     ema_warmup_from: int = 0
     grad_clip: float | None = 1.0
+    # False: every batch norm keeps the running statistics it starts with (a fine-tune on a handful of patches of
+    # one scene would otherwise replace the statistics of the whole training set by those patches').
+    update_norm_statistics: bool = True
     seed: int = setting(0, flag="--seed")      # timesteps, diffusion noise and batches
     # ---- L-BAF (branch-wise alternative fine-tuning) or LoRA
     lbaf_start: int | None = setting(None, flag="--lbaf-start",     # None: no L-BAF

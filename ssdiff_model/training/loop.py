@@ -39,23 +39,25 @@ def default_device() -> torch.device:
 
 # ---- reusable pieces --------------------------------------------------------------------------------
 
-def freeze_frozen_norms(model: nn.Module) -> None:
+def freeze_frozen_norms(model: nn.Module, every_norm: bool = False) -> None:
     """Batch norms whose parameters are all frozen (the other branch's stem during L-BAF, every one under LoRA)
     keep their running statistics: in train mode they would go on moving them, so a "frozen" branch would still
-    change what it computes at inference."""
+    change what it computes at inference. With `every_norm`, all of them do (and normalise with them)."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
+            if every_norm or (params and not any(p.requires_grad for p in params)):
                 module.eval()
 
 
 def train_step(model: nn.Module, diffusion: GaussianDiffusion, optimizer: torch.optim.Optimizer, batch: Batch,
-               generator: torch.Generator | None = None, grad_clip: float | None = 1.0) -> float:
+               generator: torch.Generator | None = None, grad_clip: float | None = 1.0,
+               update_norm_statistics: bool = True) -> float:
     """One optimiser step on the residual L1 loss; returns the loss. Frozen parameters get no gradient, and
-    frozen batch norms keep their statistics (``freeze_frozen_norms``)."""
+    frozen batch norms (every one without `update_norm_statistics`) keep their statistics
+    (``freeze_frozen_norms``)."""
     model.train()
-    freeze_frozen_norms(model)
+    freeze_frozen_norms(model, every_norm=not update_norm_statistics)
     optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips frozen parameters entirely
     loss = diffusion.training_loss(model, batch["hrms"], batch["pan"], batch["lms"], batch["ms"], generator)
     loss.backward()
@@ -182,7 +184,8 @@ class Trainer:
                 raise BadInput(f"the batch iterable ran out at iteration {self.step} of "
                                  f"{self.config.iterations}") from None
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            loss = train_step(self.net, self.diffusion, self.optimizer, batch, self.generator, self.config.grad_clip)
+            loss = train_step(self.net, self.diffusion, self.optimizer, batch, self.generator, self.config.grad_clip,
+                              self.config.update_norm_statistics)
             self.update_ema()
             self.step += 1
             if on_step:

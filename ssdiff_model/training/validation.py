@@ -12,7 +12,8 @@ __all__ = ["validate"]
 
 
 def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
-             seed: int = 0, batch_size: int = 8, band_equalization: bool = False) -> dict[str, float]:
+             seed: int = 0, batch_size: int = 8, band_equalization: bool = False,
+             loss: bool = True) -> dict[str, float]:
     """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples.
 
     With `band_equalization` the examples come band-equalized (`TrainingStore.load(equalize_bands=True)`): the
@@ -28,9 +29,10 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
         seed: the validation loss's timesteps and noise, and the samples' starting noise.
         batch_size: examples per network call.
         band_equalization: the examples are band-equalized.
+        loss: also the validation loss (one more network call per batch).
 
     Returns:
-        ``{"val_loss", "val_<index>"..., "val_examples"}``; empty without examples.
+        ``{"val_loss", "val_<index>"..., "val_examples"}`` (``val_loss`` only with `loss`); empty without examples.
     """
     import torch
 
@@ -44,11 +46,12 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
         return {}
     tensors = {k: torch.from_numpy(data[k]).to(device) for k in ("pan", "ms", "lms", "hrms")}
     batches = [{k: v[i:i + batch_size] for k, v in tensors.items()} for i in range(0, n, batch_size)]
-    out = {"val_loss": evaluation_loss(net, diffusion, batches, seed=seed)}
+    out = {"val_loss": evaluation_loss(net, diffusion, batches, seed=seed)} if loss else {}
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(tuple(tensors["lms"].shape), generator=generator).to(device)
     bands = (data["band_gain"][:, :, None, None], data["band_mean"][:, :, None, None]) if band_equalization else None
     fused = []
+    net.eval()   # batch norms on their running statistics, as at inference
     with torch.no_grad():
         for i, batch in zip(range(0, n, batch_size), batches):
             bounds = (0.0, 1.0)
