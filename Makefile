@@ -58,7 +58,10 @@ train-8band-r4: $(RUNS)/train-8band-s8.zarr
 	    --validate-every 800 --equalize-pan --augment --band-gains 1.5 --export $(RUNS)/export/8band-s8-1600.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/8band-s8 --store $< $(TRAIN) --name 8band-s8-lbaf-dbeq \
 	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-3 --checkpoint-every 200 --validate-every 300 --equalize-bands \
-	    --augment --export $(RUNS)/export/ssdiff-8band-r4.pt --half
+	    --augment --export $(RUNS)/export/8band-lbaf-600.pt --half
+	$(SSDIFF) train --store $< $(TRAIN) --name 8band-joint --finetune-from $(RUNS)/export/8band-lbaf-600.pt \
+	    --steps 600 --checkpoint-every 100 --validate-every 300 --equalize-bands --augment \
+	    --export $(RUNS)/export/ssdiff-8band-r4.pt --half
 
 train-4band-r4: $(RUNS)/train-4band-s16.zarr
 	$(SSDIFF) train --store $< $(TRAIN) --name 4band-dbeq --steps 2400 --width 16 --checkpoint-every 200 \
