@@ -90,7 +90,8 @@ def _crop_to_blocks(pair: PansharpeningPair) -> PansharpeningPair:
     if (h, w) == pair.pan.shape:
         return pair
     r = pair.ratio
-    return PansharpeningPair(pan=pair.pan[:h, :w], ms_lr=pair.ms_lr[:, : h // r, : w // r], gt=pair.gt[:, :h, :w],
+    gt = None if pair.gt is None else pair.gt[:, :h, :w]
+    return PansharpeningPair(pan=pair.pan[:h, :w], ms_lr=pair.ms_lr[:, : h // r, : w // r], gt=gt,
                              ratio=r, full_scale=pair.full_scale, bits=pair.bits, sensor=pair.sensor,
                              band_names=pair.band_names, source=pair.source)
 

@@ -86,25 +86,25 @@ class Pansharpener:
         sharpener.checkpoint = ckpt
         return sharpener
 
-    def adapted(self, pan: np.ndarray, ms_lr: np.ndarray, iterations: int = 60, seed: int = 0,
+    def adapted(self, pan: np.ndarray, ms_lr: np.ndarray, iterations: int | None = None, seed: int = 0,
                 full_scale: float | None = None, sensor: str | None = None, **settings: Any) -> "Pansharpener":
         """A new Pansharpener fine-tuned on this scene at reduced resolution (target-adaptive L-BAF, see
         ``ssdiff_model.inference.adaptation``); this one is left unchanged. The same seed gives the same weights.
 
         Args:
             pan, ms_lr: the scene in DN, (H, W) and (B, H/r, W/r).
-            iterations: L-BAF steps on the scene.
+            iterations: L-BAF steps on the scene (None: ``AdaptationConfig``'s default).
             seed: timesteps, noise, batches and augmentation of the fine-tune.
             full_scale: the scene's full scale in DN (default the checkpoint's).
             sensor: the scene's sensor for Wald's MTF filters (default the checkpoint's).
-            settings: further ``AdaptationConfig`` fields (lr, every, batch_size, stride).
+            settings: further ``AdaptationConfig`` fields (lr, every, batch_size, stride, held_out).
 
         Returns:
             The adapted Pansharpener; its ``checkpoint`` records the base's hash and the settings.
         """
         from ssdiff_model.inference.adaptation import AdaptationConfig, adapt_checkpoint
 
-        config = AdaptationConfig(iterations=iterations, seed=seed, **settings)
+        config = AdaptationConfig(seed=seed, **settings, **({} if iterations is None else {"iterations": iterations}))
         base = self.checkpoint if self.checkpoint is not None else self._as_checkpoint()
         adapted = adapt_checkpoint(base, pan, ms_lr, config, full_scale=full_scale, sensor=sensor, device=self.device)
         return Pansharpener.from_checkpoint(adapted, device=self.device)
