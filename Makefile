@@ -68,6 +68,9 @@ train-4band-r4: $(RUNS)/train-4band-s16.zarr
 	    --validate-every 400 --equalize-bands --augment --export $(RUNS)/export/4band-dbeq-2400.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/4band-dbeq --store $< $(TRAIN) --name 4band-dbeq-lbaf \
 	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-4 --checkpoint-every 200 --validate-every 600 --augment \
+	    --export $(RUNS)/export/4band-lbaf-600.pt --half
+	$(SSDIFF) train --store $< $(TRAIN) --name 4band-joint --finetune-from $(RUNS)/export/4band-lbaf-600.pt \
+	    --steps 600 --checkpoint-every 100 --validate-every 300 --equalize-bands --augment \
 	    --export $(RUNS)/export/ssdiff-4band-r4.pt --half
 
 # The paper's protocol on PanCollection (SSDiff, NeurIPS 2024): `make reproduce-paper DATA=<PanCollection folder>
