@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measured_process import peak_rss_mb, run_script
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -133,15 +133,12 @@ def run_stage(stage: str, workdir: Path, tile: int, halo: int, batch: int, sharp
     else:
         raise SystemExit(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+    peak_mb = peak_rss_mb()
     return {"peak_rss_mb": round(peak_mb, 1), "seconds": round(seconds, 1), **detail}
 
 
 def _subprocess(*args: str) -> str:
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
+    return run_script(__file__, *args)
 
 
 def main() -> None:
