@@ -50,19 +50,16 @@ def scenes(checkpoint: str, data_root: Path, split: str, limit: int, full: bool,
         if source.id not in wanted or taken >= limit:
             continue
         data = source.load()
-        for pair in [data.pair(0) if isinstance(data, PansharpeningBatch) else data]:   # a set's first pair
-            if full:
-                if pair.gt is not None:   # a reduced-resolution set: its inputs are the scene
-                    pair = PansharpeningPair(pan=pair.pan, ms_lr=pair.ms_lr, ratio=pair.ratio,
-                                             full_scale=pair.full_scale, bits=pair.bits, sensor=pair.sensor,
-                                             band_names=pair.band_names)
-                pan, ms = central_window(pair.pan, pair.ms_lr, pair.ratio, crop // pair.ratio)
-                pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=pair.ratio, full_scale=pair.full_scale,
-                                         bits=pair.bits, sensor=pair.sensor, band_names=pair.band_names)
-            elif pair.gt is None:
-                pair = reduced_resolution_pair(pair)
-            taken += 1
-            yield source.id + ("" if full else " (Wald)"), *_in_digital_numbers(_crop_to_blocks(pair))
+        pair = data.pair(0) if isinstance(data, PansharpeningBatch) else data   # a set's first pair
+        label = source.id
+        if full:   # the scene itself (a reduced-resolution set's inputs), without any reference
+            pan, ms = central_window(pair.pan, pair.ms_lr, pair.ratio, crop // pair.ratio)
+            pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=pair.ratio, full_scale=pair.full_scale,
+                                     bits=pair.bits, sensor=pair.sensor, band_names=pair.band_names)
+        elif pair.gt is None:
+            pair, label = reduced_resolution_pair(pair), label + " (Wald)"
+        taken += 1
+        yield label, *_in_digital_numbers(_crop_to_blocks(pair))
 
 
 def scores(fused, pair, bits, full: bool) -> dict[str, float]:

@@ -33,7 +33,6 @@ from scipy.ndimage import binary_dilation
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
 from ssdiff_model.model.checkpoint import Checkpoint, content_hash, resolve_sampling
-from ssdiff_model.model.diffusion import GaussianDiffusion
 from ssdiff_model.science.resample import central_window
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
 from ssdiff_model.training.config import TrainConfig
@@ -218,7 +217,6 @@ class _Check:
         self.sources = [{"full_scale": scale, "bits": None}]
         self.bands = bool(base.training.get("band_equalization"))
         self.steps = resolve_sampling(base)[0]["steps"]   # as the scene will be sampled
-        self.diffusion = GaussianDiffusion()
         self.checks: list[dict] = []
         self.best: tuple[float, int, dict] | None = None
         self(0, None)
@@ -227,7 +225,7 @@ class _Check:
         if step % self.config.every and step != self.config.iterations:
             return
         net = self.trainer.net
-        scores = validate(net, self.diffusion, self.held, self.sources, net.config["ratio"], self.steps,
+        scores = validate(net, self.trainer.diffusion, self.held, self.sources, net.config["ratio"], self.steps,
                           seed=self.config.seed, batch_size=self.config.batch_size, band_equalization=self.bands,
                           loss=False)
         row = {"iteration": step, **{k: round(scores[f"val_{k}"], 6) for k in INDEXES}}
