@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,9 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         raise BadInput(f"--adapt needs at least 1 iteration, got {iterations}")
     base = load_checkpoint(checkpoint)
     path = adapted_path(mosaic_store)
-    wanted = {"base_hash": base.content_hash, "iterations": iterations, "seed": seed,
-              "held_out": AdaptationConfig.held_out, "scene": _scene_record(scene_store)}
+    # every adaptation setting, not only N and the seed: weights made under other defaults are not this run's
+    wanted = {"base_hash": base.content_hash, **asdict(AdaptationConfig(iterations=iterations, seed=seed)),
+              "scene": _scene_record(scene_store)}
     if settings.overwrite and objstore.exists(path) and _record(_load(path), wanted) != wanted:
         objstore.remove_file(path)
     reused = objstore.exists(path)
