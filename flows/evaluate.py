@@ -22,7 +22,7 @@ from prefect import task
 from flows.retry import transient_failure
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.metrics import index_scale
-from ssdiff_model.science.sensors import get_sensor
+from ssdiff_model.science.sensors import mtf_sensor
 from ssdiff_model.science.windowed import (
     WINDOW,
     Incomplete,
@@ -56,14 +56,6 @@ METRIC_BLOCK = 32   # the toolbox's block size: full-resolution indexes need ima
 # GDAL's block cache (MB) while reading the reference: its default, 5% of the machine's memory, kept every block
 # of the reference read window by window, so the peak grew with the scene (bench/stage_memory.py).
 GDAL_CACHE_MB = 64
-
-
-def _metric_sensor(name: str | None) -> str:
-    """The sensor whose MTF the indexes use; the toolbox's generic one ('none') for sensors it does not know."""
-    try:
-        return get_sensor(name or "none").name
-    except ValueError:
-        return "none"
 
 
 def _index_runs(index: np.ndarray, span: int) -> list[tuple[int, int]]:
@@ -190,14 +182,15 @@ def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None,
         return {"skipped": f"MS {tuple(scene[MS].shape[1:])} smaller than the ratio {ratio}"}
     with tempfile.TemporaryDirectory(prefix="ssdiff-wald-") as tmp:
         blocks = wald_degrade_blocks(_reader(scene[PAN]), _reader(scene[MS]), (bands, rows, cols), ratio,
-                                     _metric_sensor(scene_attrs.sensor), window)
+                                     mtf_sensor(scene_attrs.sensor), window)
         try:
             pan_lr, ms_lr = blocks_to_zarr(blocks, tmp, (rows, cols), (bands, rows // ratio, cols // ratio), ratio)
         except Incomplete:
             return {"skipped": "the scene has nodata pixels; Wald's protocol needs complete images"}
         mosaic = sharpen_to_stores(sharpener, pan_lr, ms_lr, tmp, tile=mosaic_attrs.tile_size,
                                    halo=mosaic_attrs.halo, steps=mosaic_attrs.steps, seed=mosaic_attrs.seed,
-                                   full_scale=scene_attrs.full_scale, sampler=mosaic_attrs.sampler)
+                                   full_scale=scene_attrs.full_scale, sampler=mosaic_attrs.sampler,
+                                   back_projection=mosaic_attrs.back_projection or 0, sensor=scene_attrs.sensor)
         fused = open_mosaic(mosaic, dask=False)[HRMS]   # lazily indexed: read a window at a time
         indexes = reduced_resolution_windowed(_reader(fused, to_dn), _reader(scene[MS], to_dn), (bands, rows, cols),
                                               ratio, window)
@@ -304,7 +297,7 @@ def evaluate_mosaic(mosaic_store: PathLike, *, reference: PathLike | None = None
     scene_attrs = SceneAttrs.from_attrs(scene.attrs)
     ratio = attrs.ratio
     _, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
-    sensor = _metric_sensor(scene_attrs.sensor)
+    sensor = mtf_sensor(scene_attrs.sensor)
     fused, pan, ms = mosaic[HRMS], scene[PAN], scene[MS]
     results: dict[str, Any] = {"mosaic_store": str(mosaic_store), "metric_sensor": sensor,
                                "verified_tiles": len(grid),

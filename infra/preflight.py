@@ -156,6 +156,8 @@ def require_sharpen_settings(settings: SharpenSettings) -> None:
         raise BadInput(f"--max-actors {settings.max_actors}: at least 1 actor")
     if halo is not None and halo < 0:
         raise BadInput(f"--halo {halo}: cannot be negative")
+    if settings.back_projection is not None and settings.back_projection < 0:
+        raise BadInput(f"--back-projection {settings.back_projection}: cannot be negative")
     if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:
         raise BadInput(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
                          f"halo")

@@ -69,9 +69,10 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     (seeded with ``settings.seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic
     and reused by reruns, and the actors (a pool of their own: ``pool`` holds another model) load them.
 
-    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.model.checkpoint.resolve_sampling``
-    (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default); the mosaic
-    records the values used and, in ``sampling_settings_from``, where each came from.
+    ``steps``, ``halo``, ``sampler`` and ``back_projection`` left None are resolved by
+    ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
+    recommendation, else the project's default); the mosaic records the values used and, in
+    ``sampling_settings_from``, where each came from.
 
     Args:
         scene_store: the scene store (``ssdiff ingest``).
@@ -112,6 +113,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=settings.tile_size, halo=settings.halo,
                             seed=settings.seed, steps=settings.steps, sampler=settings.sampler,
+                            back_projection=settings.back_projection,
                             batch_size=settings.batch_size, overwrite=settings.overwrite,
                             provenance={**extra, **dict(settings.provenance)})
         del described
@@ -131,7 +133,8 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                    "warnings": [f"{mosaic_store}: {d}; sharpened again" for d in damaged],
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
                    "ray_cluster": cluster, "steps": settings.steps, "halo": settings.halo,
-                   "sampler": settings.sampler, "sampling_settings_from": settings_from,
+                   "sampler": settings.sampler, "back_projection": settings.back_projection,
+                   "sampling_settings_from": settings_from,
                    **({"adaptation": adaptation} if settings.adapt else {})}
         if todo or attrs.finished is None:   # nothing to do: the attributes read above are still current
             # Provenance of the run that (last) wrote tiles, or finished them but could not record it (a full
@@ -145,14 +148,14 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
 
 def _resolve_sampling(ckpt, mosaic_store, settings: SharpenSettings) -> tuple[SharpenSettings, dict[str, str]]:
-    """The settings with steps, halo and sampler resolved, and where each came from; a mosaic being resumed lends
-    its own."""
+    """The settings with steps, halo, sampler and back-projection resolved, and where each came from; a mosaic
+    being resumed lends its own."""
     from ssdiff_model.model.checkpoint import resolve_sampling
 
     recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
     values, sources = resolve_sampling(ckpt, recorded=recorded, steps=settings.steps, halo=settings.halo,
-                                       sampler=settings.sampler)
-    return settings.replace(steps=values["steps"], halo=values["halo"], sampler=values["sampler"]), sources
+                                       sampler=settings.sampler, back_projection=settings.back_projection)
+    return settings.replace(**values), sources
 
 
 def _sharpen_missing(pool: SharpenerPool | None, checkpoint, settings: SharpenSettings, scene_store, mosaic_store,
@@ -165,7 +168,8 @@ def _sharpen_missing(pool: SharpenerPool | None, checkpoint, settings: SharpenSe
         with tqdm(total=total, initial=total - len(todo), unit="tile", disable=not settings.progress,
                   desc=Path(mosaic_store).name) as bar:
             return pool.sharpen(scene_store, mosaic_store, todo, seed=settings.seed, steps=settings.steps,
-                                sampler=settings.sampler, batch_size=settings.batch_size, progress=bar)
+                                sampler=settings.sampler, back_projection=settings.back_projection,
+                                batch_size=settings.batch_size, progress=bar)
     finally:
         if own_pool:
             pool.close()

@@ -27,8 +27,9 @@ def _option(flag: str | None, help: str, **argparse_kwargs) -> dict[str, Any]:
 class SharpenSettings:
     """How one scene (or an archive of scenes) is sharpened.
 
-    ``steps``, ``halo`` and ``sampler`` left None are resolved by ``ssdiff_model.model.checkpoint.resolve_sampling``
-    (the mosaic's own when resuming, else the checkpoint's recommendation, else the project's default).
+    ``steps``, ``halo``, ``sampler`` and ``back_projection`` left None are resolved by
+    ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
+    recommendation, else the project's default).
     ``provenance`` adds attributes to the mosaic store (who ran it: a Prefect flow run, a Ray job).
     """
     checkpoint: str | os.PathLike = field(metadata=_option(
@@ -43,6 +44,10 @@ class SharpenSettings:
         "--sampler", "DDIM as trained (consistent; the default unless the checkpoint recommends otherwise) or as "
                      "the authors' release samples (release: step indices fed as timesteps, image space after the "
                      "first step)", choices=SAMPLERS))
+    back_projection: int | None = field(default=None, metadata=_option(
+        "--back-projection", "iterations of back-projection onto the MS after sampling (the output degraded by "
+                             "the scene's MTF gives its MS back; default: the checkpoint's recommendation, else 0)",
+        type=int, metavar="N"))
     adapt: int = field(default=0, metadata=_option(
         "--adapt", "first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced resolution "
                    "(Wald's protocol on the scene; 12 costs less than sharpening 512 x 512 pixels), checked on a "

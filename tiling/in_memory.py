@@ -26,27 +26,31 @@ __all__ = ["blocks_to_zarr", "sharpen_array", "sharpen_to_stores"]
 
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int | None = None,
                   steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
-                  sampler: str | None = None) -> np.ndarray:
+                  sampler: str | None = None, back_projection: int | None = None,
+                  sensor: str | None = None) -> np.ndarray:
     """Sharpen an image held in memory through a temporary scene store, ``run_tiles`` and a mosaic store.
 
     Args:
         pansharpener: a ``Pansharpener``.
         pan: PAN ``(H, W)`` in DN, NaN = nodata.
         ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
-        tile, halo, steps, seed, batch_size, full_scale, sampler: as ``sharpen_to_stores``.
+        tile, halo, steps, seed, batch_size, full_scale, sampler, back_projection, sensor: as
+            ``sharpen_to_stores``.
 
     Returns:
         ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
     """
     with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
         mosaic = sharpen_to_stores(pansharpener, pan, ms_lr, tmp, tile=tile, halo=halo, steps=steps, seed=seed,
-                                   batch_size=batch_size, full_scale=full_scale, sampler=sampler)
+                                   batch_size=batch_size, full_scale=full_scale, sampler=sampler,
+                                   back_projection=back_projection, sensor=sensor)
         return open_mosaic(mosaic, dask=False)[HRMS].values
 
 
 def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int = 64, halo: int | None = None,
                       steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
-                      sampler: str | None = None) -> Path:
+                      sampler: str | None = None, back_projection: int | None = None,
+                      sensor: str | None = None) -> Path:
     """Sharpen a pair into a scene store and a mosaic store in ``folder`` (``scene.zarr``, ``mosaic.zarr``).
 
     NumPy inputs are held whole; dask inputs (e.g. over temporary Zarr arrays) are read a band of rows at a time
@@ -68,23 +72,29 @@ def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int
         full_scale: the images' full scale in DN; None: inferred from the arrays as ``Pansharpener.sharpen``
             infers it (``Pansharpener.full_scale_of``), never silently the checkpoint's.
         sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``; None: as ``steps``).
+        back_projection: iterations of back-projection onto the MS (``Pansharpener.sharpen_tiles``; None: as
+            ``steps``).
+        sensor: the pair's sensor, recorded in the scene store (its MTF is the back-projection's; None: the
+            checkpoint's).
 
     Returns:
         The mosaic store's path; its ``HRMS`` is ``(B, H, W)`` float32 DN, NaN where the inputs were.
     """
-    settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler)
+    settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler,
+                                   back_projection=back_projection)
     steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
+    back_projection = settings["back_projection"]
     scale = pansharpener.full_scale_of(pan, ms_lr, full_scale).value
     pan, ms_lr = (a.astype(np.float32) if is_lazy(a) else np.asarray(a, dtype=np.float32) for a in (pan, ms_lr))
     pair = PansharpeningPair(pan=pan, ms_lr=ms_lr, ratio=pansharpener.ratio, full_scale=scale,
-                             sensor=pansharpener.sensor,
+                             sensor=sensor or pansharpener.sensor,
                              band_names=tuple(f"band{i + 1}" for i in range(ms_lr.shape[0])))
     scene, mosaic = Path(folder) / "scene.zarr", Path(folder) / "mosaic.zarr"
     write_scene_store(scene, pair, sources={})
     grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
-                               sampler=sampler)
+                               sampler=sampler, back_projection=back_projection)
     run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
-              sampler=sampler)
+              sampler=sampler, back_projection=back_projection)
     return mosaic
 
 

@@ -33,6 +33,7 @@ from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, resolve_s
 from ssdiff_model.model.diffusion import GaussianDiffusion
 from ssdiff_model.model.lora import add_lora, merge_lora
 from ssdiff_model.model.network import build_network
+from ssdiff_model.science.back_projection import back_project
 from ssdiff_model.science.equalization import PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import FullScale, infer_full_scale
 from ssdiff_model.science.resample import upsample_ms
@@ -139,7 +140,8 @@ class Pansharpener:
 
     def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0, tile: int = 64,
                 halo: int | None = None, batch_size: int = 8, full_scale: float | None = None,
-                sampler: str | None = None) -> np.ndarray:
+                sampler: str | None = None, back_projection: int | None = None,
+                sensor: str | None = None) -> np.ndarray:
         """Sharpen an image tile by tile, as the pipeline does.
 
         The image is cut into the pipeline's tiles (windows of ``tile`` PAN pixels overlapping by ``halo``, each
@@ -163,33 +165,40 @@ class Pansharpener:
             full_scale: the DN that means 1.0 for these images; None: inferred from the arrays (see
                 ``full_scale_of``).
             sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``; None: as ``steps``).
+            back_projection: iterations of back-projection onto the MS after sampling (``sharpen_tiles``; None: as
+                ``steps``).
+            sensor: the image's sensor, whose MTF the back-projection degrades with (None: the checkpoint's; one
+                the toolbox does not know gets its generic gains).
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``, NaN where the input is nodata.
         """
-        settings, _ = resolve_sampling(self.checkpoint, steps=steps, halo=halo, sampler=sampler)
-        steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, halo=halo, sampler=sampler,
+                                       back_projection=back_projection)
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
         scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
-        return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=steps, seed=seed, tile=tile,
-                                   halo=halo, batch_size=batch_size, sampler=sampler)
+        return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=settings["steps"], seed=seed, tile=tile,
+                                   halo=settings["halo"], batch_size=batch_size, sampler=settings["sampler"],
+                                   back_projection=settings["back_projection"], sensor=sensor)
 
     def _sharpen_scene(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float, *, steps: int, seed: int,
-                       tile: int, halo: int, batch_size: int, sampler: str = "consistent") -> np.ndarray:
+                       tile: int, halo: int, batch_size: int, sampler: str = "consistent", back_projection: int = 0,
+                       sensor: str | None = None) -> np.ndarray:
         """``sharpen`` once the full scale is decided and the arrays are a scene's (float32, NaN = nodata)."""
         grid = TileGrid(height=pan.shape[0], width=pan.shape[1], ratio=self.ratio, tile_size=tile, halo=halo)
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         hrms = np.full((ms_lr.shape[0], *pan.shape), np.nan, dtype=np.float32)
         for part, core in sample_tiles(self, pan, ms_lr, list(grid.tiles()), batch_size=batch_size, seed=seed,
                                        steps=steps, full_scale=full_scale, equalization=equalization,
-                                       sampler=sampler):
+                                       sampler=sampler, back_projection=back_projection, sensor=sensor):
             if core is not None:
                 hrms[(slice(None), *part.core)] = core
         return hrms
 
     def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0,
-                      full_scale: float | None = None, sampler: str | None = None) -> np.ndarray:
+                      full_scale: float | None = None, sampler: str | None = None,
+                      back_projection: int | None = None, sensor: str | None = None) -> np.ndarray:
         """Sharpen an image as one network input: global attention over all its pixels at once.
 
         The cost of that attention grows with the square of the pixel count, and the network was trained on
@@ -203,11 +212,12 @@ class Pansharpener:
             steps: DDIM steps.
             seed: seed of the starting noise.
             full_scale: the DN that means 1.0 for these images; None: inferred (see ``full_scale_of``).
+            sampler, back_projection, sensor: as ``sharpen``.
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``.
         """
-        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler)
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler, back_projection=back_projection)
         steps, sampler = settings["steps"], settings["sampler"]
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
@@ -216,12 +226,18 @@ class Pansharpener:
         noise = torch.randn((1, ms_lr.shape[0], *pan.shape), generator=generator).numpy()
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=scale,
-                                  equalization=equalization, sampler=sampler)[0]
+                                  equalization=equalization, sampler=sampler,
+                                  back_projection=settings["back_projection"], sensor=sensor)[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
                       full_scale: float | None = None, equalization: PanEqualization | None = None,
-                      sampler: str = "consistent", lms: np.ndarray | None = None) -> np.ndarray:
+                      sampler: str = "consistent", lms: np.ndarray | None = None, back_projection: int = 0,
+                      sensor: str | None = None) -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
+
+        With ``back_projection`` > 0 each sampled tile is then made consistent with its own MS by that many
+        iterations of back-projection (``ssdiff_model.science.back_projection``: its degradation by the sensor's
+        MTF and the ratio gives the MS back), whole tile with its halo, before the caller keeps its core.
 
         Args:
             equalization: the equalization of the scene the tiles come from (``pan_equalization`` over the whole
@@ -229,6 +245,9 @@ class Pansharpener:
             sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
             lms: (N, B, H, W) DN, the MS already upsampled to the PAN grid (a PanCollection file's ``lms``);
                 default: upsampled here with the toolbox's interpolator.
+            back_projection: iterations of back-projection onto each tile's MS (0: none).
+            sensor: the tiles' sensor, for the back-projection's MTF (None: the checkpoint's; one the toolbox does
+                not know gets its generic gains).
         """
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
@@ -244,6 +263,7 @@ class Pansharpener:
             raise BadInput(f"checkpoint {self.source} was trained on {what} equalized to their scene: pass the "
                              f"scene's equalization (ssdiff_model.science.equalization.pan_equalization of the whole "
                              f"PAN and MS)")
+        ms_dn = ms_lr
         if self.equalizes_pan:
             pan = equalization.apply(pan.astype(np.float32))
         bounds = (0.0, 1.0)
@@ -265,6 +285,9 @@ class Pansharpener:
         hrms = image[..., :height, :width].float().cpu().numpy() * scale
         if self.equalizes_bands:
             hrms = equalization.invert_bands(hrms)
+        if back_projection:
+            hrms = np.stack([back_project(h, m, self.ratio, sensor or self.sensor, back_projection, self._upsampling)
+                             for h, m in zip(hrms, ms_dn)])
         return np.clip(hrms, 0, scale).astype(np.float32)
 
     # ---- helpers -----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def _batches(tiles: Sequence[Tile], size: int) -> Iterator[Sequence[Tile]]:
 
 def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: int, seed: int, steps: int,
                  full_scale: float, equalization: PanEqualization | None = None, sampler: str = "consistent",
+                 back_projection: int = 0, sensor: str | None = None,
                  read: Callable[[Tile], tuple[np.ndarray, np.ndarray]] | None = None
                  ) -> Iterator[tuple[Tile, np.ndarray | None]]:
     """Sharpen tiles of a scene, ``batch_size`` tiles per network call, yielding each tile's core.
@@ -62,6 +63,8 @@ def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: in
         full_scale: the scene's full scale in DN.
         equalization: the whole scene's equalization, for a checkpoint that equalizes its inputs.
         sampler: "consistent" or "release" (``GaussianDiffusion.ddim_sample``).
+        back_projection: iterations of back-projection onto each tile's MS (``Pansharpener.sharpen_tiles``).
+        sensor: the scene's sensor, for the back-projection's MTF (None: the checkpoint's).
         read: reads a tile's (PAN, MS) windows (default: ``read_window`` on ``pan`` and ``ms``); the pipeline's
             reader names a damaged store.
 
@@ -95,6 +98,7 @@ def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: in
         inputs += [inputs[-1]] * (batch_size - len(inputs))
         pan_batch, ms_batch, noise_batch = (np.stack(parts) for parts in zip(*inputs))
         sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, full_scale=full_scale,
-                                               equalization=equalization, sampler=sampler)
+                                               equalization=equalization, sampler=sampler,
+                                               back_projection=back_projection, sensor=sensor)
         for (tile, core_valid), out in zip(work, sharpened):
             yield tile, np.where(core_valid, out[(slice(None), *tile.core_in_window)], np.nan)

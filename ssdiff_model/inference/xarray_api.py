@@ -26,6 +26,7 @@ from affine import Affine
 # The reader's own grid checks, so that this entry refuses exactly what ingest refuses.
 from ssdiff_model.data.geotiff import _align_grids, _Raster
 from ssdiff_model.errors import BadInput
+from ssdiff_model.model.checkpoint import resolve_sampling
 
 __all__ = ["sharpen_dataarray"]
 
@@ -68,23 +69,27 @@ def _valid_values(raster: _Raster) -> np.ndarray:
     return np.where(raster.nodata, 0, raster.values).astype(raster.values.dtype)
 
 
-def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, steps: int = 10, seed: int = 0,
-                      tile: int = 64, halo: int = 16, batch_size: int = 8, full_scale: float | None = None,
-                      nodata: float | None = None) -> xr.DataArray:
+def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, steps: int | None = None,
+                      seed: int = 0, tile: int = 64, halo: int | None = None, batch_size: int = 8,
+                      full_scale: float | None = None, nodata: float | None = None,
+                      back_projection: int | None = None, sensor: str | None = None) -> xr.DataArray:
     """Sharpen a georeferenced PAN and MS given as DataArrays; the result is on the PAN's grid.
 
     Args:
         pansharpener: a ``Pansharpener``.
         pan: PAN ``(y, x)`` or ``(band=1, y, x)`` in DN, as ``rioxarray.open_rasterio`` gives it.
         ms_lr: MS ``(band, y, x)`` in DN at the checkpoint's ratio.
-        steps: DDIM steps.
+        steps: DDIM steps (None: the checkpoint's recommendation, else the project's default, as the pipeline
+            resolves them: ``ssdiff_model.model.checkpoint.resolve_sampling``).
         seed: seed of the position-keyed starting noise.
         tile: tile side in PAN pixels.
-        halo: overlap on each side of a tile's core.
+        halo: overlap on each side of a tile's core (None: as ``steps``).
         batch_size: tiles per network call.
         full_scale: the DN that means 1.0; None: inferred from the data (``Pansharpener.full_scale_of``).
         nodata: a DN that marks nodata in both arrays (besides NaN and each array's ``rio.nodata``), as
             ``ssdiff ingest --nodata``.
+        back_projection: iterations of back-projection onto the MS (``Pansharpener.sharpen``; None: as ``steps``).
+        sensor: the images' sensor, for the back-projection's MTF (None: the checkpoint's).
 
     Returns:
         ``hrms`` ``(band, y, x)`` float32 DN: the MS's band coordinate, the PAN's y/x coordinates (after the
@@ -119,14 +124,18 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
     pan_scene, ms_scene = pansharpener._as_scene(
         np.where(pan_raster.nodata[(0, *pan_window)], np.nan, pan_values),
         np.where(ms_raster.nodata[(slice(None), *ms_window)], np.nan, ms_values))
+    sampling, _ = resolve_sampling(pansharpener.checkpoint, steps=steps, halo=halo, back_projection=back_projection)
+    steps, halo = sampling["steps"], sampling["halo"]
     hrms = pansharpener._sharpen_scene(pan_scene, ms_scene, decision.value, steps=steps, seed=seed, tile=tile,
-                                       halo=halo, batch_size=batch_size)
+                                       halo=halo, batch_size=batch_size, sampler=sampling["sampler"],
+                                       back_projection=sampling["back_projection"], sensor=sensor)
 
     y_dim, x_dim = _spatial(pan, "pan")
     pan_grid = pan.isel({y_dim: pan_window[0], x_dim: pan_window[1]})
     out = xr.DataArray(hrms, dims=("band", y_dim, x_dim), name="hrms", coords={
         "band": _band_labels(pansharpener, ms_lr), y_dim: pan_grid[y_dim].values, x_dim: pan_grid[x_dim].values})
     out.attrs = _provenance(pansharpener, steps=steps, seed=seed, tile=tile, halo=halo, batch_size=batch_size,
+                            sampler=sampling["sampler"], back_projection=sampling["back_projection"],
                             decision=decision, notes=notes)
     if pan_raster.crs is not None:
         out = out.rio.write_crs(pan_raster.crs)
@@ -137,7 +146,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
 def _provenance(pansharpener, *, decision, notes, **settings) -> dict[str, Any]:
     """Attributes that say how the image was made (what ``ssdiff sharpen`` records in a mosaic, in brief)."""
     return {"model": "SSDiff", "checkpoint": str(pansharpener.source),
-            "checkpoint_hash": pansharpener.checkpoint_hash, "sampler": "ddim", **settings,
+            "checkpoint_hash": pansharpener.checkpoint_hash, **settings,
             "full_scale": decision.value, "full_scale_reason": decision.reason, "notes": "; ".join(notes)}
 
 

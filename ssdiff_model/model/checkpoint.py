@@ -168,8 +168,9 @@ def save_untrained(path: str | Path, *, bands: int, ratio: int, full_scale: floa
 # ---- sampling defaults ---------------------------------------------------------------------------------------------
 
 # What a run uses when neither the user nor the checkpoint says: the settings every run used before checkpoints
-# carried their own (the release samples 10 DDIM steps; a 16-pixel halo was the pipeline's default).
-PROJECT_SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 10, "halo": 16, "sampler": "consistent"}
+# carried their own (the release samples 10 DDIM steps; a 16-pixel halo was the pipeline's default; no
+# back-projection onto the MS, which came later: a checkpoint that recommends none samples as it always did).
+PROJECT_SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 10, "halo": 16, "sampler": "consistent", "back_projection": 0}
 SAMPLING_KEYS = tuple(PROJECT_SAMPLING_DEFAULTS)
 # Stores written before the release sampler existed call the consistent sampler "ddim".
 _SAMPLER_ALIASES = {"ddim": "consistent"}
@@ -190,7 +191,7 @@ def sampling_defaults(ckpt: Checkpoint) -> dict[str, Any]:
 def _check_sampling(values: dict[str, Any], where: str) -> None:
     from ssdiff_model.model.diffusion import SAMPLERS  # the diffusion module only when asked
 
-    for key, least in (("steps", 1), ("halo", 0)):
+    for key, least in (("steps", 1), ("halo", 0), ("back_projection", 0)):
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise BadInput(f"{where}: {key} must be an integer of at least {least}, got {value!r}")
@@ -199,22 +200,25 @@ def _check_sampling(values: dict[str, Any], where: str) -> None:
 
 
 def resolve_sampling(ckpt: Checkpoint | None, *, steps: int | None = None, halo: int | None = None,
-                     sampler: str | None = None, recorded: dict[str, Any] | None = None
-                     ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The steps, halo and sampler a run uses, and where each came from. The one place they are decided: the command
-    line, the flows and the archive reprocessing all come through here.
+                     sampler: str | None = None, back_projection: int | None = None,
+                     recorded: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The steps, halo, sampler and back-projection a run uses, and where each came from. The one place they are
+    decided: the command line, the flows and the archive reprocessing all come through here.
 
     Each setting is, in order: the user's (not None); the one the mosaic being resumed was made with (``recorded``,
     its attributes: a rerun finishes a store with its own settings, whatever the checkpoint recommends today); the
     checkpoint's recommendation (``sampling_defaults``); the project's default (``PROJECT_SAMPLING_DEFAULTS``).
 
     Returns:
-        ({"steps", "halo", "sampler"}: values, {same keys: "user" | "mosaic store" | "checkpoint" | "project"}).
+        ({"steps", "halo", "sampler", "back_projection"}: values, {same keys: "user" | "mosaic store" |
+        "checkpoint" | "project"}).
     """
-    given = {"steps": steps, "halo": halo, "sampler": sampler}
+    given = {"steps": steps, "halo": halo, "sampler": sampler, "back_projection": back_projection}
     _check_sampling(given, "given")
     stored = {k: _SAMPLER_ALIASES.get(v, v) if k == "sampler" else v
               for k, v in (recorded or {}).items() if k in SAMPLING_KEYS and v is not None}
+    if stored.get("steps") is not None and "back_projection" not in stored:
+        stored["back_projection"] = 0   # a mosaic made before back-projection existed was made without it
     recommended = sampling_defaults(ckpt) if ckpt is not None else {}   # None: a network built in memory
     values, sources = {}, {}
     for key in SAMPLING_KEYS:

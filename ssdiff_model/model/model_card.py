@@ -53,10 +53,11 @@ def _recommended_sampling(training: dict) -> list[str]:
     """The card's line for ``training["sampling_defaults"]`` (bench/steps_halo.py measures what to put there)."""
     recommended = training.get("sampling_defaults")
     if not recommended:
-        return ["- recommended sampling: none recorded (the pipeline uses 10 DDIM steps, halo 16, sampler consistent)"]
+        return ["- recommended sampling: none recorded (the pipeline uses 10 DDIM steps, halo 16, sampler consistent, "
+                "no back-projection)"]
     return [f"- recommended sampling: {recommended['steps']} DDIM steps, halo {recommended['halo']}, sampler "
-            f"{recommended['sampler']} (`training['sampling_defaults']`: what the pipeline uses when the user gives "
-            "none)"]
+            f"{recommended['sampler']}, back-projection {recommended.get('back_projection', 0)} "
+            "(`training['sampling_defaults']`: what the pipeline uses when the user gives none)"]
 
 
 def training_model_card(ckpt: Checkpoint, digest: str, filename: str) -> str:

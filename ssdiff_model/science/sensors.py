@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ssdiff_model.errors import BadInput
 
-__all__ = ["GENERIC_MS_GAIN", "GENERIC_PAN_GAIN", "SENSORS", "Sensor", "get_sensor"]
+__all__ = ["GENERIC_MS_GAIN", "GENERIC_PAN_GAIN", "SENSORS", "Sensor", "get_sensor", "mtf_sensor"]
 
 GENERIC_MS_GAIN = 0.3
 GENERIC_PAN_GAIN = 0.15
@@ -90,3 +90,24 @@ def get_sensor(sensor: str | Sensor) -> Sensor:
         known = ", ".join(s.name for s in SENSORS)
         raise BadInput(f"unknown sensor {sensor!r}; known sensors: {known} (aliases such as 'worldview-3' "
                          f"and any letter case are accepted)") from None
+
+
+def mtf_sensor(name: str | None, bands: int | None = None) -> str:
+    """The sensor whose MTF filters an image of ``name`` (and ``bands`` bands) gets: its own when the toolbox knows
+    it and has gains for that many bands, else the toolbox's generic one ('none'), as the toolbox does for sensors
+    it does not list (a multi-sensor checkpoint's "GeoEye1+QB" included).
+
+    Args:
+        name: a sensor name or alias, or None.
+        bands: the image's band count (None: not checked).
+
+    Returns:
+        The sensor's toolbox name, or "none".
+    """
+    try:
+        sensor = get_sensor(name or "none")
+        if bands is not None:
+            sensor.band_gains(bands)
+    except ValueError:
+        return "none"
+    return sensor.name

@@ -148,14 +148,15 @@ def test_wald_protocol_uses_the_mosaics_sampler(mosaic, scene_store, moved_check
 def _previous_wald(scene, attrs: MosaicAttrs, checkpoint, window: int) -> dict:
     """The reduced-resolution figures as `_wald_indexes` computed them before issue #21: the degraded pair and the
     fused image held in memory, sharpened by `sharpen_array`."""
-    from flows.evaluate import _metric_sensor, _reader
+    from flows.evaluate import _reader
+    from ssdiff_model.science.sensors import mtf_sensor
     from ssdiff_model.science.windowed import reduced_resolution_windowed, wald_degrade_windowed
 
     scene_attrs = SceneAttrs.from_attrs(scene.attrs)
     _, to_dn = index_scale(scene_attrs.bits, scene_attrs.full_scale)
     bands, rows, cols = scene[MS].shape
     pan_lr, ms_lr = wald_degrade_windowed(_reader(scene[PAN]), _reader(scene[MS]), (bands, rows, cols), 2,
-                                          _metric_sensor(scene_attrs.sensor), window)
+                                          mtf_sensor(scene_attrs.sensor), window)
     fused = sharpen_array(Pansharpener.from_checkpoint(checkpoint), pan_lr, ms_lr, tile=attrs.tile_size,
                           halo=attrs.halo, steps=attrs.steps, seed=attrs.seed, full_scale=scene_attrs.full_scale,
                           sampler=attrs.sampler)

@@ -25,6 +25,7 @@ from tiling import (
     TILE_NODATA,
     TILE_SHARPENED,
     TileGrid,
+    check_run_settings,
     create_mosaic_store,
     missing_tiles,
     mosaic_grid,
@@ -75,15 +76,18 @@ def random_sharpener(path, pair, width: int = 8, equalizes_pan: bool = False,
     return Pansharpener.from_checkpoint(path, device="cpu")
 
 
-def sharpen(scene, mosaic, sharpener, tile_size=TILE, halo=HALO, seed=0, batch_size=4, order=None, workers=1):
+def sharpen(scene, mosaic, sharpener, tile_size=TILE, halo=HALO, seed=0, batch_size=4, order=None, workers=1,
+            back_projection=0):
     """Sharpen a scene store tile by tile into a new mosaic store; return hrms as a numpy array."""
-    grid = create_mosaic_store(mosaic, scene, sharpener, tile_size=tile_size, halo=halo, seed=seed, steps=STEPS)
+    grid = create_mosaic_store(mosaic, scene, sharpener, tile_size=tile_size, halo=halo, seed=seed, steps=STEPS,
+                               back_projection=back_projection)
     tiles = list(grid.tiles())
     if order is not None:
         random.Random(order).shuffle(tiles)
     shares = [tiles[i::workers] for i in range(workers)]
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda share: run_tiles(scene, mosaic, sharpener, share, batch_size, seed, STEPS), shares))
+        list(pool.map(lambda share: run_tiles(scene, mosaic, sharpener, share, batch_size, seed, STEPS,
+                                              back_projection=back_projection), shares))
     return open_mosaic(mosaic)["hrms"].values
 
 
@@ -273,6 +277,15 @@ def test_bad_settings_are_clear_errors_and_leave_stores_intact(landsat_store, la
         create_mosaic_store(tmp_path / "other.zarr", landsat_store, three_bands, tile_size=TILE, halo=HALO, seed=0,
                             steps=STEPS)
     assert open_mosaic(store).attrs["seed"] == 0 and len(missing_tiles(store)) == 36
+    # back-projection is a run setting too; a store made before it existed was made without it
+    with pytest.raises(ValueError, match=r"hrms\.zarr.*back-projection=0.*3"):
+        run_tiles(landsat_store, store, landsat_sharpener, missing_tiles(store), 4, seed=0, steps=STEPS,
+                  back_projection=3)
+    group = zarr.open_group(store, mode="r+")
+    del group.attrs["back_projection"]
+    check_run_settings(store, back_projection=0)
+    with pytest.raises(ValueError, match=r"back-projection=0"):
+        check_run_settings(store, back_projection=3)
 
 
 @pytest.mark.parametrize("scene_name", ["landsat", "geoeye"])
@@ -288,19 +301,20 @@ def test_no_seams(scene_name, request, tmp_path):
     scene = tmp_path / "scene.zarr"
     write_scene_store(scene, pair)
     mosaics = {}
-    for tile_size, halo in ((32, 8), (48, 8), (32, 0)):
-        hrms = sharpen(scene, tmp_path / f"hrms{tile_size}-{halo}.zarr", sharpener, tile_size=tile_size, halo=halo,
-                       batch_size=8)
-        mosaics[tile_size, halo] = hrms
+    # each tile is back-projected onto its own window's MS: the halo has to absorb the edges of that too
+    for tile_size, halo, back_projection in ((32, 8, 0), (48, 8, 0), (32, 0, 0), (32, 8, 3)):
+        hrms = sharpen(scene, tmp_path / f"hrms{tile_size}-{halo}-{back_projection}.zarr", sharpener,
+                       tile_size=tile_size, halo=halo, batch_size=8, back_projection=back_projection)
+        mosaics[tile_size, halo, back_projection] = hrms
         deviation = max(abs(r - 1) for r in seam_ratios(hrms, tile_size - 2 * halo, period=4))
-        print(f"{scene_name} tile {tile_size}, halo {halo}: |gradient| across core boundaries vs inside: "
-              f"{deviation:.1%} apart")
+        print(f"{scene_name} tile {tile_size}, halo {halo}, back-projection {back_projection}: |gradient| across "
+              f"core boundaries vs inside: {deviation:.1%} apart")
         if halo:
             assert deviation < 0.1
         elif scene_name == "landsat":
             assert deviation > 0.1    # without a halo the statistic does see the seams on this scene
     shuffled = sharpen(scene, tmp_path / "shuffled.zarr", sharpener, batch_size=3, order=5, workers=2)
-    difference = np.abs(shuffled - mosaics[32, 8]).max()
+    difference = np.abs(shuffled - mosaics[32, 8, 0]).max()
     print(f"{scene_name}: shuffled, 3 per batch, 2 workers vs row by row, 8 per batch: {difference:.2e} DN")
     assert difference < same_mosaic_tolerance(pair.full_scale)
 

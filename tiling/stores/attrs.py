@@ -208,9 +208,9 @@ class MosaicAttrs(_StoreAttrs):
     """A mosaic store's attributes (``tiling.stores.layout``): the run settings it was created with, the model, the
     scene, then the provenance of the runs that filled it. None where a store made by older code lacks one.
 
-    The run settings (``tile_size``, ``halo``, ``seed``, ``steps``, ``sampler``, ``checkpoint_hash``,
-    ``scene_sources``, ``scene_content``, ``batch_size``) are those every run writing into the store must share
-    (``tiling.stores.mosaic.check_run_settings``).
+    The run settings (``tile_size``, ``halo``, ``seed``, ``steps``, ``sampler``, ``back_projection``,
+    ``checkpoint_hash``, ``scene_sources``, ``scene_content``, ``batch_size``) are those every run writing into the
+    store must share (``tiling.stores.mosaic.check_run_settings``).
     """
     LAYOUT: ClassVar[str] = MOSAIC_LAYOUT
 
@@ -229,6 +229,7 @@ class MosaicAttrs(_StoreAttrs):
     seed: int | None = _attr(None)
     steps: int | None = _attr(None)
     sampler: str | None = _attr(None, read=_sampler)
+    back_projection: int | None = _attr(None)   # None: a store made before back-projection existed (none)
     checkpoint_hash: str | None = _attr(None)
     scene_sources: dict[str, Any] | None = _attr(None)
     scene_content: str | None = _attr(None)

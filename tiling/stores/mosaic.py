@@ -41,8 +41,8 @@ __all__ = ["RUN_SETTINGS", "check_run_settings", "create_mosaic_store", "missing
 # Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
 # scene_content: the scene's pixels, nodata and full scale (tiling.integrity.content_sha256); batch_size: tiles
 # batched together go through one network call, whose arithmetic (and so the last bits of a tile) depends on it.
-RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "checkpoint_hash", "scene_sources",
-                "scene_content", "batch_size")
+RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "back_projection", "checkpoint_hash",
+                "scene_sources", "scene_content", "batch_size")
 
 
 def _code_version() -> str:
@@ -53,7 +53,8 @@ def _code_version() -> str:
 
 
 def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, pansharpener, *, tile_size: int,
-                        halo: int, seed: int, steps: int, sampler: str = "consistent", batch_size: int | None = None,
+                        halo: int, seed: int, steps: int, sampler: str = "consistent", back_projection: int = 0,
+                        batch_size: int | None = None,
                         provenance: Mapping[str, Any] | None = None, overwrite: bool = False) -> TileGrid:
     """Pre-allocate the mosaic store for sharpening ``scene_store`` with ``pansharpener`` and return its grid.
 
@@ -71,6 +72,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         seed: seed of the position-keyed noise.
         steps: sampling steps.
         sampler: "consistent" or "release".
+        back_projection: iterations of back-projection onto the MS after sampling.
         batch_size: tiles per network call (None: not recorded, any agrees).
         provenance: attributes added after the layout's (``MosaicAttrs.extra`` or its provenance fields).
         overwrite: replace an existing store made with other settings.
@@ -90,6 +92,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
                          f"{pansharpener.source} expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
     grid = TileGrid(height=height, width=width, ratio=attrs.ratio, tile_size=tile_size, halo=halo)
     settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps, "sampler": sampler,
+                "back_projection": back_projection,
                 "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs.sources,
                 "scene_content": scene_content, **({"batch_size": batch_size} if batch_size is not None else {})}
     if objstore.exists(mosaic_store) and not overwrite:
@@ -183,6 +186,8 @@ def check_run_settings(mosaic_store: StorePath, **settings) -> MosaicAttrs:
         if name not in RUN_SETTINGS:
             raise TypeError(f"unknown run setting {name!r}")
         recorded = getattr(attrs, name)   # the legacy sampler name reads as the sampler it names
+        if name == "back_projection" and recorded is None and attrs.steps is not None:
+            recorded = 0   # made before back-projection existed, so made without it
         if recorded is None:   # a store made before the setting was recorded: nothing to compare with
             continue
         if recorded != value:
@@ -195,7 +200,7 @@ def check_run_settings(mosaic_store: StorePath, **settings) -> MosaicAttrs:
 
 _SETTING_NAMES = {"scene_content": "scene pixels (their nodata, full scale and values: the sha256 ingest recorded)",
                   "scene_sources": "scene files", "checkpoint_hash": "checkpoint", "tile_size": "tile",
-                  "batch_size": "batch-size"}
+                  "batch_size": "batch-size", "back_projection": "back-projection"}
 
 
 def _shown(value: Any) -> str:

@@ -19,6 +19,7 @@ from ssdiff_model.model.checkpoint import Checkpoint, save_checkpoint
 from ssdiff_model.model.network import SSDiffNet
 from ssdiff_model.science.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN, PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import RadiometryError
+from ssdiff_model.science.resample import decimate, mtf_filter
 from tiling import sharpen_array
 
 FULL_SCALE = 65535.0  # Landsat-8 Level-1 stores the 12-bit samples rescaled to 16 bits
@@ -283,6 +284,27 @@ def test_unknown_checkpoint_name_lists_the_shipped_ones():
 
 # ---- the DataArray entry ----------------------------------------------------------------------------------------
 
+def test_back_projection_brings_the_output_to_its_ms_and_is_the_pipelines_too(sharpener, landsat_scene):
+    pan, ms = holed(*read_crop(landsat_scene, row=220, col=180, size=96))
+    settings = dict(steps=2, seed=5, tile=32, halo=8, batch_size=3)
+    plain = sharpener.sharpen(pan, ms, **settings)
+    projected = sharpener.sharpen(pan, ms, **settings, back_projection=3, sensor="Landsat8")
+    np.testing.assert_array_equal(projected, sharpen_array(sharpener, pan, ms, **settings, back_projection=3,
+                                                           sensor="Landsat8"))
+    np.testing.assert_array_equal(np.isnan(projected), np.isnan(plain))   # nodata stays where it was
+
+    def consistency_error(hrms):   # over the MS pixels below which nothing is nodata
+        degraded = decimate(mtf_filter(np.nan_to_num(hrms), "Landsat8", 2), 2)
+        valid = np.isfinite(hrms).reshape(4, 48, 2, 48, 2).all(axis=(2, 4)) & np.isfinite(ms)
+        valid[:, :24, :24] = False   # next to the PAN hole its filled values reach the filter
+        return np.abs(ms - degraded)[valid].mean()
+
+    assert consistency_error(projected) < 0.5 * consistency_error(plain)
+    # the scene's sensor gives the filters: QuickBird's MTF is not the generic one
+    assert not np.array_equal(projected, sharpener.sharpen(pan, ms, **settings, back_projection=3, sensor="QB"),
+                              equal_nan=True)
+
+
 @pytest.fixture(scope="module")
 def landsat_arrays(landsat_scene, tmp_path_factory):
     """The real PAN and MS GeoTIFF crops ingest tests use (EPSG:32616), opened as rioxarray opens them."""
@@ -309,6 +331,7 @@ def test_dataarrays_keep_their_grid_crs_and_bands(sharpener, landsat_arrays):
     np.testing.assert_array_equal(hrms["x"], pan["x"])
     np.testing.assert_array_equal(hrms.values, sharpener.sharpen(pan.values[0], ms.values, **SMALL))
     assert hrms.attrs["checkpoint_hash"] == sharpener.checkpoint_hash and hrms.attrs["full_scale"] == FULL_SCALE
+    assert (hrms.attrs["sampler"], hrms.attrs["back_projection"]) == ("consistent", 0)   # the project's defaults
     assert np.isnan(hrms.rio.nodata)
     # a PAN given as (y, x), and band names instead of numbers, come through too
     named = ms.assign_coords(band=BAND_NAMES)
