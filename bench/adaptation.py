@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--back-projection", type=int, default=None, metavar="N",
+                        help="iterations of back-projection onto the MS (default: the checkpoint's recommendation)")
     parser.add_argument("--trained-on", action="store_true", help="score scenes the checkpoint trained on instead")
     parser.add_argument("--full-resolution", action="store_true",
                         help="the scenes themselves (no reference): D_lambda, D_s, HQNR")
@@ -102,6 +104,7 @@ def main(argv=None) -> int:
         return 2
 
     from ssdiff_model.inference.pansharpener import Pansharpener
+    from ssdiff_model.model.checkpoint import resolve_sampling
     from tiling import sharpen_array
 
     full = args.full_resolution
@@ -115,8 +118,9 @@ def main(argv=None) -> int:
                 row[name] = scores(CLASSICAL[name](pair.pan, pair.ms_lr, pair.ratio, pair.sensor or "none"), pair,
                                    bits, full)
         start = time.perf_counter()
-        zero = sharpen_array(base, pair.pan, pair.ms_lr, tile=args.tile, halo=args.halo, steps=args.steps,
-                             seed=args.seed, full_scale=pair.full_scale)
+        sampling = dict(tile=args.tile, halo=args.halo, steps=args.steps, seed=args.seed, full_scale=pair.full_scale,
+                        back_projection=args.back_projection, sensor=pair.sensor)
+        zero = sharpen_array(base, pair.pan, pair.ms_lr, **sampling)
         row["sharpen_seconds"] = round(time.perf_counter() - start, 1)
         row["zero_shot"] = scores(zero, pair, bits, full)
         start = time.perf_counter()
@@ -127,9 +131,7 @@ def main(argv=None) -> int:
         record = adapted.checkpoint.training["adaptation"]
         row.update({f"adapt_{key}": record.get(key)
                     for key in ("examples", "held_out_examples", "kept_iteration", "declined", "checks")})
-        row["adapted"] = scores(sharpen_array(adapted, pair.pan, pair.ms_lr, tile=args.tile, halo=args.halo,
-                                              steps=args.steps, seed=args.seed, full_scale=pair.full_scale), pair,
-                                bits, full)
+        row["adapted"] = scores(sharpen_array(adapted, pair.pan, pair.ms_lr, **sampling), pair, bits, full)
         if not args.no_classical:
             for method in ("zero_shot", "adapted"):
                 row[f"{method}_beats_classical"] = beats(row, method, full)
@@ -141,6 +143,8 @@ def main(argv=None) -> int:
                       "settings": {k: getattr(args, k) for k in ("iterations", "lr", "every", "batch_size",
                                                                  "held_out", "steps", "tile", "halo", "seed",
                                                                  "crop")},
+                      "back_projection": resolve_sampling(base.checkpoint,
+                                                          back_projection=args.back_projection)[0]["back_projection"],
                       "scenes": rows, "means": means}))
     return 0
 

@@ -8,6 +8,7 @@ full-resolution ones on its own input pair (D_lambda, D_s, HQNR), as the toolbox
     python bench/quality_table.py [--out bench/results/quality]
     python bench/quality_table.py --checkpoint ssdiff-landsat-r2 [--checkpoint OTHER ...] [--steps 10] [--seed 0]
                                   [--sampler consistent --sampler release] [--adapt N]
+                                  [--back-projection 0 --back-projection 3]
 
 With --checkpoint, SSDiff is added as a method (sampled tile by tile with the same tiling the pipeline uses), and
 the scenes are the validation scenes of the checkpoint's training store (never trained on, taken with the same
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -114,9 +116,10 @@ def classical_method(fuse):
 
 
 def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0, sampler: str = "consistent",
-                  adapt: int = 0):
+                  adapt: int = 0, back_projection: int | None = None):
     """SSDiff as the pipeline runs it; with `adapt` > 0 first fine-tuned on each scene's own input pair
-    (``Pansharpener.adapted``: Wald's protocol on the pair it is given, never its reference)."""
+    (``Pansharpener.adapted``: Wald's protocol on the pair it is given, never its reference); back-projected onto
+    the MS with the scene's sensor (None: as the checkpoint recommends)."""
     from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import sharpen_array
 
@@ -127,7 +130,8 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int =
                                     sensor=pair.sensor) if adapt else model
         # The network sees DN / the scene's own full scale, as in training.
         return sharpen_array(scene_model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
-                             full_scale=pair.full_scale, sampler=sampler)
+                             full_scale=pair.full_scale, sampler=sampler, back_projection=back_projection,
+                             sensor=pair.sensor)
 
     return run
 
@@ -176,6 +180,9 @@ def main(argv=None) -> int:
                         help="SSDiff's sampler (repeatable, to compare both; default: consistent)")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="also SSDiff adapted to each scene with N L-BAF iterations (Pansharpener.adapted)")
+    parser.add_argument("--back-projection", action="append", type=int, metavar="N",
+                        help="iterations of back-projection onto the MS (repeatable, to compare; default: the "
+                             "checkpoint's recommendation)")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--no-wald", dest="wald", action="store_false",
@@ -191,14 +198,16 @@ def main(argv=None) -> int:
     methods = {name: classical_method(fuse) for name, fuse in CLASSICAL.items()}
     ssdiff = {}
     samplers = args.sampler or ["consistent"]
-    for checkpoint in args.checkpoint:
-        for sampler in samplers:
-            name = f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"
-            name += f" ({sampler})" if len(samplers) > 1 else ""
-            ssdiff[name] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo, args.seed, sampler)
-            if args.adapt:
-                ssdiff[f"{name} adapted {args.adapt}"] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo,
-                                                                       args.seed, sampler, args.adapt)
+    projections = args.back_projection or [None]
+    for checkpoint, sampler, projection in itertools.product(args.checkpoint, samplers, projections):
+        name = f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"
+        name += f" ({sampler})" if len(samplers) > 1 else ""
+        name += f" bp{projection}" if len(projections) > 1 else ""
+        ssdiff[name] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo, args.seed, sampler,
+                                     back_projection=projection)
+        if args.adapt:
+            ssdiff[f"{name} adapted {args.adapt}"] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo,
+                                                                   args.seed, sampler, args.adapt, projection)
     methods.update(ssdiff)
     scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
               reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))

@@ -14,10 +14,11 @@ and keeps its core; the halo absorbs what is left of the edges).
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ssdiff_model.errors import BadInput
-from ssdiff_model.science.resample import decimate, mtf_filter, upsample_ms
-from ssdiff_model.science.sensors import mtf_sensor
+from ssdiff_model.science.resample import MTF_KERNEL_SIZE, mtf_kernel, upsample_ms
+from ssdiff_model.science.sensors import get_sensor, mtf_sensor
 
 __all__ = ["ERROR_PAD", "back_project"]
 
@@ -47,10 +48,22 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
             fused.shape[1] % ratio or fused.shape[2] % ratio):
         raise BadInput(f"back-projection needs fused (B, H, W) and MS (B, H/{ratio}, W/{ratio}); got {fused.shape} "
                        f"and {ms_lr.shape}")
-    mtf = mtf_sensor(sensor, fused.shape[0])
+    if not iterations:
+        return fused
+    gains = get_sensor(mtf_sensor(sensor, fused.shape[0])).band_gains(fused.shape[0])
+    kernels = np.stack([mtf_kernel(gain, ratio) for gain in gains])
     pad = ((0, 0), (ERROR_PAD, ERROR_PAD), (ERROR_PAD, ERROR_PAD))
     edge = ERROR_PAD * ratio
     for _ in range(iterations):
-        error = np.pad(ms_lr - decimate(mtf_filter(fused, mtf, ratio), ratio), pad, mode="symmetric")
+        error = np.pad(ms_lr - _degrade(fused, kernels, ratio), pad, mode="symmetric")
         fused = fused + upsample_ms(error, ratio, method)[:, edge:-edge, edge:-edge]
     return fused
+
+
+def _degrade(image: np.ndarray, kernels: np.ndarray, ratio: int) -> np.ndarray:
+    """``decimate(mtf_filter(image))`` computed at the kept pixels only (a sixteenth of them at ratio 4): the
+    MTF.m filters ('replicate' edges) evaluated where ``decimate`` samples."""
+    half = MTF_KERNEL_SIZE // 2
+    padded = np.pad(image, ((0, 0), (half, half), (half, half)), mode="edge")
+    windows = sliding_window_view(padded, kernels.shape[1:], axis=(1, 2))[:, ratio // 2::ratio, ratio // 2::ratio]
+    return np.einsum("bijkl,bkl->bij", windows, kernels)

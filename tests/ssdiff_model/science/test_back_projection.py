@@ -62,3 +62,16 @@ def test_a_bad_number_of_iterations_is_refused(iterations):
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="back-projection needs"):
         back_project(np.zeros((4, 16, 16)), np.zeros((4, 8, 8)), 4, "QB", 1)
+
+
+def test_the_degradation_is_the_toolboxs_filter_then_decimation(toolbox_reference):
+    from ssdiff_model.science.back_projection import _degrade
+    from ssdiff_model.science.resample import mtf_kernel
+    from ssdiff_model.science.sensors import get_sensor
+
+    for scene, data in toolbox_scenes(toolbox_reference):
+        image, ratio, sensor = channel_first(data["fused_BTH"]), int(data["ratio"]), str(data["sensor"])
+        kernels = np.stack([mtf_kernel(g, ratio) for g in get_sensor(sensor).band_gains(image.shape[0])])
+        np.testing.assert_allclose(_degrade(image, kernels, ratio),
+                                   decimate(mtf_filter(image, sensor, ratio), ratio), rtol=0, atol=1e-9,
+                                   err_msg=scene)
