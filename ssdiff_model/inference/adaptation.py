@@ -190,7 +190,8 @@ def adapt_checkpoint(base: Checkpoint, pan: np.ndarray, ms_lr: np.ndarray, confi
         trainer = Trainer(net, TrainConfig(iterations=config.iterations, lr=config.lr, lbaf_start=0,
                                            lbaf_every=config.every, lbaf_lr=config.lr, seed=config.seed,
                                            log_every=0, full_scale=scale, update_norm_statistics=False), device)
-        check = _Check(trainer, {k: v[held] for k, v in fed.items()}, base, scale, config) if held.any() else None
+        check = (_Check(trainer, {k: v[held] for k, v in fed.items()}, base, scale, config, sensor or base.sensor)
+                 if held.any() else None)
         trainer.fit(patch_batches(train, config.batch_size, seed=config.seed, augmentation="dihedral"),
                     on_step=check)
         net = check.kept(record) if check else trainer.net
@@ -207,16 +208,18 @@ def adapt_checkpoint(base: Checkpoint, pan: np.ndarray, ms_lr: np.ndarray, confi
 
 class _Check:
     """Samples the held-out examples before training and after every branch phase (``on_step`` of the trainer),
-    scoring them as a training run's validation does, and remembers the weights of the best check that is no worse
+    back-projected as the scene will be (the base's recommendation, the scene's sensor), scoring them as a training
+    run's validation does, and remembers the weights of the best check that is no worse
     than the base on any index."""
 
     def __init__(self, trainer: Trainer, held: dict[str, np.ndarray], base: Checkpoint, scale: float,
-                 config: AdaptationConfig):
+                 config: AdaptationConfig, sensor: str | None):
         self.trainer, self.config = trainer, config
         self.held = {**held, "scene_index": np.zeros(len(held["pan"]), np.int64)}
         self.sources = [{"full_scale": scale, "bits": None}]
         self.bands = bool(base.training.get("band_equalization"))
-        self.steps = resolve_sampling(base)[0]["steps"]   # as the scene will be sampled
+        sampling = resolve_sampling(base)[0]   # as the scene will be sampled
+        self.steps, self.back_projection, self.sensor = sampling["steps"], sampling["back_projection"], sensor
         self.checks: list[dict] = []
         self.best: tuple[float, int, dict] | None = None
         self(0, None)
@@ -227,7 +230,7 @@ class _Check:
         net = self.trainer.net
         scores = validate(net, self.trainer.diffusion, self.held, self.sources, net.config["ratio"], self.steps,
                           seed=self.config.seed, batch_size=self.config.batch_size, band_equalization=self.bands,
-                          loss=False)
+                          loss=False, back_projection=self.back_projection, sensor=self.sensor)
         row = {"iteration": step, **{k: round(scores[f"val_{k}"], 6) for k in INDEXES}}
         self.checks.append(row)
         first = self.checks[0]

@@ -26,7 +26,7 @@ ERROR_PAD = 8   # MS pixels of symmetric padding around the error before it is u
 
 
 def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str | None, iterations: int,
-                 method: str = "interp23tap") -> np.ndarray:
+                 method: str | None = None) -> np.ndarray:
     """``fused`` made consistent with ``ms_lr`` by ``iterations`` steps of ``f <- f + up(ms_lr - down(f))``.
 
     Args:
@@ -36,7 +36,7 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
         sensor: the sensor whose MS MTF degrades (``mtf_sensor``: the generic gains for one the toolbox does not
             know, or None).
         iterations: back-projection steps (0 returns ``fused`` unchanged).
-        method: the upsampler ("interp23tap" for powers of 2, else "bicubic"; ``upsample_ms``).
+        method: the upsampler (``upsample_ms``; None: "interp23tap" for a power of 2, else "bicubic").
 
     Returns:
         ``(B, H, W)`` float64.
@@ -50,6 +50,7 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
                        f"and {ms_lr.shape}")
     if not iterations:
         return fused
+    method = method or ("interp23tap" if ratio & (ratio - 1) == 0 else "bicubic")
     gains = get_sensor(mtf_sensor(sensor, fused.shape[0])).band_gains(fused.shape[0])
     kernels = np.stack([mtf_kernel(gain, ratio) for gain in gains])
     pad = ((0, 0), (ERROR_PAD, ERROR_PAD), (ERROR_PAD, ERROR_PAD))

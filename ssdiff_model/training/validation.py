@@ -13,7 +13,7 @@ __all__ = ["validate"]
 
 def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
              seed: int = 0, batch_size: int = 8, band_equalization: bool = False,
-             loss: bool = True) -> dict[str, float]:
+             loss: bool = True, back_projection: int = 0, sensor: str | None = None) -> dict[str, float]:
     """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples.
 
     With `band_equalization` the examples come band-equalized (`TrainingStore.load(equalize_bands=True)`): the
@@ -30,12 +30,16 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
         batch_size: examples per network call.
         band_equalization: the examples are band-equalized.
         loss: also the validation loss (one more network call per batch).
+        back_projection: iterations of back-projection of each sample onto its MS before it is scored, as the
+            pipeline sharpens (``ssdiff_model.science.back_projection``).
+        sensor: whose MTF the back-projection uses (None: the toolbox's generic one).
 
     Returns:
         ``{"val_loss", "val_<index>"..., "val_examples"}`` (``val_loss`` only with `loss`); empty without examples.
     """
     import torch
 
+    from ssdiff_model.science.back_projection import back_project
     from ssdiff_model.science.equalization import equalize_bands, restore_bands
     from ssdiff_model.science.metrics import index_scale, reduced_resolution
     from ssdiff_model.training.loop import evaluation_loss
@@ -61,9 +65,12 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
             fused.append(diffusion.ddim_sample(net, batch["pan"], batch["lms"], batch["ms"], steps=steps,
                                                noise=noise[i:i + batch_size], bounds=bounds).float().cpu().numpy())
     fused = np.concatenate(fused)
-    reference = data["hrms"]
+    reference, ms = data["hrms"], data["ms"]
     if bands:
-        fused, reference = restore_bands(fused, *bands), restore_bands(reference, *bands)
+        fused, reference, ms = (restore_bands(a, *bands) for a in (fused, reference, ms))
+    if back_projection:
+        fused = np.stack([np.clip(back_project(f, m, ratio, sensor, back_projection), 0, 1)
+                          for f, m in zip(fused, ms)])
     scores: dict[str, list[float]] = {}
     for k in range(n):
         source = sources[int(data["scene_index"][k])]

@@ -196,3 +196,12 @@ def test_validation_scores_band_equalized_examples_in_the_scenes_units(tmp_path,
     assert scores[True]["val_ERGAS"] > 0.1   # the upsampled MS is not the reference
     unrestored = validate(NoDetail(), GaussianDiffusion(), data, store.sources, store.ratio, steps=2)
     assert abs(unrestored["val_ERGAS"] / scores[True]["val_ERGAS"] - 1) > 0.01   # equalized units differ
+    # back-projected samples (as adaptation's check scores them) are projected in the scene's units too
+    projected = {}
+    for equalized in (False, True):
+        data = store.load_spread("validation", 4, equalize_pan=True, equalize_bands=equalized)
+        projected[equalized] = validate(NoDetail(), GaussianDiffusion(), data, store.sources, store.ratio, steps=2,
+                                        band_equalization=equalized, back_projection=3, sensor="Landsat8")
+    for index in ("val_SAM", "val_ERGAS", "val_Q2n"):
+        assert projected[True][index] == pytest.approx(projected[False][index], rel=1e-3)
+    assert abs(projected[True]["val_ERGAS"] / scores[True]["val_ERGAS"] - 1) > 0.01
