@@ -15,6 +15,7 @@ toolbox's no-reference indexes D_lambda, D_s and HQNR.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,7 +36,7 @@ def scenes(checkpoint: str, data_root: Path, split: str, limit: int, full: bool,
     loaded as the store loaded them: Wald's reduced-resolution pair, or with `full` the scene itself, its central
     `crop` PAN pixels."""
     from ssdiff_model.data.catalogue import family_sources
-    from ssdiff_model.data.pair import PansharpeningBatch, PansharpeningPair
+    from ssdiff_model.data.pair import PansharpeningBatch
     from ssdiff_model.model.checkpoint import load_checkpoint
     from ssdiff_model.science.resample import central_window
     from ssdiff_model.science.wald import reduced_resolution_pair
@@ -54,8 +55,7 @@ def scenes(checkpoint: str, data_root: Path, split: str, limit: int, full: bool,
         label = source.id
         if full:   # the scene itself (a reduced-resolution set's inputs), without any reference
             pan, ms = central_window(pair.pan, pair.ms_lr, pair.ratio, crop // pair.ratio)
-            pair = PansharpeningPair(pan=pan, ms_lr=ms, ratio=pair.ratio, full_scale=pair.full_scale,
-                                     bits=pair.bits, sensor=pair.sensor, band_names=pair.band_names)
+            pair = dataclasses.replace(pair, pan=pan, ms_lr=ms, gt=None, lms=None)
         elif pair.gt is None:
             pair, label = reduced_resolution_pair(pair), label + " (Wald)"
         taken += 1
@@ -119,7 +119,8 @@ def main(argv=None) -> int:
                                    bits, full)
         start = time.perf_counter()
         sampling = dict(tile=args.tile, halo=args.halo, steps=args.steps, seed=args.seed, full_scale=pair.full_scale,
-                        back_projection=args.back_projection, sensor=pair.sensor)
+                        back_projection=args.back_projection, sensor=pair.sensor,
+                        ms_degradation=pair.ms_degradation)
         zero = sharpen_array(base, pair.pan, pair.ms_lr, **sampling)
         row["sharpen_seconds"] = round(time.perf_counter() - start, 1)
         row["zero_shot"] = scores(zero, pair, bits, full)

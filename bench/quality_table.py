@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import json
 import sys
@@ -93,18 +94,15 @@ def _crop_to_blocks(pair: PansharpeningPair) -> PansharpeningPair:
         return pair
     r = pair.ratio
     gt = None if pair.gt is None else pair.gt[:, :h, :w]
-    return PansharpeningPair(pan=pair.pan[:h, :w], ms_lr=pair.ms_lr[:, : h // r, : w // r], gt=gt,
-                             ratio=r, full_scale=pair.full_scale, bits=pair.bits, sensor=pair.sensor,
-                             band_names=pair.band_names, source=pair.source)
+    return dataclasses.replace(pair, pan=pair.pan[:h, :w], ms_lr=pair.ms_lr[:, : h // r, : w // r], gt=gt, lms=None)
 
 
 def _in_digital_numbers(pair: PansharpeningPair) -> tuple[PansharpeningPair, int]:
     bits, to_dn = index_scale(pair.bits, pair.full_scale)
     if to_dn == 1.0:
         return pair, bits
-    scaled = PansharpeningPair(pan=pair.pan * to_dn, ms_lr=pair.ms_lr * to_dn, gt=pair.gt * to_dn, ratio=pair.ratio,
-                               full_scale=pair.full_scale * to_dn, bits=bits, sensor=pair.sensor,
-                               band_names=pair.band_names, source=pair.source)
+    scaled = dataclasses.replace(pair, pan=pair.pan * to_dn, ms_lr=pair.ms_lr * to_dn, gt=pair.gt * to_dn, lms=None,
+                                 full_scale=pair.full_scale * to_dn, bits=bits)
     return scaled, bits
 
 
@@ -131,7 +129,7 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int =
         # The network sees DN / the scene's own full scale, as in training.
         return sharpen_array(scene_model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
                              full_scale=pair.full_scale, sampler=sampler, back_projection=back_projection,
-                             sensor=pair.sensor)
+                             sensor=pair.sensor, ms_degradation=pair.ms_degradation)
 
     return run
 

@@ -27,6 +27,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -55,8 +56,7 @@ TILE = 64
 def cropped(pair: PansharpeningPair, crop: int) -> PansharpeningPair:
     """The central crop x crop PAN pixels (whole MS pixels) of a reduced-resolution pair."""
     pan, ms_lr, gt = central_window(pair.pan, pair.ms_lr, pair.ratio, crop // pair.ratio, pair.gt)
-    return PansharpeningPair(pan=pan, ms_lr=ms_lr, gt=gt, ratio=pair.ratio, full_scale=pair.full_scale,
-                             bits=pair.bits, sensor=pair.sensor, band_names=pair.band_names, source=pair.source)
+    return dataclasses.replace(pair, pan=pan, ms_lr=ms_lr, gt=gt, lms=None)
 
 
 def score(model: Pansharpener, pair: PansharpeningPair, bits: int, *, steps: int, halo: int, sampler: str,

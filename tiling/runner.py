@@ -93,8 +93,8 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         seed: seed of the position-keyed noise (as the mosaic records it).
         steps: sampling steps (as the mosaic records them).
         sampler: "consistent" or "release" (as the mosaic records it).
-        back_projection: iterations of back-projection onto the MS, with the scene's sensor's MTF (as the mosaic
-            records it).
+        back_projection: iterations of back-projection onto the MS, with the scene's own degradation (its sensor's
+            MTF, or the bicubic resizing its store records) (as the mosaic records it).
 
     Returns:
         {"sharpened": tiles sharpened, "nodata": tiles skipped as all-nodata}.
@@ -140,6 +140,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     for tile, core in sample_tiles(pansharpener, pan_store, ms_store, tiles, batch_size=batch_size, seed=seed,
                                    steps=steps, full_scale=scene_attrs.full_scale, equalization=equalization,
                                    sampler=sampler, back_projection=back_projection, sensor=scene_attrs.sensor,
+                                   ms_degradation=scene_attrs.ms_degradation or "mtf",
                                    read=lambda tile: _read_tile(scene_store, pan_store, ms_store,
                                                                                  tile)):
         if core is None:

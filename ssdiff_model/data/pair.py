@@ -31,7 +31,9 @@ class PansharpeningData:
     `pan` PAN image(s); `ms_lr` the low-resolution MS; `ratio` the PAN / MS pixel ratio; `full_scale` the DN of the
     sensor's maximum and `bits` its bit depth when known; `sensor` the toolbox's sensor name (None when unknown);
     `band_names` one per MS band; `gt` the reference of a reduced-resolution pair and `lms` the MS already upsampled
-    by the data provider (None when absent); `source` the files read.
+    by the data provider (None when absent); `source` the files read; `ms_degradation` how the MS relates to the
+    scene at the PAN's resolution: "mtf" (the sensor's MTF then decimation: a sensor's own MS, Wald's protocol) or
+    "bicubic" (MATLAB's bicubic imresize: PanCollection's examples), what back-projection degrades with.
     """
 
     pan: np.ndarray
@@ -44,6 +46,7 @@ class PansharpeningData:
     gt: np.ndarray | None = None
     lms: np.ndarray | None = None
     source: tuple[Path, ...] = ()
+    ms_degradation: str = "mtf"
 
 
 @dataclass
@@ -108,7 +111,7 @@ class PansharpeningBatch(PansharpeningData):
         return PansharpeningPair(
             pan=self.pan[index], ms_lr=self.ms_lr[index], gt=pick(self.gt), lms=pick(self.lms), ratio=self.ratio,
             full_scale=self.full_scale, bits=self.bits, sensor=self.sensor, band_names=self.band_names,
-            source=self.source, notes=(f"example {index} of {len(self)}",),
+            source=self.source, notes=(f"example {index} of {len(self)}",), ms_degradation=self.ms_degradation,
         )
 
     def __iter__(self) -> Iterator[PansharpeningPair]:

@@ -141,7 +141,7 @@ class Pansharpener:
     def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0, tile: int = 64,
                 halo: int | None = None, batch_size: int = 8, full_scale: float | None = None,
                 sampler: str | None = None, back_projection: int | None = None,
-                sensor: str | None = None) -> np.ndarray:
+                sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
         """Sharpen an image tile by tile, as the pipeline does.
 
         The image is cut into the pipeline's tiles (windows of ``tile`` PAN pixels overlapping by ``halo``, each
@@ -169,6 +169,8 @@ class Pansharpener:
                 ``steps``).
             sensor: the image's sensor, whose MTF the back-projection degrades with (None: the checkpoint's; one
                 the toolbox does not know gets its generic gains).
+            ms_degradation: how the MS was made from the scene ("mtf": a sensor's MS, Wald's protocol; "bicubic":
+                PanCollection's examples; ``ssdiff_model.science.back_projection``).
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``, NaN where the input is nodata.
@@ -180,25 +182,28 @@ class Pansharpener:
         scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
         return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=settings["steps"], seed=seed, tile=tile,
                                    halo=settings["halo"], batch_size=batch_size, sampler=settings["sampler"],
-                                   back_projection=settings["back_projection"], sensor=sensor)
+                                   back_projection=settings["back_projection"], sensor=sensor,
+                                   ms_degradation=ms_degradation)
 
     def _sharpen_scene(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float, *, steps: int, seed: int,
                        tile: int, halo: int, batch_size: int, sampler: str = "consistent", back_projection: int = 0,
-                       sensor: str | None = None) -> np.ndarray:
+                       sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
         """``sharpen`` once the full scale is decided and the arrays are a scene's (float32, NaN = nodata)."""
         grid = TileGrid(height=pan.shape[0], width=pan.shape[1], ratio=self.ratio, tile_size=tile, halo=halo)
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         hrms = np.full((ms_lr.shape[0], *pan.shape), np.nan, dtype=np.float32)
         for part, core in sample_tiles(self, pan, ms_lr, list(grid.tiles()), batch_size=batch_size, seed=seed,
                                        steps=steps, full_scale=full_scale, equalization=equalization,
-                                       sampler=sampler, back_projection=back_projection, sensor=sensor):
+                                       sampler=sampler, back_projection=back_projection, sensor=sensor,
+                                       ms_degradation=ms_degradation):
             if core is not None:
                 hrms[(slice(None), *part.core)] = core
         return hrms
 
     def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0,
                       full_scale: float | None = None, sampler: str | None = None,
-                      back_projection: int | None = None, sensor: str | None = None) -> np.ndarray:
+                      back_projection: int | None = None, sensor: str | None = None,
+                      ms_degradation: str = "mtf") -> np.ndarray:
         """Sharpen an image as one network input: global attention over all its pixels at once.
 
         The cost of that attention grows with the square of the pixel count, and the network was trained on
@@ -212,7 +217,7 @@ class Pansharpener:
             steps: DDIM steps.
             seed: seed of the starting noise.
             full_scale: the DN that means 1.0 for these images; None: inferred (see ``full_scale_of``).
-            sampler, back_projection, sensor: as ``sharpen``.
+            sampler, back_projection, sensor, ms_degradation: as ``sharpen``.
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``.
@@ -227,12 +232,13 @@ class Pansharpener:
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=scale,
                                   equalization=equalization, sampler=sampler,
-                                  back_projection=settings["back_projection"], sensor=sensor)[0]
+                                  back_projection=settings["back_projection"], sensor=sensor,
+                                  ms_degradation=ms_degradation)[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
                       full_scale: float | None = None, equalization: PanEqualization | None = None,
                       sampler: str = "consistent", lms: np.ndarray | None = None, back_projection: int = 0,
-                      sensor: str | None = None) -> np.ndarray:
+                      sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
 
         With ``back_projection`` > 0 each sampled tile is then made consistent with its own MS by that many
@@ -248,6 +254,7 @@ class Pansharpener:
             back_projection: iterations of back-projection onto each tile's MS (0: none).
             sensor: the tiles' sensor, for the back-projection's MTF (None: the checkpoint's; one the toolbox does
                 not know gets its generic gains).
+            ms_degradation: how the tiles' MS was made ("mtf" or "bicubic"), the back-projection's degradation.
         """
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
@@ -286,8 +293,8 @@ class Pansharpener:
         if self.equalizes_bands:
             hrms = equalization.invert_bands(hrms)
         if back_projection:
-            hrms = np.stack([back_project(h, m, self.ratio, sensor or self.sensor, back_projection, self._upsampling)
-                             for h, m in zip(hrms, ms_dn)])
+            hrms = np.stack([back_project(h, m, self.ratio, sensor or self.sensor, back_projection, self._upsampling,
+                                          ms_degradation) for h, m in zip(hrms, ms_dn)])
         return np.clip(hrms, 0, scale).astype(np.float32)
 
     # ---- helpers -----------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def _valid_values(raster: _Raster) -> np.ndarray:
 def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, steps: int | None = None,
                       seed: int = 0, tile: int = 64, halo: int | None = None, batch_size: int = 8,
                       full_scale: float | None = None, nodata: float | None = None,
-                      back_projection: int | None = None, sensor: str | None = None) -> xr.DataArray:
+                      back_projection: int | None = None, sensor: str | None = None,
+                      ms_degradation: str = "mtf") -> xr.DataArray:
     """Sharpen a georeferenced PAN and MS given as DataArrays; the result is on the PAN's grid.
 
     Args:
@@ -90,6 +91,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
             ``ssdiff ingest --nodata``.
         back_projection: iterations of back-projection onto the MS (``Pansharpener.sharpen``; None: as ``steps``).
         sensor: the images' sensor, for the back-projection's MTF (None: the checkpoint's).
+        ms_degradation: how the MS was made ("mtf": a sensor's MS; "bicubic"), the back-projection's degradation.
 
     Returns:
         ``hrms`` ``(band, y, x)`` float32 DN: the MS's band coordinate, the PAN's y/x coordinates (after the
@@ -128,7 +130,8 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
     steps, halo = sampling["steps"], sampling["halo"]
     hrms = pansharpener._sharpen_scene(pan_scene, ms_scene, decision.value, steps=steps, seed=seed, tile=tile,
                                        halo=halo, batch_size=batch_size, sampler=sampling["sampler"],
-                                       back_projection=sampling["back_projection"], sensor=sensor)
+                                       back_projection=sampling["back_projection"], sensor=sensor,
+                                       ms_degradation=ms_degradation)
 
     y_dim, x_dim = _spatial(pan, "pan")
     pan_grid = pan.isel({y_dim: pan_window[0], x_dim: pan_window[1]})

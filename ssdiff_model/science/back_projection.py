@@ -17,16 +17,21 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ssdiff_model.errors import BadInput
+from ssdiff_model.science.imresize import imresize
 from ssdiff_model.science.resample import MTF_KERNEL_SIZE, mtf_kernel, upsample_ms
 from ssdiff_model.science.sensors import get_sensor, mtf_sensor
 
-__all__ = ["ERROR_PAD", "back_project"]
+__all__ = ["DEGRADATIONS", "ERROR_PAD", "back_project"]
+
+# How an MS can relate to the scene at the PAN's resolution: the sensor's MTF then decimation (a sensor's own MS, and
+# Wald's protocol), or MATLAB's bicubic imresize (PanCollection's examples).
+DEGRADATIONS = ("mtf", "bicubic")
 
 ERROR_PAD = 8   # MS pixels of symmetric padding around the error before it is upsampled (the 23-tap reach)
 
 
 def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str | None, iterations: int,
-                 method: str | None = None) -> np.ndarray:
+                 method: str | None = None, degradation: str = "mtf") -> np.ndarray:
     """``fused`` made consistent with ``ms_lr`` by ``iterations`` steps of ``f <- f + up(ms_lr - down(f))``.
 
     Args:
@@ -37,6 +42,9 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
             know, or None).
         iterations: back-projection steps (0 returns ``fused`` unchanged).
         method: the upsampler (``upsample_ms``; None: "interp23tap" for a power of 2, else "bicubic").
+        degradation: how the MS was made from the scene (``DEGRADATIONS``), which ``down`` is: the sensor's MTF and
+            decimation, or MATLAB's bicubic imresize. Projecting with another degradation than the MS's own moves
+            the image away from the scene (README, "Back-projection onto the MS").
 
     Returns:
         ``(B, H, W)`` float64.
@@ -44,6 +52,8 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
     fused, ms_lr = np.asarray(fused, dtype=np.float64), np.asarray(ms_lr, dtype=np.float64)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise BadInput(f"back-projection iterations must be an integer >= 0, got {iterations!r}")
+    if degradation not in DEGRADATIONS:
+        raise BadInput(f"unknown MS degradation {degradation!r}; expected one of {DEGRADATIONS}")
     if fused.ndim != 3 or ms_lr.shape != (fused.shape[0], fused.shape[1] // ratio, fused.shape[2] // ratio) or (
             fused.shape[1] % ratio or fused.shape[2] % ratio):
         raise BadInput(f"back-projection needs fused (B, H, W) and MS (B, H/{ratio}, W/{ratio}); got {fused.shape} "
@@ -51,12 +61,19 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
     if not iterations:
         return fused
     method = method or ("interp23tap" if ratio & (ratio - 1) == 0 else "bicubic")
-    gains = get_sensor(mtf_sensor(sensor, fused.shape[0])).band_gains(fused.shape[0])
-    kernels = np.stack([mtf_kernel(gain, ratio) for gain in gains])
+    if degradation == "bicubic":
+        def degrade(image):
+            return imresize(image, 1 / ratio, method="bicubic")
+    else:
+        gains = get_sensor(mtf_sensor(sensor, fused.shape[0])).band_gains(fused.shape[0])
+        kernels = np.stack([mtf_kernel(gain, ratio) for gain in gains])
+
+        def degrade(image):
+            return _degrade(image, kernels, ratio)
     pad = ((0, 0), (ERROR_PAD, ERROR_PAD), (ERROR_PAD, ERROR_PAD))
     edge = ERROR_PAD * ratio
     for _ in range(iterations):
-        error = np.pad(ms_lr - _degrade(fused, kernels, ratio), pad, mode="symmetric")
+        error = np.pad(ms_lr - degrade(fused), pad, mode="symmetric")
         fused = fused + upsample_ms(error, ratio, method)[:, edge:-edge, edge:-edge]
     return fused
 

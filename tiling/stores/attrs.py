@@ -198,6 +198,9 @@ class SceneAttrs(_StoreAttrs):
     pan_equalization: PanEqualization | None = _attr(None, read=_equalization, always=True)
     ms_offset_pan_px: MSOffset | None = _attr(None, read=_offset, always=True)
     nodata: float | None = _attr(None, always=True)
+    # how the MS was made from the scene ("mtf", "bicubic": ssdiff_model.science.back_projection); None: before it
+    # was recorded, "mtf"
+    ms_degradation: str | None = _attr(None, always=True)
     radiometry: dict[str, Any] | None = _attr(None, always=True)
     content_sha256: str | None = _attr(None, always=True)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -135,6 +135,7 @@ def write_scene_store(store: StorePath, pair, *, sources: Mapping[str, StorePath
         ms_offset_pan_px=measured_offset(materialize(offset_pan), materialize(offset_ms), ratio,
                                          window=OFFSET_WINDOW),
         nodata=None if nodata is None else float(nodata),
+        ms_degradation=getattr(pair, "ms_degradation", "mtf"),
         radiometry=pair.radiometry.as_attrs() if getattr(pair, "radiometry", None) is not None else None,
         content_sha256=content_sha256(pan_dn, ms_dn, float(pair.full_scale)),
         extra=dict(provenance or {}),

@@ -62,6 +62,24 @@ def test_pancollection_nhwc_and_nchw_read_back_alike(wv3_patches, tmp_path):
     np.testing.assert_array_equal(pair.gt, wv3_patches["gt"][3].transpose(2, 0, 1))
 
 
+def test_pancollection_examples_say_their_ms_is_bicubic_resized(shared_data):
+    """What back-projection needs to know: PanCollection's MS is MATLAB's bicubic imresize of its reference, not the
+    sensor's MTF and decimation."""
+    from ssdiff_model.science.imresize import imresize
+    from ssdiff_model.science.resample import decimate, mtf_filter
+
+    batch = read_pair(shared_data / "pancollection_wv3_patches" / "train_wv3_100.mat")
+    pair = batch.pair(0)
+    assert batch.ms_degradation == pair.ms_degradation == "bicubic"
+    assert read_pair(shared_data / "pnn_fr" / "imgGE1.mat").ms_degradation == "mtf"   # a sensor's own MS
+
+    def misfit(degraded):
+        return np.abs(degraded - pair.ms_lr).mean() / pair.ms_lr.mean()
+
+    assert misfit(imresize(pair.gt.astype(np.float64), 0.25, method="bicubic")) < 0.01
+    assert misfit(decimate(mtf_filter(pair.gt, "WV3", 4), 4)) > 0.05
+
+
 def test_pancollection_ambiguous_layout_is_refused(wv3_patches, tmp_path):
     # MS patches of 8 x 8 pixels with 8 bands and a 32 x 32 PAN read as NHWC and as NCHW: no silent guess.
     path = write_h5(tmp_path / "wv3_cube.h5",

@@ -303,6 +303,12 @@ def test_back_projection_brings_the_output_to_its_ms_and_is_the_pipelines_too(sh
     # the scene's sensor gives the filters: QuickBird's MTF is not the generic one
     assert not np.array_equal(projected, sharpener.sharpen(pan, ms, **settings, back_projection=3, sensor="QB"),
                               equal_nan=True)
+    # and the way its MS was made: resized bicubically (a PanCollection example) is projected so, through the
+    # scene store too
+    bicubic = sharpener.sharpen(pan, ms, **settings, back_projection=3, ms_degradation="bicubic")
+    assert not np.array_equal(projected, bicubic, equal_nan=True)
+    np.testing.assert_array_equal(bicubic, sharpen_array(sharpener, pan, ms, **settings, back_projection=3,
+                                                         ms_degradation="bicubic"))
 
 
 @pytest.fixture(scope="module")

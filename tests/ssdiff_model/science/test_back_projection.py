@@ -75,3 +75,20 @@ def test_the_degradation_is_the_toolboxs_filter_then_decimation(toolbox_referenc
         np.testing.assert_allclose(_degrade(image, kernels, ratio),
                                    decimate(mtf_filter(image, sensor, ratio), ratio), rtol=0, atol=1e-9,
                                    err_msg=scene)
+
+
+def test_an_ms_made_by_bicubic_resizing_is_projected_with_that_resizing(toolbox_reference):
+    from ssdiff_model.science.imresize import imresize
+
+    scene, data = toolbox_scenes(toolbox_reference)[0]
+    truth, ratio = channel_first(data["gt"]), int(data["ratio"])
+    ms_lr = imresize(truth, 1 / ratio, method="bicubic")
+    np.testing.assert_allclose(back_project(truth, ms_lr, ratio, None, 2, degradation="bicubic"), truth, atol=1e-9)
+    fused = channel_first(data["fused_BTH"])
+
+    def misfit(image):
+        return np.abs(imresize(image, 1 / ratio, method="bicubic") - ms_lr).mean()
+
+    assert misfit(back_project(fused, ms_lr, ratio, None, 3, degradation="bicubic")) < 0.5 * misfit(fused), scene
+    with pytest.raises(ValueError, match="unknown MS degradation"):
+        back_project(fused, ms_lr, ratio, None, 1, degradation="gaussian")
