@@ -51,7 +51,7 @@ class SharpenSettings:
     adapt: int = field(default=0, metadata=_option(
         "--adapt", "first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced resolution "
                    "(Wald's protocol on the scene; 12 costs less than sharpening 512 x 512 pixels), checked on a "
-                   "held-out part of it: the base's weights are kept unless the check is no worse (kept beside the "
+                   "held-out part of it: the base's weights are kept unless the check gains 5 % (kept beside the "
                    "mosaic, reused by reruns)", type=int,
         metavar="N"))
     tile_size: int = field(default=64, metadata=_option(

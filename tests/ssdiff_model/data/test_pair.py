@@ -14,16 +14,17 @@ from ssdiff_model.data.pair import PansharpeningBatch, PansharpeningData, Pansha
 
 def test_pair_and_batch_share_their_description_fields():
     shared = [f.name for f in dataclasses.fields(PansharpeningData)]
-    assert shared == ["pan", "ms_lr", "ratio", "full_scale", "bits", "sensor", "band_names", "gt", "lms", "source"]
+    assert shared == ["pan", "ms_lr", "ratio", "full_scale", "bits", "sensor", "band_names", "gt", "lms", "source",
+                      "ms_degradation"]
     assert [f.name for f in dataclasses.fields(PansharpeningBatch)] == shared
     assert [f.name for f in dataclasses.fields(PansharpeningPair)] == [
         *shared, "crs", "pan_transform", "ms_transform", "notes", "radiometry"]
     batch = PansharpeningBatch(np.zeros((2, 8, 8), np.float32), np.ones((2, 3, 4, 4), np.float32), 2, 255.0, bits=8,
-                               sensor="QB", band_names=("b", "g", "r"))
+                               sensor="QB", band_names=("b", "g", "r"), ms_degradation="bicubic")
     pair = batch.pair(1)
     assert isinstance(pair, PansharpeningPair) and not isinstance(batch, PansharpeningPair)
-    described = (pair.ratio, pair.full_scale, pair.bits, pair.sensor, pair.band_names)
-    assert described == (2, 255.0, 8, "QB", ("b", "g", "r"))
+    described = (pair.ratio, pair.full_scale, pair.bits, pair.sensor, pair.band_names, pair.ms_degradation)
+    assert described == (2, 255.0, 8, "QB", ("b", "g", "r"), "bicubic")
     assert pair.notes == ("example 1 of 2",) and pair.n_bands == 3 and len(list(batch)) == 2
     with pytest.raises(ValueError, match="2 band names for 3 MS bands"):
         dataclasses.replace(pair, band_names=("b", "g"))

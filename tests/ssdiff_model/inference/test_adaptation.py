@@ -131,6 +131,10 @@ def test_the_check_keeps_the_best_weights_no_worse_than_the_base(base, scene):
     wrecked = base.adapted(*scene, iterations=20, lr=0.5, **quick)
     assert wrecked.checkpoint.training["adaptation"]["kept_iteration"] == 0
     assert all(torch.equal(v, _weights(base)[k]) for k, v in _weights(wrecked).items())
+    # a gain the check cannot show (every index 90 % better) keeps the base's weights, and the record says so
+    demanding = base.adapted(*scene, iterations=20, lr=1e-3, min_gain=0.9, **quick).checkpoint.training["adaptation"]
+    assert demanding["kept_iteration"] == 0 and demanding["min_gain"] == 0.9
+    assert demanding["checks"] == record["checks"]   # the same run, judged more strictly
 
 
 @pytest.mark.slow
