@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--every", type=int, default=defaults.every)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--min-gain", type=float, default=defaults.min_gain,
+                        help="relative SAM and ERGAS gain a check needs for its weights to be kept")
     parser.add_argument("--held-out", type=float, default=defaults.held_out,
                         help="share of the scene kept out of training to check the adaptation (0: unchecked)")
     parser.add_argument("--steps", type=int, default=2)
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         adapted = base.adapted(pair.pan, pair.ms_lr, iterations=args.iterations, seed=args.seed,
                                full_scale=pair.full_scale, sensor=pair.sensor, lr=args.lr, every=args.every,
-                               batch_size=args.batch_size, held_out=args.held_out)
+                               batch_size=args.batch_size, held_out=args.held_out, min_gain=args.min_gain)
         row["adapt_seconds"] = round(time.perf_counter() - start, 1)
         record = adapted.checkpoint.training["adaptation"]
         row.update({f"adapt_{key}": record.get(key)
@@ -142,8 +144,8 @@ def main(argv=None) -> int:
              for m in ("zero_shot", "adapted", *(() if args.no_classical else COMPARED))}
     print(json.dumps({"checkpoint": args.checkpoint, "trained_on": args.trained_on, "full_resolution": full,
                       "settings": {k: getattr(args, k) for k in ("iterations", "lr", "every", "batch_size",
-                                                                 "held_out", "steps", "tile", "halo", "seed",
-                                                                 "crop")},
+                                                                 "held_out", "min_gain", "steps", "tile", "halo",
+                                                                 "seed", "crop")},
                       "back_projection": resolve_sampling(base.checkpoint,
                                                           back_projection=args.back_projection)[0]["back_projection"],
                       "scenes": rows, "means": means}))

@@ -98,7 +98,7 @@ class Pansharpener:
             seed: timesteps, noise, batches and augmentation of the fine-tune.
             full_scale: the scene's full scale in DN (default the checkpoint's).
             sensor: the scene's sensor for Wald's MTF filters (default the checkpoint's).
-            settings: further ``AdaptationConfig`` fields (lr, every, batch_size, stride, held_out).
+            settings: further ``AdaptationConfig`` fields (lr, every, batch_size, stride, held_out, min_gain).
 
         Returns:
             The adapted Pansharpener; its ``checkpoint`` records the base's hash and the settings.
