@@ -107,7 +107,12 @@ def test_adapted_weights_live_beside_an_s3_mosaic_and_it_equals_the_local_adapte
     assert not local["adaptation"]["reused"] and not remote["adaptation"]["reused"]
     with xr.open_zarr(mosaic) as opened, xr.open_zarr(local_mosaic) as expected:
         np.testing.assert_array_equal(opened.hrms.values, expected.hrms.values)
-        assert not np.array_equal(opened.hrms.values, local_run["hrms"]), "the adapted weights were used"
+        # the actors loaded the adapted object: the mosaic is theirs (its hash records the adaptation, whatever the
+        # check kept), and its pixels are the base's exactly when the check kept the base's weights
+        assert opened.attrs["checkpoint_hash"] == remote["adaptation"]["adapted_hash"] != remote["adaptation"][
+            "base_hash"]
+        kept_base = remote["adaptation"]["kept_iteration"] == 0
+        assert np.array_equal(opened.hrms.values, local_run["hrms"]) == kept_base
     again = run_cli(["sharpen", s3_scene, "--out", mosaic, *adapt])
     assert again["adaptation"]["reused"] and (again["tiles_already_done"], again["sharpened"]) == (TILES, 0)
 
