@@ -36,7 +36,7 @@ from ssdiff_model.model.network import build_network
 from ssdiff_model.science.back_projection import back_project
 from ssdiff_model.science.equalization import PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import FullScale, infer_full_scale
-from ssdiff_model.science.resample import upsample_ms
+from ssdiff_model.science.resample import upsample_ms, upsampling_method
 
 __all__ = ["NETWORK_SIZE_MULTIPLE", "Pansharpener", "network_from_checkpoint"]
 
@@ -121,7 +121,7 @@ class Pansharpener:
     @property
     def _upsampling(self) -> str:
         """The toolbox's 23-tap interpolator, which exists for powers of 2 only; bicubic otherwise."""
-        return "interp23tap" if self.ratio & (self.ratio - 1) == 0 else "bicubic"
+        return upsampling_method(self.ratio)
 
     @property
     def equalizes(self) -> bool:

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.imresize import imresize
-from ssdiff_model.science.resample import MTF_KERNEL_SIZE, mtf_kernel, upsample_ms
+from ssdiff_model.science.resample import MTF_KERNEL_SIZE, mtf_kernel, upsample_ms, upsampling_method
 from ssdiff_model.science.sensors import get_sensor, mtf_sensor
 
 __all__ = ["DEGRADATIONS", "ERROR_PAD", "back_project"]
@@ -60,7 +60,7 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
                        f"and {ms_lr.shape}")
     if not iterations:
         return fused
-    method = method or ("interp23tap" if ratio & (ratio - 1) == 0 else "bicubic")
+    method = method or upsampling_method(ratio)
     if degradation == "bicubic":
         def degrade(image):
             return imresize(image, 1 / ratio, method="bicubic")

@@ -13,7 +13,7 @@ from ssdiff_model.science.sensors import Sensor, get_sensor
 
 __all__ = ["INTERP23_KERNEL", "KAISER_BETA", "MTF_KERNEL_SIZE", "central_window", "check_pair", "check_ratio",
            "decimate", "filter_replicate", "gaussian_fir", "interp23tap", "mtf_filter", "mtf_kernel",
-           "pan_mtf_filter", "upsample_ms", "wald_degrade"]
+           "pan_mtf_filter", "upsample_ms", "upsampling_method", "wald_degrade"]
 
 MTF_KERNEL_SIZE = 41  # N = 41 in genMTF.m, MTF_PAN.m and LPfilterGauss.m
 KAISER_BETA = 0.5  # MATLAB's kaiser(N) default
@@ -133,6 +133,12 @@ def interp23tap(image, ratio: int) -> np.ndarray:
         upsampled = ndimage.correlate1d(upsampled, INTERP23_KERNEL, axis=1, mode="wrap")
         image = ndimage.correlate1d(upsampled, INTERP23_KERNEL, axis=2, mode="wrap")
     return image
+
+
+def upsampling_method(ratio: int) -> str:
+    """The toolbox's 23-tap interpolator where it exists (powers of 2), bicubic otherwise: how the project upsamples
+    an MS by ``ratio`` (the network's input, the training examples, back-projection)."""
+    return "interp23tap" if ratio & (ratio - 1) == 0 else "bicubic"
 
 
 def upsample_ms(ms_lr, ratio: int, method: str = "interp23tap") -> np.ndarray:

@@ -24,6 +24,7 @@ from ssdiff_model.errors import BadInput
 from ssdiff_model.science import equalization
 from ssdiff_model.science import registration as coregistration
 from ssdiff_model.science.equalization import PanEqualization, pan_equalization
+from ssdiff_model.science.resample import upsampling_method
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
 from ssdiff_model.training.split import _rank
 
@@ -38,8 +39,8 @@ PATCH_SIZE = 64   # the training patch, in PAN pixels
 
 
 def lms_method(ratio: int) -> str:
-    """The toolbox's 23-tap interpolator where it exists (powers of 2), bicubic otherwise."""
-    return "interp23tap" if ratio & (ratio - 1) == 0 else "bicubic"
+    """How training examples upsample their MS: ``upsampling_method``, as the network's input at inference."""
+    return upsampling_method(ratio)
 
 
 def normalised(image: np.ndarray, full_scale: float) -> np.ndarray:
