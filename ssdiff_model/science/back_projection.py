@@ -13,6 +13,8 @@ and keeps its core; the halo absorbs what is left of the edges).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -65,8 +67,7 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
         def degrade(image):
             return imresize(image, 1 / ratio, method="bicubic")
     else:
-        gains = get_sensor(mtf_sensor(sensor, fused.shape[0])).band_gains(fused.shape[0])
-        kernels = np.stack([mtf_kernel(gain, ratio) for gain in gains])
+        kernels = _mtf_kernels(mtf_sensor(sensor, fused.shape[0]), fused.shape[0], ratio)
 
         def degrade(image):
             return _degrade(image, kernels, ratio)
@@ -76,6 +77,15 @@ def back_project(fused: np.ndarray, ms_lr: np.ndarray, ratio: int, sensor: str |
         error = np.pad(ms_lr - degrade(fused), pad, mode="symmetric")
         fused = fused + upsample_ms(error, ratio, method)[:, edge:-edge, edge:-edge]
     return fused
+
+
+@lru_cache(maxsize=32)
+def _mtf_kernels(sensor: str, bands: int, ratio: int) -> np.ndarray:
+    """The sensor's MTF filter of every band, built once per (sensor, bands, ratio): the pipeline back-projects every
+    tile of a scene with the same ones (read-only, as the cache shares them)."""
+    kernels = np.stack([mtf_kernel(gain, ratio) for gain in get_sensor(sensor).band_gains(bands)])
+    kernels.flags.writeable = False
+    return kernels
 
 
 def _degrade(image: np.ndarray, kernels: np.ndarray, ratio: int) -> np.ndarray:
