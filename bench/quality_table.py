@@ -114,10 +114,11 @@ def classical_method(fuse):
 
 
 def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int = 0, sampler: str = "consistent",
-                  adapt: int = 0, back_projection: int | None = None):
+                  adapt: int = 0, back_projection: int | None = None, ensemble: int | None = None):
     """SSDiff as the pipeline runs it; with `adapt` > 0 first fine-tuned on each scene's own input pair
     (``Pansharpener.adapted``: Wald's protocol on the pair it is given, never its reference); back-projected onto
-    the MS with the scene's sensor (None: as the checkpoint recommends)."""
+    the MS with the scene's sensor and averaged over ``ensemble`` dihedral views (None: as the checkpoint
+    recommends)."""
     from ssdiff_model.inference.pansharpener import Pansharpener
     from tiling import sharpen_array
 
@@ -129,7 +130,7 @@ def ssdiff_method(checkpoint: str, steps: int, tile: int, halo: int, seed: int =
         # The network sees DN / the scene's own full scale, as in training.
         return sharpen_array(scene_model, pair.pan, pair.ms_lr, tile=tile, halo=halo, steps=steps, seed=seed,
                              full_scale=pair.full_scale, sampler=sampler, back_projection=back_projection,
-                             sensor=pair.sensor, ms_degradation=pair.ms_degradation)
+                             sensor=pair.sensor, ms_degradation=pair.ms_degradation, ensemble=ensemble)
 
     return run
 
@@ -181,6 +182,9 @@ def main(argv=None) -> int:
     parser.add_argument("--back-projection", action="append", type=int, metavar="N",
                         help="iterations of back-projection onto the MS (repeatable, to compare; default: the "
                              "checkpoint's recommendation)")
+    parser.add_argument("--ensemble", action="append", type=int, metavar="N",
+                        help="dihedral views averaged per tile (repeatable, to compare; default: the checkpoint's "
+                             "recommendation)")
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--no-wald", dest="wald", action="store_false",
@@ -197,15 +201,19 @@ def main(argv=None) -> int:
     ssdiff = {}
     samplers = args.sampler or ["consistent"]
     projections = args.back_projection or [None]
-    for checkpoint, sampler, projection in itertools.product(args.checkpoint, samplers, projections):
+    ensembles = args.ensemble or [None]
+    for checkpoint, sampler, projection, ensemble in itertools.product(args.checkpoint, samplers, projections,
+                                                                        ensembles):
         name = f"SSDiff {Path(checkpoint).stem}" if len(args.checkpoint) > 1 else "SSDiff"
         name += f" ({sampler})" if len(samplers) > 1 else ""
         name += f" bp{projection}" if len(projections) > 1 else ""
+        name += f" e{ensemble}" if len(ensembles) > 1 else ""
         ssdiff[name] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo, args.seed, sampler,
-                                     back_projection=projection)
+                                     back_projection=projection, ensemble=ensemble)
         if args.adapt:
             ssdiff[f"{name} adapted {args.adapt}"] = ssdiff_method(checkpoint, args.steps, args.tile, args.halo,
-                                                                   args.seed, sampler, args.adapt, projection)
+                                                                   args.seed, sampler, args.adapt, projection,
+                                                                   ensemble)
     methods.update(ssdiff)
     scenes = (validation_scenes(args.checkpoint[0], args.data, args.max_per_dataset) if args.checkpoint else
               reduced_resolution_scenes(args.data, args.wald, args.max_per_dataset))

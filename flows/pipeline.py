@@ -38,7 +38,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
                      max_actors: int | None = None, ray_address: str | None = None, reference: str | None = None,
                      reduced: bool = False,
                      quicklook: str | None = None, progress: bool = True, adapt: int = 0,
-                     back_projection: int | None = None) -> dict[str, Any]:
+                     back_projection: int | None = None, ensemble: int | None = None) -> dict[str, Any]:
     """Ingest the scene files, sharpen them into ``mosaic_store`` and evaluate the mosaic. Rerunning resumes:
     an identical scene store is reused and only missing tiles are sharpened.
 
@@ -50,7 +50,7 @@ def pansharpen_scene(pan: str, mosaic_store: str, checkpoint: str, ms: list[str]
     """
     scene_store = scene_store or str(default_scene_store(mosaic_store))
     settings = SharpenSettings(checkpoint=checkpoint, steps=steps, seed=seed, sampler=sampler, adapt=adapt,
-                               back_projection=back_projection,
+                               back_projection=back_projection, ensemble=ensemble,
                                tile_size=tile_size, halo=halo, batch_size=batch_size, actors=actors,
                                max_actors=max_actors, ray_address=ray_address, progress=progress,
                                overwrite=overwrite)

@@ -72,10 +72,10 @@ class TileSharpener:
                 "threads": torch.get_num_threads(), "calls": self.calls}
 
     def sharpen(self, scene_store: str, mosaic_store: str, tiles: Sequence[Tile], batch_size: int, seed: int,
-                steps: int, sampler: str = "consistent", back_projection: int = 0) -> dict[str, int]:
+                steps: int, sampler: str = "consistent", back_projection: int = 0, ensemble: int = 1) -> dict[str, int]:
         self.calls += 1
         return run_tiles(scene_store, mosaic_store, self.pansharpener, tiles, batch_size=batch_size, seed=seed,
-                         steps=steps, sampler=sampler, back_projection=back_projection)
+                         steps=steps, sampler=sampler, back_projection=back_projection, ensemble=ensemble)
 
 
 @dataclass(eq=False)
@@ -226,8 +226,8 @@ class SharpenerPool:
     # ---- work --------------------------------------------------------------------------------------------------
 
     def sharpen(self, scene_store: str | os.PathLike, mosaic_store: str | os.PathLike, tiles: Sequence[Tile], *,
-                seed: int, steps: int, sampler: str = "consistent", back_projection: int = 0, batch_size: int = 8,
-                progress: bool | tqdm = True, on_batch_done=None) -> dict[str, Any]:
+                seed: int, steps: int, sampler: str = "consistent", back_projection: int = 0, ensemble: int = 1,
+                batch_size: int = 8, progress: bool | tqdm = True, on_batch_done=None) -> dict[str, Any]:
         """Sharpen ``tiles`` (normally ``missing_tiles(mosaic_store)``), ``batch_size`` tiles per actor call.
 
         Returns:
@@ -260,7 +260,7 @@ class SharpenerPool:
                 while queue and actor.info is not None and actor.load < CALLS_IN_FLIGHT_PER_ACTOR:
                     index = queue.popleft()
                     ref = actor.handle.sharpen.remote(scene_store, mosaic_store, batches[index], batch_size, seed,
-                                                      steps, sampler, back_projection)
+                                                      steps, sampler, back_projection, ensemble)
                     in_flight[ref] = (actor, index)
                     actor.load += 1
                     totals["actor_calls"] += 1

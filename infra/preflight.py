@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ssdiff_model.errors import BadInput
+from ssdiff_model.model.dihedral import ENSEMBLE_SIZES
 
 if TYPE_CHECKING:
     from infra.settings import SharpenSettings
@@ -158,6 +159,8 @@ def require_sharpen_settings(settings: SharpenSettings) -> None:
         raise BadInput(f"--halo {halo}: cannot be negative")
     if settings.back_projection is not None and settings.back_projection < 0:
         raise BadInput(f"--back-projection {settings.back_projection}: cannot be negative")
+    if settings.ensemble is not None and settings.ensemble not in ENSEMBLE_SIZES:
+        raise BadInput(f"--ensemble {settings.ensemble}: one of {', '.join(map(str, ENSEMBLE_SIZES))} dihedral views")
     if tile_size < 1 or tile_size - 2 * (halo or 0) < 1:
         raise BadInput(f"--tile {tile_size} with --halo {halo} leaves no core: the tile must exceed twice the "
                          f"halo")

@@ -69,7 +69,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     (seeded with ``settings.seed``; ``infra.adapt``), once, in a Ray task; the weights are kept beside the mosaic
     and reused by reruns, and the actors (a pool of their own: ``pool`` holds another model) load them.
 
-    ``steps``, ``halo``, ``sampler`` and ``back_projection`` left None are resolved by
+    ``steps``, ``halo``, ``sampler``, ``back_projection`` and ``ensemble`` left None are resolved by
     ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
     recommendation, else the project's default); the mosaic records the values used and, in
     ``sampling_settings_from``, where each came from.
@@ -113,7 +113,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
             extra["adaptation"] = {k: v for k, v in adaptation.items() if k != "reused"}
         create_mosaic_store(mosaic_store, scene_store, described, tile_size=settings.tile_size, halo=settings.halo,
                             seed=settings.seed, steps=settings.steps, sampler=settings.sampler,
-                            back_projection=settings.back_projection,
+                            back_projection=settings.back_projection, ensemble=settings.ensemble,
                             batch_size=settings.batch_size, overwrite=settings.overwrite,
                             provenance={**extra, **dict(settings.provenance)})
         del described
@@ -134,6 +134,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
                    "seconds": round(time.perf_counter() - clock, 3), "started": started, "finished": finished,
                    "ray_cluster": cluster, "steps": settings.steps, "halo": settings.halo,
                    "sampler": settings.sampler, "back_projection": settings.back_projection,
+                   "ensemble": settings.ensemble,
                    "sampling_settings_from": settings_from,
                    **({"adaptation": adaptation} if settings.adapt else {})}
         if todo or attrs.finished is None:   # nothing to do: the attributes read above are still current
@@ -148,13 +149,14 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 
 
 def _resolve_sampling(ckpt, mosaic_store, settings: SharpenSettings) -> tuple[SharpenSettings, dict[str, str]]:
-    """The settings with steps, halo, sampler and back-projection resolved, and where each came from; a mosaic
+    """The settings with steps, halo, sampler, back-projection and ensemble resolved, and where each came from; a mosaic
     being resumed lends its own."""
     from ssdiff_model.model.checkpoint import resolve_sampling
 
     recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
     values, sources = resolve_sampling(ckpt, recorded=recorded, steps=settings.steps, halo=settings.halo,
-                                       sampler=settings.sampler, back_projection=settings.back_projection)
+                                       sampler=settings.sampler, back_projection=settings.back_projection,
+                                       ensemble=settings.ensemble)
     return settings.replace(**values), sources
 
 
@@ -169,7 +171,7 @@ def _sharpen_missing(pool: SharpenerPool | None, checkpoint, settings: SharpenSe
                   desc=Path(mosaic_store).name) as bar:
             return pool.sharpen(scene_store, mosaic_store, todo, seed=settings.seed, steps=settings.steps,
                                 sampler=settings.sampler, back_projection=settings.back_projection,
-                                batch_size=settings.batch_size, progress=bar)
+                                ensemble=settings.ensemble, batch_size=settings.batch_size, progress=bar)
     finally:
         if own_pool:
             pool.close()

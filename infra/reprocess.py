@@ -109,7 +109,8 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, settings: SharpenSett
     settings = settings.replace(provenance={**settings.provenance, "ray_job": "infra.reprocess"})
     # A setting left None agrees with any finished mosaic: sharpen_scene would resume it with its own
     # (ssdiff_model.model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
-    checked = {k: getattr(settings, k) for k in ("steps", "seed", "sampler", "back_projection", "tile_size", "halo")
+    checked = {k: getattr(settings, k) for k in ("steps", "seed", "sampler", "back_projection", "ensemble", "tile_size",
+                                                  "halo")
                if getattr(settings, k) is not None}
     todo = [s for s in scene_stores if not _finished_with(mosaic_path(s, out_dir), checked)]
     skipped = [str(s) for s in scene_stores if s not in todo]

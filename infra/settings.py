@@ -27,7 +27,7 @@ def _option(flag: str | None, help: str, **argparse_kwargs) -> dict[str, Any]:
 class SharpenSettings:
     """How one scene (or an archive of scenes) is sharpened.
 
-    ``steps``, ``halo``, ``sampler`` and ``back_projection`` left None are resolved by
+    ``steps``, ``halo``, ``sampler``, ``back_projection`` and ``ensemble`` left None are resolved by
     ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
     recommendation, else the project's default).
     ``provenance`` adds attributes to the mosaic store (who ran it: a Prefect flow run, a Ray job).
@@ -47,6 +47,10 @@ class SharpenSettings:
     back_projection: int | None = field(default=None, metadata=_option(
         "--back-projection", "iterations of back-projection onto the MS after sampling (the output degraded by "
                              "the scene's MTF gives its MS back; default: the checkpoint's recommendation, else 0)",
+        type=int, metavar="N"))
+    ensemble: int | None = field(default=None, metadata=_option(
+        "--ensemble", "average each tile over N dihedral views (turned and mirrored, each turned back): 1, 2, 4 or "
+                      "8; costs N samplings (default: the checkpoint's recommendation, else 1)",
         type=int, metavar="N"))
     adapt: int = field(default=0, metadata=_option(
         "--adapt", "first fine-tune the checkpoint on this scene for N L-BAF iterations at reduced resolution "

@@ -27,15 +27,15 @@ __all__ = ["blocks_to_zarr", "sharpen_array", "sharpen_to_stores"]
 def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int = 64, halo: int | None = None,
                   steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
                   sampler: str | None = None, back_projection: int | None = None,
-                  sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
+                  sensor: str | None = None, ms_degradation: str = "mtf", ensemble: int | None = None) -> np.ndarray:
     """Sharpen an image held in memory through a temporary scene store, ``run_tiles`` and a mosaic store.
 
     Args:
         pansharpener: a ``Pansharpener``.
         pan: PAN ``(H, W)`` in DN, NaN = nodata.
         ms_lr: MS ``(B, H / r, W / r)`` in DN, NaN = nodata.
-        tile, halo, steps, seed, batch_size, full_scale, sampler, back_projection, sensor, ms_degradation: as
-            ``sharpen_to_stores``.
+        tile, halo, steps, seed, batch_size, full_scale, sampler, back_projection, sensor, ms_degradation,
+            ensemble: as ``sharpen_to_stores``.
 
     Returns:
         ``(B, H, W)`` float32 DN; NaN inputs stay NaN.
@@ -43,14 +43,15 @@ def sharpen_array(pansharpener, pan: np.ndarray, ms_lr: np.ndarray, *, tile: int
     with tempfile.TemporaryDirectory(prefix="ssdiff-") as tmp:
         mosaic = sharpen_to_stores(pansharpener, pan, ms_lr, tmp, tile=tile, halo=halo, steps=steps, seed=seed,
                                    batch_size=batch_size, full_scale=full_scale, sampler=sampler,
-                                   back_projection=back_projection, sensor=sensor, ms_degradation=ms_degradation)
+                                   back_projection=back_projection, sensor=sensor, ms_degradation=ms_degradation,
+                                   ensemble=ensemble)
         return open_mosaic(mosaic, dask=False)[HRMS].values
 
 
 def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int = 64, halo: int | None = None,
                       steps: int | None = None, seed: int = 0, batch_size: int = 8, full_scale: float | None = None,
                       sampler: str | None = None, back_projection: int | None = None,
-                      sensor: str | None = None, ms_degradation: str = "mtf") -> Path:
+                      sensor: str | None = None, ms_degradation: str = "mtf", ensemble: int | None = None) -> Path:
     """Sharpen a pair into a scene store and a mosaic store in ``folder`` (``scene.zarr``, ``mosaic.zarr``).
 
     NumPy inputs are held whole; dask inputs (e.g. over temporary Zarr arrays) are read a band of rows at a time
@@ -77,14 +78,15 @@ def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int
         sensor: the pair's sensor, recorded in the scene store (its MTF is the back-projection's; None: the
             checkpoint's).
         ms_degradation: how the MS was made ("mtf" or "bicubic"), recorded in the scene store.
+        ensemble: dihedral views averaged per tile (``Pansharpener.sharpen_tiles``; None: as ``steps``).
 
     Returns:
         The mosaic store's path; its ``HRMS`` is ``(B, H, W)`` float32 DN, NaN where the inputs were.
     """
     settings, _ = resolve_sampling(getattr(pansharpener, "checkpoint", None), steps=steps, halo=halo, sampler=sampler,
-                                   back_projection=back_projection)
+                                   back_projection=back_projection, ensemble=ensemble)
     steps, halo, sampler = settings["steps"], settings["halo"], settings["sampler"]
-    back_projection = settings["back_projection"]
+    back_projection, ensemble = settings["back_projection"], settings["ensemble"]
     scale = pansharpener.full_scale_of(pan, ms_lr, full_scale).value
     pan, ms_lr = (a.astype(np.float32) if is_lazy(a) else np.asarray(a, dtype=np.float32) for a in (pan, ms_lr))
     pair = PansharpeningPair(pan=pan, ms_lr=ms_lr, ratio=pansharpener.ratio, full_scale=scale,
@@ -93,9 +95,9 @@ def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int
     scene, mosaic = Path(folder) / "scene.zarr", Path(folder) / "mosaic.zarr"
     write_scene_store(scene, pair, sources={})
     grid = create_mosaic_store(mosaic, scene, pansharpener, tile_size=tile, halo=halo, seed=seed, steps=steps,
-                               sampler=sampler, back_projection=back_projection)
+                               sampler=sampler, back_projection=back_projection, ensemble=ensemble)
     run_tiles(scene, mosaic, pansharpener, list(grid.tiles()), batch_size=batch_size, seed=seed, steps=steps,
-              sampler=sampler, back_projection=back_projection)
+              sampler=sampler, back_projection=back_projection, ensemble=ensemble)
     return mosaic
 
 

@@ -79,7 +79,7 @@ def _read_tile(scene_store: StorePath, pan_store, ms_store, tile: Tile) -> tuple
 
 def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, tiles: Sequence[Tile],
               batch_size: int, seed: int, steps: int, sampler: str = "consistent",
-              back_projection: int = 0) -> dict[str, int]:
+              back_projection: int = 0, ensemble: int = 1) -> dict[str, int]:
     """Sharpen ``tiles`` of the scene into the mosaic store (created by ``create_mosaic_store`` with the same
     seed, steps and checkpoint), ``batch_size`` tiles per network call, and mark each in the manifest once its
     core is written.
@@ -95,6 +95,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         sampler: "consistent" or "release" (as the mosaic records it).
         back_projection: iterations of back-projection onto the MS, with the scene's own degradation (its sensor's
             MTF, or the bicubic resizing its store records) (as the mosaic records it).
+        ensemble: dihedral views averaged per tile (as the mosaic records it).
 
     Returns:
         {"sharpened": tiles sharpened, "nodata": tiles skipped as all-nodata}.
@@ -103,8 +104,8 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
         raise BadInput(f"batch_size must be at least 1, got {batch_size}")
     scene_attrs = SceneAttrs.read(scene_store)
     attrs = check_run_settings(mosaic_store, seed=seed, steps=steps, sampler=sampler, back_projection=back_projection,
-                               checkpoint_hash=pansharpener.checkpoint_hash, scene_sources=scene_attrs.sources,
-                               batch_size=batch_size)
+                               ensemble=ensemble, checkpoint_hash=pansharpener.checkpoint_hash,
+                               scene_sources=scene_attrs.sources, batch_size=batch_size)
     scene = zarr.open_group(objstore.zarr_store(scene_store, read_only=True), mode="r")
     pan_store, ms_store = scene[PAN], scene[MS]
     mosaic = zarr.open_group(objstore.zarr_store(mosaic_store), mode="r+")
@@ -140,7 +141,7 @@ def run_tiles(scene_store: StorePath, mosaic_store: StorePath, pansharpener, til
     for tile, core in sample_tiles(pansharpener, pan_store, ms_store, tiles, batch_size=batch_size, seed=seed,
                                    steps=steps, full_scale=scene_attrs.full_scale, equalization=equalization,
                                    sampler=sampler, back_projection=back_projection, sensor=scene_attrs.sensor,
-                                   ms_degradation=scene_attrs.ms_degradation or "mtf",
+                                   ms_degradation=scene_attrs.ms_degradation or "mtf", ensemble=ensemble,
                                    read=lambda tile: _read_tile(scene_store, pan_store, ms_store,
                                                                                  tile)):
         if core is None:

@@ -225,6 +225,7 @@ class _Check:
         self.bands = bool(base.training.get("band_equalization"))
         sampling = resolve_sampling(base)[0]   # as the scene will be sampled
         self.steps, self.back_projection, self.sensor = sampling["steps"], sampling["back_projection"], sensor
+        self.ensemble = sampling["ensemble"]
         self.checks: list[dict] = []
         self.best: tuple[float, int, dict] | None = None
         self(0, None)
@@ -235,7 +236,8 @@ class _Check:
         net = self.trainer.net
         scores = validate(net, self.trainer.diffusion, self.held, self.sources, net.config["ratio"], self.steps,
                           seed=self.config.seed, batch_size=self.config.batch_size, band_equalization=self.bands,
-                          loss=False, back_projection=self.back_projection, sensor=self.sensor)
+                          loss=False, back_projection=self.back_projection, sensor=self.sensor,
+                          ensemble=self.ensemble)
         row = {"iteration": step, **{k: round(scores[f"val_{k}"], 6) for k in INDEXES}}
         self.checks.append(row)
         first, keep = self.checks[0], 1 - self.config.min_gain

@@ -31,6 +31,7 @@ from ssdiff_model.inference.tile_grid import NETWORK_SIZE_MULTIPLE, TileGrid
 from ssdiff_model.inference.tiled import sample_tiles
 from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, resolve_sampling
 from ssdiff_model.model.diffusion import GaussianDiffusion
+from ssdiff_model.model.dihedral import ENSEMBLE_SIZES, self_ensemble
 from ssdiff_model.model.lora import add_lora, merge_lora
 from ssdiff_model.model.network import build_network
 from ssdiff_model.science.back_projection import back_project
@@ -141,7 +142,7 @@ class Pansharpener:
     def sharpen(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0, tile: int = 64,
                 halo: int | None = None, batch_size: int = 8, full_scale: float | None = None,
                 sampler: str | None = None, back_projection: int | None = None,
-                sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
+                sensor: str | None = None, ms_degradation: str = "mtf", ensemble: int | None = None) -> np.ndarray:
         """Sharpen an image tile by tile, as the pipeline does.
 
         The image is cut into the pipeline's tiles (windows of ``tile`` PAN pixels overlapping by ``halo``, each
@@ -171,23 +172,24 @@ class Pansharpener:
                 the toolbox does not know gets its generic gains).
             ms_degradation: how the MS was made from the scene ("mtf": a sensor's MS, Wald's protocol; "bicubic":
                 PanCollection's examples; ``ssdiff_model.science.back_projection``).
+            ensemble: dihedral views averaged per tile (``sharpen_tiles``; None: as ``steps``).
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``, NaN where the input is nodata.
         """
         settings, _ = resolve_sampling(self.checkpoint, steps=steps, halo=halo, sampler=sampler,
-                                       back_projection=back_projection)
+                                       back_projection=back_projection, ensemble=ensemble)
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
         scale = self.full_scale_of(pan, ms_lr, full_scale).value   # from the arrays as given: dtype is evidence
         return self._sharpen_scene(*self._as_scene(pan, ms_lr), scale, steps=settings["steps"], seed=seed, tile=tile,
                                    halo=settings["halo"], batch_size=batch_size, sampler=settings["sampler"],
                                    back_projection=settings["back_projection"], sensor=sensor,
-                                   ms_degradation=ms_degradation)
+                                   ms_degradation=ms_degradation, ensemble=settings["ensemble"])
 
     def _sharpen_scene(self, pan: np.ndarray, ms_lr: np.ndarray, full_scale: float, *, steps: int, seed: int,
                        tile: int, halo: int, batch_size: int, sampler: str = "consistent", back_projection: int = 0,
-                       sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
+                       sensor: str | None = None, ms_degradation: str = "mtf", ensemble: int = 1) -> np.ndarray:
         """``sharpen`` once the full scale is decided and the arrays are a scene's (float32, NaN = nodata)."""
         grid = TileGrid(height=pan.shape[0], width=pan.shape[1], ratio=self.ratio, tile_size=tile, halo=halo)
         equalization = pan_equalization(pan, ms_lr, self.ratio) if self.equalizes else None
@@ -195,7 +197,7 @@ class Pansharpener:
         for part, core in sample_tiles(self, pan, ms_lr, list(grid.tiles()), batch_size=batch_size, seed=seed,
                                        steps=steps, full_scale=full_scale, equalization=equalization,
                                        sampler=sampler, back_projection=back_projection, sensor=sensor,
-                                       ms_degradation=ms_degradation):
+                                       ms_degradation=ms_degradation, ensemble=ensemble):
             if core is not None:
                 hrms[(slice(None), *part.core)] = core
         return hrms
@@ -203,7 +205,7 @@ class Pansharpener:
     def sharpen_whole(self, pan: np.ndarray, ms_lr: np.ndarray, steps: int | None = None, seed: int = 0,
                       full_scale: float | None = None, sampler: str | None = None,
                       back_projection: int | None = None, sensor: str | None = None,
-                      ms_degradation: str = "mtf") -> np.ndarray:
+                      ms_degradation: str = "mtf", ensemble: int | None = None) -> np.ndarray:
         """Sharpen an image as one network input: global attention over all its pixels at once.
 
         The cost of that attention grows with the square of the pixel count, and the network was trained on
@@ -217,12 +219,13 @@ class Pansharpener:
             steps: DDIM steps.
             seed: seed of the starting noise.
             full_scale: the DN that means 1.0 for these images; None: inferred (see ``full_scale_of``).
-            sampler, back_projection, sensor, ms_degradation: as ``sharpen``.
+            sampler, back_projection, sensor, ms_degradation, ensemble: as ``sharpen``.
 
         Returns:
             ``(B, H, W)`` float32 DN in ``[0, full scale]``.
         """
-        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler, back_projection=back_projection)
+        settings, _ = resolve_sampling(self.checkpoint, steps=steps, sampler=sampler, back_projection=back_projection,
+                                       ensemble=ensemble)
         steps, sampler = settings["steps"], settings["sampler"]
         pan, ms_lr = np.asarray(pan), np.asarray(ms_lr)
         self._check_image_shapes(pan, ms_lr)
@@ -233,13 +236,17 @@ class Pansharpener:
         return self.sharpen_tiles(pan[None], ms_lr[None], noise, steps=steps, full_scale=scale,
                                   equalization=equalization, sampler=sampler,
                                   back_projection=settings["back_projection"], sensor=sensor,
-                                  ms_degradation=ms_degradation)[0]
+                                  ms_degradation=ms_degradation, ensemble=settings["ensemble"])[0]
 
     def sharpen_tiles(self, pan: np.ndarray, ms_lr: np.ndarray, noise: np.ndarray, steps: int = 10,
                       full_scale: float | None = None, equalization: PanEqualization | None = None,
                       sampler: str = "consistent", lms: np.ndarray | None = None, back_projection: int = 0,
-                      sensor: str | None = None, ms_degradation: str = "mtf") -> np.ndarray:
+                      sensor: str | None = None, ms_degradation: str = "mtf", ensemble: int = 1) -> np.ndarray:
         """N tiles: pan (N, H, W), ms_lr (N, B, h, w) in DN, noise (N, B, H, W) -> (N, B, H, W) float32 DN.
+
+        With ``ensemble`` > 1 each tile is sampled in that many dihedral views (turned and mirrored, its noise
+        too) and the answers, turned back, are averaged (``ssdiff_model.model.dihedral.self_ensemble``): the cost
+        is ``ensemble`` samplings.
 
         With ``back_projection`` > 0 each sampled tile is then made consistent with its own MS by that many
         iterations of back-projection (``ssdiff_model.science.back_projection``: its degradation by the sensor's
@@ -255,9 +262,12 @@ class Pansharpener:
             sensor: the tiles' sensor, for the back-projection's MTF (None: the checkpoint's; one the toolbox does
                 not know gets its generic gains).
             ms_degradation: how the tiles' MS was made ("mtf" or "bicubic"), the back-projection's degradation.
+            ensemble: dihedral views averaged per tile (1, 2, 4 or 8; 1: the tile as given).
         """
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
+        if ensemble not in ENSEMBLE_SIZES or isinstance(ensemble, bool):
+            raise BadInput(f"ensemble must be one of {ENSEMBLE_SIZES} dihedral views, got {ensemble!r}")
         if lms is not None and np.shape(lms) != noise.shape:
             raise BadInput(f"lms has shape {np.shape(lms)}, expected {noise.shape} (the tiles' MS on the PAN grid)")
         if lms is not None and self.equalizes_bands:
@@ -285,9 +295,13 @@ class Pansharpener:
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in
                    (pan[:, None] / scale, lms / scale, ms_lr / scale, noise)]
         pan_t, lms_t, ms_t, noise_t = self._pad(*tensors)
+
+        def sample(pan_v, lms_v, ms_v, noise_v):
+            return self.diffusion.ddim_sample(self.net, pan_v, lms_v, ms_v, steps=steps, noise=noise_v, bounds=bounds,
+                                              sampler=sampler)
+
         with torch.inference_mode():
-            image = self.diffusion.ddim_sample(self.net, pan_t, lms_t, ms_t, steps=steps, noise=noise_t,
-                                               bounds=bounds, sampler=sampler)
+            image = self_ensemble(sample, (pan_t, lms_t, ms_t, noise_t), ensemble)
         height, width = pan.shape[-2:]
         hrms = image[..., :height, :width].float().cpu().numpy() * scale
         if self.equalizes_bands:

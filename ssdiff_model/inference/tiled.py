@@ -45,7 +45,7 @@ def _batches(tiles: Sequence[Tile], size: int) -> Iterator[Sequence[Tile]]:
 def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: int, seed: int, steps: int,
                  full_scale: float, equalization: PanEqualization | None = None, sampler: str = "consistent",
                  back_projection: int = 0, sensor: str | None = None, ms_degradation: str = "mtf",
-                 read: Callable[[Tile], tuple[np.ndarray, np.ndarray]] | None = None
+                 ensemble: int = 1, read: Callable[[Tile], tuple[np.ndarray, np.ndarray]] | None = None
                  ) -> Iterator[tuple[Tile, np.ndarray | None]]:
     """Sharpen tiles of a scene, ``batch_size`` tiles per network call, yielding each tile's core.
 
@@ -66,6 +66,7 @@ def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: in
         back_projection: iterations of back-projection onto each tile's MS (``Pansharpener.sharpen_tiles``).
         sensor: the scene's sensor, for the back-projection's MTF (None: the checkpoint's).
         ms_degradation: how the scene's MS was made ("mtf" or "bicubic"), the back-projection's degradation.
+        ensemble: dihedral views averaged per tile (``Pansharpener.sharpen_tiles``).
         read: reads a tile's (PAN, MS) windows (default: ``read_window`` on ``pan`` and ``ms``); the pipeline's
             reader names a damaged store.
 
@@ -101,6 +102,6 @@ def sample_tiles(pansharpener, pan, ms, tiles: Sequence[Tile], *, batch_size: in
         sharpened = pansharpener.sharpen_tiles(pan_batch, ms_batch, noise_batch, steps=steps, full_scale=full_scale,
                                                equalization=equalization, sampler=sampler,
                                                back_projection=back_projection, sensor=sensor,
-                                               ms_degradation=ms_degradation)
+                                               ms_degradation=ms_degradation, ensemble=ensemble)
         for (tile, core_valid), out in zip(work, sharpened):
             yield tile, np.where(core_valid, out[(slice(None), *tile.core_in_window)], np.nan)

@@ -73,7 +73,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
                       seed: int = 0, tile: int = 64, halo: int | None = None, batch_size: int = 8,
                       full_scale: float | None = None, nodata: float | None = None,
                       back_projection: int | None = None, sensor: str | None = None,
-                      ms_degradation: str = "mtf") -> xr.DataArray:
+                      ms_degradation: str = "mtf", ensemble: int | None = None) -> xr.DataArray:
     """Sharpen a georeferenced PAN and MS given as DataArrays; the result is on the PAN's grid.
 
     Args:
@@ -92,6 +92,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
         back_projection: iterations of back-projection onto the MS (``Pansharpener.sharpen``; None: as ``steps``).
         sensor: the images' sensor, for the back-projection's MTF (None: the checkpoint's).
         ms_degradation: how the MS was made ("mtf": a sensor's MS; "bicubic"), the back-projection's degradation.
+        ensemble: dihedral views averaged per tile (``Pansharpener.sharpen``; None: as ``steps``).
 
     Returns:
         ``hrms`` ``(band, y, x)`` float32 DN: the MS's band coordinate, the PAN's y/x coordinates (after the
@@ -126,12 +127,13 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
     pan_scene, ms_scene = pansharpener._as_scene(
         np.where(pan_raster.nodata[(0, *pan_window)], np.nan, pan_values),
         np.where(ms_raster.nodata[(slice(None), *ms_window)], np.nan, ms_values))
-    sampling, _ = resolve_sampling(pansharpener.checkpoint, steps=steps, halo=halo, back_projection=back_projection)
+    sampling, _ = resolve_sampling(pansharpener.checkpoint, steps=steps, halo=halo, back_projection=back_projection,
+                                   ensemble=ensemble)
     steps, halo = sampling["steps"], sampling["halo"]
     hrms = pansharpener._sharpen_scene(pan_scene, ms_scene, decision.value, steps=steps, seed=seed, tile=tile,
                                        halo=halo, batch_size=batch_size, sampler=sampling["sampler"],
                                        back_projection=sampling["back_projection"], sensor=sensor,
-                                       ms_degradation=ms_degradation)
+                                       ms_degradation=ms_degradation, ensemble=sampling["ensemble"])
 
     y_dim, x_dim = _spatial(pan, "pan")
     pan_grid = pan.isel({y_dim: pan_window[0], x_dim: pan_window[1]})
@@ -139,6 +141,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
         "band": _band_labels(pansharpener, ms_lr), y_dim: pan_grid[y_dim].values, x_dim: pan_grid[x_dim].values})
     out.attrs = _provenance(pansharpener, steps=steps, seed=seed, tile=tile, halo=halo, batch_size=batch_size,
                             sampler=sampling["sampler"], back_projection=sampling["back_projection"],
+                            ensemble=sampling["ensemble"],
                             decision=decision, notes=notes)
     if pan_raster.crs is not None:
         out = out.rio.write_crs(pan_raster.crs)

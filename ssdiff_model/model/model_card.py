@@ -54,9 +54,10 @@ def _recommended_sampling(training: dict) -> list[str]:
     recommended = training.get("sampling_defaults")
     if not recommended:
         return ["- recommended sampling: none recorded (the pipeline uses 10 DDIM steps, halo 16, sampler consistent, "
-                "no back-projection)"]
+                "no back-projection, one view)"]
     return [f"- recommended sampling: {recommended['steps']} DDIM steps, halo {recommended['halo']}, sampler "
-            f"{recommended['sampler']}, back-projection {recommended.get('back_projection', 0)} "
+            f"{recommended['sampler']}, back-projection {recommended.get('back_projection', 0)}, self-ensemble "
+            f"{recommended.get('ensemble', 1)} "
             "(`training['sampling_defaults']`: what the pipeline uses when the user gives none)"]
 
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ssdiff_model.errors import BadInput
 from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ssdiff_model.model.diffusion import GaussianDiffusion
+from ssdiff_model.model.dihedral import dihedral
 from ssdiff_model.model.lora import add_lora, has_lora
 from ssdiff_model.training.config import NOMINAL_FULL_SCALE, Branch, TrainConfig
 
@@ -250,13 +251,6 @@ class Trainer:
 
 
 AUGMENTATIONS = (None, "dihedral")
-
-
-def dihedral(image: Tensor, k: int) -> Tensor:
-    """Element k (0..7) of the dihedral group on the last two axes: k % 4 quarter turns, then a left-right flip
-    when k >= 4. The task has these symmetries (a scene seen rotated or mirrored is still a scene)."""
-    image = torch.rot90(image, k % 4, dims=(-2, -1))
-    return image.flip(-1) if k >= 4 else image
 
 
 def patch_batches(data: Batch, batch_size: int, seed: int = 0, start_step: int = 0,

@@ -13,7 +13,8 @@ __all__ = ["validate"]
 
 def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str, Any]], ratio: int, steps: int,
              seed: int = 0, batch_size: int = 8, band_equalization: bool = False,
-             loss: bool = True, back_projection: int = 0, sensor: str | None = None) -> dict[str, float]:
+             loss: bool = True, back_projection: int = 0, sensor: str | None = None,
+             ensemble: int = 1) -> dict[str, float]:
     """Validation loss and mean SAM / ERGAS / Q2n (and SCC, Q) of DDIM samples of `net` on validation examples.
 
     With `band_equalization` the examples come band-equalized (`TrainingStore.load(equalize_bands=True)`): the
@@ -33,12 +34,15 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
         back_projection: iterations of back-projection of each sample onto its MS before it is scored, as the
             pipeline sharpens (``ssdiff_model.science.back_projection``).
         sensor: whose MTF the back-projection uses (None: the toolbox's generic one).
+        ensemble: dihedral views averaged per sample (``ssdiff_model.model.dihedral.self_ensemble``), as the
+            pipeline sharpens.
 
     Returns:
         ``{"val_loss", "val_<index>"..., "val_examples"}`` (``val_loss`` only with `loss`); empty without examples.
     """
     import torch
 
+    from ssdiff_model.model.dihedral import self_ensemble
     from ssdiff_model.science.back_projection import back_project
     from ssdiff_model.science.equalization import equalize_bands, restore_bands
     from ssdiff_model.science.metrics import index_scale, reduced_resolution
@@ -62,8 +66,12 @@ def validate(net, diffusion, data: dict[str, np.ndarray], sources: list[dict[str
             if bands:
                 part = [b[i:i + batch_size] for b in bands]
                 bounds = tuple(torch.from_numpy(equalize_bands(np.float32(v), *part)).to(device) for v in (0, 1))
-            fused.append(diffusion.ddim_sample(net, batch["pan"], batch["lms"], batch["ms"], steps=steps,
-                                               noise=noise[i:i + batch_size], bounds=bounds).float().cpu().numpy())
+
+            def sample(pan, lms, ms, start, bounds=bounds):
+                return diffusion.ddim_sample(net, pan, lms, ms, steps=steps, noise=start, bounds=bounds)
+
+            inputs = (batch["pan"], batch["lms"], batch["ms"], noise[i:i + batch_size])
+            fused.append(self_ensemble(sample, inputs, ensemble).float().cpu().numpy())
     fused = np.concatenate(fused)
     reference, ms = data["hrms"], data["ms"]
     if bands:

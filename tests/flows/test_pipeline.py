@@ -122,26 +122,31 @@ def test_sharpen_takes_the_checkpoints_recommendation_and_records_where_each_set
     from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
 
     recommending = load_checkpoint(checkpoint)
-    recommending.training["sampling_defaults"] = {"steps": 1, "halo": 8, "back_projection": 2}
+    recommending.training["sampling_defaults"] = {"steps": 1, "halo": 8, "back_projection": 2, "ensemble": 2}
     save_checkpoint(recommending, tmp_path / "recommending.pt")
     mosaic = tmp_path / "mosaic.zarr"
     # --halo given, --steps and --sampler not: the user's halo, the checkpoint's steps, the project's sampler
     common = ["sharpen", str(scene_store), "--out", str(mosaic), "--checkpoint", str(tmp_path / "recommending.pt"),
               "--tile", "96", "--batch-size", "4", "--no-progress"]
     first = run_cli(common + ["--halo", "16"])
-    expected_from = {"steps": "checkpoint", "halo": "user", "sampler": "project", "back_projection": "checkpoint"}
-    assert (first["steps"], first["halo"], first["sampler"], first["back_projection"]) == (1, 16, "consistent", 2)
+    expected_from = {"steps": "checkpoint", "halo": "user", "sampler": "project", "back_projection": "checkpoint",
+                     "ensemble": "checkpoint"}
+    assert (first["steps"], first["halo"], first["sampler"], first["back_projection"], first["ensemble"]) == (
+        1, 16, "consistent", 2, 2)
     assert first["sampling_settings_from"] == expected_from
     attrs = open_mosaic(mosaic).attrs   # nested values decoded from their JSON strings
-    assert (attrs["steps"], attrs["halo"], attrs["sampler"], attrs["back_projection"]) == (1, 16, "consistent", 2)
+    assert (attrs["steps"], attrs["halo"], attrs["sampler"], attrs["back_projection"], attrs["ensemble"]) == (
+        1, 16, "consistent", 2, 2)
     assert attrs["sampling_settings_from"] == expected_from
     # A rerun without --halo resumes the store with its own halo rather than refusing the checkpoint's 8.
     second = run_cli(common)
     assert (second["halo"], second["sharpened"], second["tiles_already_done"]) == (16, 0, first["tiles_total"])
     assert second["sampling_settings_from"]["halo"] == "mosaic store"
-    # Another back-projection than the store's is refused, as another seed or steps would be.
+    # Another back-projection or ensemble than the store's is refused, as another seed or steps would be.
     with pytest.raises(AssertionError, match="exited with"):
         run_cli(common + ["--back-projection", "0"])
+    with pytest.raises(AssertionError, match="exited with"):
+        run_cli(common + ["--ensemble", "1"])
 
 
 def test_a_killed_actor_has_its_tiles_retried_and_the_mosaic_is_unchanged(sharpened, scene_store, checkpoint,

@@ -184,7 +184,7 @@ def test_damaged_chunks_are_named_by_evaluate_and_redone_by_a_rerun(undisturbed,
 @pytest.mark.parametrize("bad, says", [
     (["--steps", "0"], "--steps 0"), (["--steps", "-3"], "--steps -3"), (["--batch-size", "0"], "--batch-size 0"),
     (["--tile", "100000"], "--tile 100000"), (["--tile", "32", "--halo", "16"], "leaves no core"),
-    (["--actors", "0"], "--actors 0"),
+    (["--actors", "0"], "--actors 0"), (["--ensemble", "3"], "--ensemble 3"),
 ])
 def test_bad_sharpen_arguments_are_refused_before_any_store_exists(bad, says, ray_local, small_scene, checkpoint,
                                                                    tmp_path, capsys):

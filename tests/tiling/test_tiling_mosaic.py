@@ -24,6 +24,7 @@ from tiling import (
     TILE_MISSING,
     TILE_NODATA,
     TILE_SHARPENED,
+    MosaicAttrs,
     TileGrid,
     check_run_settings,
     create_mosaic_store,
@@ -281,11 +282,17 @@ def test_bad_settings_are_clear_errors_and_leave_stores_intact(landsat_store, la
     with pytest.raises(ValueError, match=r"hrms\.zarr.*back-projection=0.*3"):
         run_tiles(landsat_store, store, landsat_sharpener, missing_tiles(store), 4, seed=0, steps=STEPS,
                   back_projection=3)
+    # so is the self-ensemble; a store made before it existed was made with a single view
+    with pytest.raises(ValueError, match=r"hrms\.zarr.*ensemble=1.*4"):
+        run_tiles(landsat_store, store, landsat_sharpener, missing_tiles(store), 4, seed=0, steps=STEPS, ensemble=4)
     group = zarr.open_group(store, mode="r+")
-    del group.attrs["back_projection"]
-    check_run_settings(store, back_projection=0)
+    del group.attrs["back_projection"], group.attrs["ensemble"]
+    check_run_settings(store, back_projection=0, ensemble=1)
+    assert (MosaicAttrs.read(store).back_projection, MosaicAttrs.read(store).ensemble) == (0, 1)
     with pytest.raises(ValueError, match=r"back-projection=0"):
         check_run_settings(store, back_projection=3)
+    with pytest.raises(ValueError, match=r"ensemble=1"):
+        check_run_settings(store, ensemble=2)
 
 
 @pytest.mark.parametrize("scene_name", ["landsat", "geoeye"])

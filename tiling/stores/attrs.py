@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from ssdiff_model.errors import BadInput
+from ssdiff_model.model.checkpoint import SAMPLING_ADDED_LATER
 from ssdiff_model.science.equalization import PanEqualization
 from ssdiff_model.science.registration import MSOffset
 from tiling import objstore
@@ -211,7 +212,7 @@ class MosaicAttrs(_StoreAttrs):
     """A mosaic store's attributes (``tiling.stores.layout``): the run settings it was created with, the model, the
     scene, then the provenance of the runs that filled it. None where a store made by older code lacks one.
 
-    The run settings (``tile_size``, ``halo``, ``seed``, ``steps``, ``sampler``, ``back_projection``,
+    The run settings (``tile_size``, ``halo``, ``seed``, ``steps``, ``sampler``, ``back_projection``, ``ensemble``,
     ``checkpoint_hash``, ``scene_sources``, ``scene_content``, ``batch_size``) are those every run writing into the
     store must share (``tiling.stores.mosaic.check_run_settings``).
     """
@@ -232,7 +233,8 @@ class MosaicAttrs(_StoreAttrs):
     seed: int | None = _attr(None)
     steps: int | None = _attr(None)
     sampler: str | None = _attr(None, read=_sampler)
-    back_projection: int | None = _attr(None)   # None: a store made before back-projection existed (none)
+    back_projection: int | None = _attr(None)   # iterations onto the MS
+    ensemble: int | None = _attr(None)   # dihedral views averaged per tile
     checkpoint_hash: str | None = _attr(None)
     scene_sources: dict[str, Any] | None = _attr(None)
     scene_content: str | None = _attr(None)
@@ -263,6 +265,13 @@ class MosaicAttrs(_StoreAttrs):
     last_run: dict[str, Any] | None = _attr(None)
     quality: dict[str, Any] | None = _attr(None)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A store made before a sampling setting existed was made without it (no back-projection, one view).
+        if self.steps is not None:
+            for name, value in SAMPLING_ADDED_LATER.items():
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, value)
 
     @property
     def missing_code(self) -> int:

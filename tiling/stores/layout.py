@@ -22,7 +22,8 @@ Mosaic store (pre-allocated by the sharpen flow, filled core by core):
                                    tile's core is in ``hrms``
     attrs   layout = MOSAIC_LAYOUT, grid (ratio, tile_size, halo, core), sampler ("consistent" or "release", see
             ssdiff_model.model.diffusion; "ddim" in stores written before the release mode existed), steps,
-            back_projection (iterations onto the MS after sampling; absent in stores made before it: none), seed, model
+            back_projection (iterations onto the MS after sampling), ensemble (dihedral views averaged per tile;
+            either absent in stores made before it: none, one), seed, model
             (checkpoint hash, config, sensor), scene (store path, sources and checksums, scene_content = the
             scene's content_sha256), batch_size (absent in stores made by tests or older code), code version,
             created time, pan_equalization (the scene's, when the model equalizes its PAN or bands, else None),

@@ -41,7 +41,7 @@ __all__ = ["RUN_SETTINGS", "check_run_settings", "create_mosaic_store", "missing
 # Settings that must agree between a mosaic store and a run that writes into it (a resumed run included).
 # scene_content: the scene's pixels, nodata and full scale (tiling.integrity.content_sha256); batch_size: tiles
 # batched together go through one network call, whose arithmetic (and so the last bits of a tile) depends on it.
-RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "back_projection", "checkpoint_hash",
+RUN_SETTINGS = ("tile_size", "halo", "seed", "steps", "sampler", "back_projection", "ensemble", "checkpoint_hash",
                 "scene_sources", "scene_content", "batch_size")
 
 
@@ -54,7 +54,7 @@ def _code_version() -> str:
 
 def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, pansharpener, *, tile_size: int,
                         halo: int, seed: int, steps: int, sampler: str = "consistent", back_projection: int = 0,
-                        batch_size: int | None = None,
+                        ensemble: int = 1, batch_size: int | None = None,
                         provenance: Mapping[str, Any] | None = None, overwrite: bool = False) -> TileGrid:
     """Pre-allocate the mosaic store for sharpening ``scene_store`` with ``pansharpener`` and return its grid.
 
@@ -73,6 +73,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
         steps: sampling steps.
         sampler: "consistent" or "release".
         back_projection: iterations of back-projection onto the MS after sampling.
+        ensemble: dihedral views averaged per tile.
         batch_size: tiles per network call (None: not recorded, any agrees).
         provenance: attributes added after the layout's (``MosaicAttrs.extra`` or its provenance fields).
         overwrite: replace an existing store made with other settings.
@@ -92,7 +93,7 @@ def create_mosaic_store(mosaic_store: StorePath, scene_store: StorePath, panshar
                          f"{pansharpener.source} expects {pansharpener.bands} bands at ratio {pansharpener.ratio}")
     grid = TileGrid(height=height, width=width, ratio=attrs.ratio, tile_size=tile_size, halo=halo)
     settings = {"tile_size": tile_size, "halo": halo, "seed": seed, "steps": steps, "sampler": sampler,
-                "back_projection": back_projection,
+                "back_projection": back_projection, "ensemble": ensemble,
                 "checkpoint_hash": pansharpener.checkpoint_hash, "scene_sources": attrs.sources,
                 "scene_content": scene_content, **({"batch_size": batch_size} if batch_size is not None else {})}
     if objstore.exists(mosaic_store) and not overwrite:
@@ -185,9 +186,8 @@ def check_run_settings(mosaic_store: StorePath, **settings) -> MosaicAttrs:
     for name, value in settings.items():
         if name not in RUN_SETTINGS:
             raise TypeError(f"unknown run setting {name!r}")
-        recorded = getattr(attrs, name)   # the legacy sampler name reads as the sampler it names
-        if name == "back_projection" and recorded is None and attrs.steps is not None:
-            recorded = 0   # made before back-projection existed, so made without it
+        # the legacy sampler name reads as the sampler it names, a setting added later as its value before
+        recorded = getattr(attrs, name)
         if recorded is None:   # a store made before the setting was recorded: nothing to compare with
             continue
         if recorded != value:

@@ -16,10 +16,11 @@ from ssdiff_model.inference.position_noise import window_noise
 from ssdiff_model.inference.tile_grid import TileGrid
 from ssdiff_model.inference.xarray_api import sharpen_dataarray
 from ssdiff_model.model.checkpoint import Checkpoint, save_checkpoint
+from ssdiff_model.model.dihedral import dihedral, undo_dihedral
 from ssdiff_model.model.network import SSDiffNet
 from ssdiff_model.science.equalization import BAND_GAIN_MAX, BAND_GAIN_MIN, PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import RadiometryError
-from ssdiff_model.science.resample import decimate, mtf_filter
+from ssdiff_model.science.resample import decimate, mtf_filter, upsample_ms
 from tiling import sharpen_array
 
 FULL_SCALE = 65535.0  # Landsat-8 Level-1 stores the 12-bit samples rescaled to 16 bits
@@ -311,6 +312,37 @@ def test_back_projection_brings_the_output_to_its_ms_and_is_the_pipelines_too(sh
                                                          ms_degradation="bicubic"))
 
 
+def test_self_ensemble_averages_turned_views_and_is_the_pipelines_too(sharpener, landsat_scene):
+    pan, ms = read_crop(landsat_scene, row=220, col=180, size=96)
+    pan, ms = pan.astype(np.float32), ms.astype(np.float32)
+    settings = dict(steps=2, seed=5, tile=32, halo=8, batch_size=3)
+    single = sharpener.sharpen(pan, ms, **settings)
+    np.testing.assert_array_equal(sharpener.sharpen(pan, ms, **settings, ensemble=1), single)   # one view: as before
+    averaged = sharpener.sharpen(pan, ms, **settings, ensemble=4)
+    np.testing.assert_array_equal(averaged, sharpen_array(sharpener, pan, ms, **settings, ensemble=4))
+    assert np.abs(averaged - single).mean() > 1   # an untrained network is far from equivariant
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        sharpener.sharpen(pan, ms, **settings, ensemble=3)
+
+    # One tile, its noise and its upsampled MS turned with it (upsampling a turned MS would put its samples half a
+    # pixel elsewhere): the whole group's average turns with the tile, a single view does not.
+    tile_pan, tile_ms = pan[None, :48, :48], ms[None, :, :24, :24]
+    noise = window_noise(5, 4, 0, 0, 48, 48)[None]
+    lms = upsample_ms(tile_ms[0].astype(np.float64), 2, "interp23tap")[None]
+
+    def sharpened(k, ensemble):
+        def turn(a):
+            return dihedral(torch.from_numpy(np.ascontiguousarray(a)), k).numpy()
+
+        out = sharpener.sharpen_tiles(turn(tile_pan), turn(tile_ms), turn(noise), steps=2, ensemble=ensemble,
+                                      lms=turn(lms))
+        return undo_dihedral(torch.from_numpy(out), k).numpy()
+
+    for k in (1, 6):
+        np.testing.assert_allclose(sharpened(k, 8), sharpened(0, 8), rtol=0, atol=0.05)   # float32 sums, in DN
+        assert np.abs(sharpened(k, 1) - sharpened(0, 1)).mean() > 1
+
+
 @pytest.fixture(scope="module")
 def landsat_arrays(landsat_scene, tmp_path_factory):
     """The real PAN and MS GeoTIFF crops ingest tests use (EPSG:32616), opened as rioxarray opens them."""
@@ -337,7 +369,8 @@ def test_dataarrays_keep_their_grid_crs_and_bands(sharpener, landsat_arrays):
     np.testing.assert_array_equal(hrms["x"], pan["x"])
     np.testing.assert_array_equal(hrms.values, sharpener.sharpen(pan.values[0], ms.values, **SMALL))
     assert hrms.attrs["checkpoint_hash"] == sharpener.checkpoint_hash and hrms.attrs["full_scale"] == FULL_SCALE
-    assert (hrms.attrs["sampler"], hrms.attrs["back_projection"]) == ("consistent", 0)   # the project's defaults
+    assert (hrms.attrs["sampler"], hrms.attrs["back_projection"], hrms.attrs["ensemble"]) == (
+        "consistent", 0, 1)   # the project's defaults
     assert np.isnan(hrms.rio.nodata)
     # a PAN given as (y, x), and band names instead of numbers, come through too
     named = ms.assign_coords(band=BAND_NAMES)

@@ -113,37 +113,38 @@ def with_defaults(recommended) -> Checkpoint:
 def test_a_checkpoint_without_recommendation_gets_the_project_defaults():
     values, sources = ckpt_module.resolve_sampling(make_checkpoint())
     assert values == ckpt_module.PROJECT_SAMPLING_DEFAULTS == {"steps": 10, "halo": 16, "sampler": "consistent",
-                                                               "back_projection": 0}
+                                                               "back_projection": 0, "ensemble": 1}
     assert set(sources.values()) == {"project"}
     assert ckpt_module.resolve_sampling(None)[0] == values   # a network built in memory has no checkpoint
 
 
 def test_the_checkpoints_recommendation_fills_what_the_user_left_out():
-    ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3})
+    ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3, "ensemble": 4})
     values, sources = ckpt_module.resolve_sampling(ckpt)
-    assert values == {"steps": 2, "halo": 8, "sampler": "consistent", "back_projection": 3}
+    assert values == {"steps": 2, "halo": 8, "sampler": "consistent", "back_projection": 3, "ensemble": 4}
     assert sources == {"steps": "checkpoint", "halo": "checkpoint", "sampler": "project",
-                       "back_projection": "checkpoint"}
+                       "back_projection": "checkpoint", "ensemble": "checkpoint"}
 
 
 def test_the_users_value_wins_over_everything():
-    ckpt = with_defaults({"steps": 2, "halo": 8, "sampler": "release", "back_projection": 3})
+    ckpt = with_defaults({"steps": 2, "halo": 8, "sampler": "release", "back_projection": 3, "ensemble": 8})
     values, sources = ckpt_module.resolve_sampling(ckpt, steps=10, halo=16, sampler="consistent", back_projection=0,
-                                                   recorded={"steps": 4, "halo": 12, "sampler": "release",
-                                                             "back_projection": 5})
-    assert values == {"steps": 10, "halo": 16, "sampler": "consistent", "back_projection": 0}
+                                                   ensemble=2, recorded={"steps": 4, "halo": 12, "sampler": "release",
+                                                                         "back_projection": 5, "ensemble": 4})
+    assert values == {"steps": 10, "halo": 16, "sampler": "consistent", "back_projection": 0, "ensemble": 2}
     assert set(sources.values()) == {"user"}
 
 
 def test_a_resumed_mosaic_keeps_its_own_settings_over_the_checkpoints_recommendation():
     # a store made before the checkpoint recommended 2 steps must finish with the 10 it started with
-    ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3})
+    ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3, "ensemble": 4})
     values, sources = ckpt_module.resolve_sampling(ckpt, halo=8, recorded={"steps": 10, "halo": 16, "sampler": "ddim",
                                                                             "seed": 0, "tile_size": 64})
-    # "ddim": old stores' consistent sampler; a store that records no back-projection was made before it existed
-    assert values == {"steps": 10, "halo": 8, "sampler": "consistent", "back_projection": 0}
+    # "ddim": old stores' consistent sampler; a store that records no back-projection (no ensemble) was made before
+    # it existed, so without it
+    assert values == {"steps": 10, "halo": 8, "sampler": "consistent", "back_projection": 0, "ensemble": 1}
     assert sources == {"steps": "mosaic store", "halo": "user", "sampler": "mosaic store",
-                       "back_projection": "mosaic store"}
+                       "back_projection": "mosaic store", "ensemble": "mosaic store"}
 
 
 def test_recommendation_survives_the_file_and_its_hash(tmp_path):
@@ -154,7 +155,8 @@ def test_recommendation_survives_the_file_and_its_hash(tmp_path):
 
 
 @pytest.mark.parametrize("recommended", [{"steps": 0}, {"halo": -1}, {"steps": 2.5}, {"sampler": "ddpm"},
-                                         {"back_projection": -1}, {"back_projection": True},
+                                         {"back_projection": -1}, {"back_projection": True}, {"ensemble": 3},
+                                         {"ensemble": 0}, {"ensemble": True},
                                          {"stpes": 2}, [2, 8]])
 def test_a_malformed_recommendation_is_refused_not_ignored(recommended):
     with pytest.raises(ValueError, match="sampling_defaults"):

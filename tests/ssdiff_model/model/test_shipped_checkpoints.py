@@ -28,9 +28,10 @@ def test_a_shipped_checkpoint_is_what_its_model_card_says(name):
     assert f"iterations: {ckpt.training['iterations']} " in card
     assert ckpt.train_state is None, "a shipped checkpoint carries weights only"
     recommended = sampling_defaults(ckpt)
-    assert set(recommended) == {"steps", "halo", "sampler", "back_projection"}, "it says how to sample it"
+    assert set(recommended) == {"steps", "halo", "sampler", "back_projection", "ensemble"}, "it says how to sample it"
     assert (f"recommended sampling: {recommended['steps']} DDIM steps, halo {recommended['halo']}, "
-            f"sampler {recommended['sampler']}, back-projection {recommended['back_projection']}") in card
+            f"sampler {recommended['sampler']}, back-projection {recommended['back_projection']}, "
+            f"self-ensemble {recommended['ensemble']} ") in card
     held_out = _held_out(ckpt)
     assert held_out, "a shipped checkpoint names the scenes it was validated on"
     for scene_id in held_out:
