@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.dihedral import ENSEMBLE_SIZES
+from ssdiff_model.model.sampling import ENSEMBLE_SIZES
 
 if TYPE_CHECKING:
     from infra.settings import SharpenSettings

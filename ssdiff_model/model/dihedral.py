@@ -14,11 +14,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ENSEMBLE_SIZES", "dihedral", "ensemble_elements", "self_ensemble", "undo_dihedral"]
+from ssdiff_model.model.sampling import ENSEMBLE_SIZES
 
-# How many views a self-ensemble may average: subgroups of the dihedral group, so every view has its inverse-related
-# partner in the average (1: none; 2: a half turn; 4: the quarter turns; 8: the whole group).
-ENSEMBLE_SIZES = (1, 2, 4, 8)
+__all__ = ["ENSEMBLE_SIZES", "dihedral", "ensemble_elements", "self_ensemble", "undo_dihedral"]
 _ORDER = (0, 2, 1, 3, 4, 6, 5, 7)   # identity, half turn, quarter turns, then the mirrored four
 
 

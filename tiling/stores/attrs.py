@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.checkpoint import SAMPLING_ADDED_LATER
+from ssdiff_model.model.sampling import SAMPLING_ADDED_LATER
 from ssdiff_model.science.equalization import PanEqualization
 from ssdiff_model.science.registration import MSOffset
 from tiling import objstore

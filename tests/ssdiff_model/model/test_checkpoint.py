@@ -1,4 +1,7 @@
 """One-file checkpoints: bit-exact round trip, fp16 storage, content hash verification, name resolution."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -166,3 +169,10 @@ def test_a_malformed_recommendation_is_refused_not_ignored(recommended):
 def test_a_bad_user_value_is_refused():
     with pytest.raises(ValueError, match="steps"):
         ckpt_module.resolve_sampling(make_checkpoint(), steps=0)
+
+
+def test_the_sampling_rule_loads_no_torch():
+    # ingest, the command line's checks and the stores' attributes read sampling settings without the model
+    code = ("import sys, ssdiff_model.model.sampling, tiling.stores.attrs, infra.preflight, flows.ingest; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
