@@ -38,6 +38,24 @@ def test_a_shipped_checkpoint_is_what_its_model_card_says(name):
         assert f"| {scene_id} | validation |" in card
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_checkpoint_names_no_path_of_the_machine_that_made_it(name):
+    ckpt = load_checkpoint(name)
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    absolute = [s for s in strings({"training": ckpt.training, "config": ckpt.config}) if s.startswith(("/", "~"))]
+    assert absolute == [], "paths relative to the project or run names, not this machine's"
+
+
 def _held_out(ckpt) -> list[str]:
     return [s["id"] for s in ckpt.training["store"]["sources"] if s["split"] == "validation"]
 
