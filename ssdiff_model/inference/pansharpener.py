@@ -34,7 +34,7 @@ from ssdiff_model.model.diffusion import GaussianDiffusion
 from ssdiff_model.model.dihedral import ENSEMBLE_SIZES, self_ensemble
 from ssdiff_model.model.lora import add_lora, merge_lora
 from ssdiff_model.model.network import build_network
-from ssdiff_model.science.back_projection import back_project
+from ssdiff_model.science.back_projection import DEGRADATIONS, back_project
 from ssdiff_model.science.equalization import PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import FullScale, infer_full_scale
 from ssdiff_model.science.resample import upsample_ms, upsampling_method
@@ -268,6 +268,8 @@ class Pansharpener:
         self._check(pan, ms_lr, noise)
         if ensemble not in ENSEMBLE_SIZES or isinstance(ensemble, bool):
             raise BadInput(f"ensemble must be one of {ENSEMBLE_SIZES} dihedral views, got {ensemble!r}")
+        if ms_degradation not in DEGRADATIONS:   # refused even when nothing projects: a typo is not a setting
+            raise BadInput(f"unknown MS degradation {ms_degradation!r}; expected one of {DEGRADATIONS}")
         if lms is not None and np.shape(lms) != noise.shape:
             raise BadInput(f"lms has shape {np.shape(lms)}, expected {noise.shape} (the tiles' MS on the PAN grid)")
         if lms is not None and self.equalizes_bands:

@@ -310,6 +310,8 @@ def test_back_projection_brings_the_output_to_its_ms_and_is_the_pipelines_too(sh
     assert not np.array_equal(projected, bicubic, equal_nan=True)
     np.testing.assert_array_equal(bicubic, sharpen_array(sharpener, pan, ms, **settings, back_projection=3,
                                                          ms_degradation="bicubic"))
+    with pytest.raises(ValueError, match="unknown MS degradation 'bicubc'"):   # even with nothing to project
+        sharpener.sharpen(pan, ms, **settings, back_projection=0, ms_degradation="bicubc")
 
 
 def test_self_ensemble_averages_turned_views_and_is_the_pipelines_too(sharpener, landsat_scene):
