@@ -153,7 +153,9 @@ def _resolve_sampling(ckpt, mosaic_store, settings: SharpenSettings) -> tuple[Sh
     being resumed lends its own."""
     from ssdiff_model.model.checkpoint import resolve_sampling
 
-    recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if Path(mosaic_store).exists() else None
+    # on an object store too: Path("s3://...").exists() is False, and an s3 mosaic would be resumed with the
+    # checkpoint's recommendation of the day instead of its own settings (then refused if they differ)
+    recorded = store_attrs(mosaic_store, MOSAIC_LAYOUT) if objstore.exists(mosaic_store) else None
     values, sources = resolve_sampling(ckpt, recorded=recorded, steps=settings.steps, halo=settings.halo,
                                        sampler=settings.sampler, back_projection=settings.back_projection,
                                        ensemble=settings.ensemble)

@@ -194,6 +194,26 @@ def test_a_mosaic_half_sharpened_by_a_killed_run_is_finished_by_a_rerun_bit_for_
         np.testing.assert_array_equal(opened.hrms.values, local_run["hrms"])
 
 
+def test_a_resumed_s3_mosaic_keeps_its_own_sampling_settings(s3, s3_scene, checkpoint, ray_local, tmp_path):
+    """As on local disk: a rerun that gives no sampling settings finishes an s3 mosaic with those it was created
+    with, not with what the checkpoint recommends."""
+    from ssdiff_model.inference.pansharpener import Pansharpener
+    from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
+    from tiling import create_mosaic_store
+
+    recommending = load_checkpoint(checkpoint)
+    recommending.training["sampling_defaults"] = {"steps": 1, "back_projection": 2, "ensemble": 2}
+    save_checkpoint(recommending, tmp_path / "recommending.pt")
+    mosaic = url("resumed", "mosaic.zarr")
+    # made with 2 steps, no back-projection, one view, before any tile was sharpened
+    create_mosaic_store(mosaic, s3_scene, Pansharpener.from_checkpoint(tmp_path / "recommending.pt", device="cpu"),
+                        tile_size=64, halo=16, seed=0, steps=2, batch_size=BATCH)
+    summary = run_cli(["sharpen", s3_scene, "--out", mosaic, "--checkpoint", str(tmp_path / "recommending.pt"),
+                       "--tile", "64", "--batch-size", str(BATCH), "--actors", "1", "--no-progress"])
+    assert (summary["steps"], summary["back_projection"], summary["ensemble"], summary["sharpened"]) == (2, 0, 1, TILES)
+    assert {summary["sampling_settings_from"][k] for k in ("steps", "back_projection", "ensemble")} == {"mosaic store"}
+
+
 # ---- the lock: a lease with conditional writes ---------------------------------------------------------------------
 
 def test_a_second_writer_is_refused_and_a_dead_holders_lease_is_taken_over(s3, s3_scene, checkpoint, ray_local,
