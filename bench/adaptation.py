@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         return 2
 
     from ssdiff_model.inference.pansharpener import Pansharpener
-    from ssdiff_model.model.checkpoint import resolve_sampling
+    from ssdiff_model.model.sampling import resolve_sampling
     from tiling import sharpen_array
 
     full = args.full_resolution

@@ -70,7 +70,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
     and reused by reruns, and the actors (a pool of their own: ``pool`` holds another model) load them.
 
     ``steps``, ``halo``, ``sampler``, ``back_projection`` and ``ensemble`` left None are resolved by
-    ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
+    ``ssdiff_model.model.sampling.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
     recommendation, else the project's default); the mosaic records the values used and, in
     ``sampling_settings_from``, where each came from.
 
@@ -151,7 +151,7 @@ def sharpen_scene(scene_store: str | os.PathLike, mosaic_store: str | os.PathLik
 def _resolve_sampling(ckpt, mosaic_store, settings: SharpenSettings) -> tuple[SharpenSettings, dict[str, str]]:
     """The settings with steps, halo, sampler, back-projection and ensemble resolved, and where each came from; a mosaic
     being resumed lends its own."""
-    from ssdiff_model.model.checkpoint import resolve_sampling
+    from ssdiff_model.model.sampling import resolve_sampling
 
     # on an object store too: Path("s3://...").exists() is False, and an s3 mosaic would be resumed with the
     # checkpoint's recommendation of the day instead of its own settings (then refused if they differ)

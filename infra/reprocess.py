@@ -108,7 +108,7 @@ def reprocess(scene_stores: Sequence[Path], out_dir: Path, settings: SharpenSett
     cluster = connect_ray(settings.ray_address)
     settings = settings.replace(provenance={**settings.provenance, "ray_job": "infra.reprocess"})
     # A setting left None agrees with any finished mosaic: sharpen_scene would resume it with its own
-    # (ssdiff_model.model.checkpoint.resolve_sampling), so it is finished as far as this run is concerned.
+    # (ssdiff_model.model.sampling.resolve_sampling), so it is finished as far as this run is concerned.
     checked = {k: getattr(settings, k) for k in ("steps", "seed", "sampler", "back_projection", "ensemble", "tile_size",
                                                   "halo")
                if getattr(settings, k) is not None}

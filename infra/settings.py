@@ -28,7 +28,7 @@ class SharpenSettings:
     """How one scene (or an archive of scenes) is sharpened.
 
     ``steps``, ``halo``, ``sampler``, ``back_projection`` and ``ensemble`` left None are resolved by
-    ``ssdiff_model.model.checkpoint.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
+    ``ssdiff_model.model.sampling.resolve_sampling`` (the mosaic's own when resuming, else the checkpoint's
     recommendation, else the project's default).
     ``provenance`` adds attributes to the mosaic store (who ran it: a Prefect flow run, a Ray job).
     """

@@ -15,7 +15,7 @@ import numpy as np
 
 from ssdiff_model.blocks import is_lazy
 from ssdiff_model.data.pair import PansharpeningPair
-from ssdiff_model.model.checkpoint import resolve_sampling
+from ssdiff_model.model.sampling import resolve_sampling
 from tiling.runner import run_tiles
 from tiling.stores.layout import HRMS, SCENE_CHUNK
 from tiling.stores.mosaic import create_mosaic_store, open_mosaic
@@ -66,7 +66,7 @@ def sharpen_to_stores(pansharpener, pan, ms_lr, folder: str | Path, *, tile: int
         folder: an existing local folder without those stores.
         tile: tile side in PAN pixels.
         halo: overlap on each side of a tile's core (None: as the pipeline resolves it).
-        steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.model.checkpoint.resolve_sampling``:
+        steps: DDIM steps (None: as the pipeline resolves them, ``ssdiff_model.model.sampling.resolve_sampling``:
             the checkpoint's recommendation, else the project's default).
         seed: seed of the position-keyed noise.
         batch_size: tiles per network call.

@@ -33,7 +33,8 @@ from scipy.ndimage import binary_dilation
 
 from ssdiff_model.data.pair import PansharpeningPair
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.checkpoint import Checkpoint, content_hash, resolve_sampling
+from ssdiff_model.model.checkpoint import Checkpoint, content_hash
+from ssdiff_model.model.sampling import resolve_sampling
 from ssdiff_model.science.resample import central_window
 from ssdiff_model.science.wald import cut_patches, reduced_resolution_example
 from ssdiff_model.training.config import TrainConfig

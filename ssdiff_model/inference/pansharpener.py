@@ -29,11 +29,12 @@ from ssdiff_model.blocks import is_lazy
 from ssdiff_model.errors import BadInput
 from ssdiff_model.inference.tile_grid import NETWORK_SIZE_MULTIPLE, TileGrid
 from ssdiff_model.inference.tiled import sample_tiles
-from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, resolve_sampling
+from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint
 from ssdiff_model.model.diffusion import GaussianDiffusion
-from ssdiff_model.model.dihedral import ENSEMBLE_SIZES, self_ensemble
+from ssdiff_model.model.dihedral import self_ensemble
 from ssdiff_model.model.lora import add_lora, merge_lora
 from ssdiff_model.model.network import build_network
+from ssdiff_model.model.sampling import require_ensemble, resolve_sampling
 from ssdiff_model.science.back_projection import DEGRADATIONS, back_project
 from ssdiff_model.science.equalization import PanEqualization, pan_equalization
 from ssdiff_model.science.radiometry import FullScale, infer_full_scale
@@ -157,7 +158,7 @@ class Pansharpener:
             pan: PAN ``(H, W)`` in DN.
             ms_lr: MS ``(B, H / r, W / r)`` in DN, ``r`` the checkpoint's ratio.
             steps: DDIM steps (None: the checkpoint's recommendation, else the project's default; see
-                ``ssdiff_model.model.checkpoint.resolve_sampling``).
+                ``ssdiff_model.model.sampling.resolve_sampling``).
             seed: seed of the position-keyed starting noise.
             tile: tile side in PAN pixels (a multiple of ``lcm(r, 4)``).
             halo: overlap on each side of a tile's core, in PAN pixels (a multiple of ``lcm(r, 4)``; None: as
@@ -266,8 +267,7 @@ class Pansharpener:
         """
         pan, ms_lr, noise = np.asarray(pan), np.asarray(ms_lr), np.asarray(noise)
         self._check(pan, ms_lr, noise)
-        if ensemble not in ENSEMBLE_SIZES or isinstance(ensemble, bool):
-            raise BadInput(f"ensemble must be one of {ENSEMBLE_SIZES} dihedral views, got {ensemble!r}")
+        require_ensemble(ensemble, "sharpen_tiles")
         if ms_degradation not in DEGRADATIONS:   # refused even when nothing projects: a typo is not a setting
             raise BadInput(f"unknown MS degradation {ms_degradation!r}; expected one of {DEGRADATIONS}")
         if lms is not None and np.shape(lms) != noise.shape:

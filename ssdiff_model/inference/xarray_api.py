@@ -26,7 +26,7 @@ from affine import Affine
 # The reader's own grid checks, so that this entry refuses exactly what ingest refuses.
 from ssdiff_model.data.geotiff import _align_grids, _Raster
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.checkpoint import resolve_sampling
+from ssdiff_model.model.sampling import resolve_sampling
 
 __all__ = ["sharpen_dataarray"]
 
@@ -81,7 +81,7 @@ def sharpen_dataarray(pansharpener, pan: xr.DataArray, ms_lr: xr.DataArray, *, s
         pan: PAN ``(y, x)`` or ``(band=1, y, x)`` in DN, as ``rioxarray.open_rasterio`` gives it.
         ms_lr: MS ``(band, y, x)`` in DN at the checkpoint's ratio.
         steps: DDIM steps (None: the checkpoint's recommendation, else the project's default, as the pipeline
-            resolves them: ``ssdiff_model.model.checkpoint.resolve_sampling``).
+            resolves them: ``ssdiff_model.model.sampling.resolve_sampling``).
         seed: seed of the position-keyed starting noise.
         tile: tile side in PAN pixels.
         halo: overlap on each side of a tile's core (None: as ``steps``).

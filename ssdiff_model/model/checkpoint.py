@@ -19,18 +19,9 @@ import torch
 from torch import Tensor
 
 from ssdiff_model.errors import BadInput
-from ssdiff_model.model.sampling import (  # noqa: F401  (the sampling rule's names, where callers have found them)
-    PROJECT_SAMPLING_DEFAULTS,
-    SAMPLING_ADDED_LATER,
-    SAMPLING_KEYS,
-    recorded_sampling,
-    resolve_sampling,
-    sampling_defaults,
-)
 
-__all__ = ["Checkpoint", "FORMAT_VERSION", "PROJECT_SAMPLING_DEFAULTS", "SAMPLING_ADDED_LATER", "SAMPLING_KEYS",
-           "SHIPPED_DIR", "content_hash", "load_checkpoint", "recorded_sampling", "resolve_checkpoint",
-           "resolve_sampling", "sampling_defaults", "save_checkpoint", "save_untrained", "shipped_names"]
+__all__ = ["Checkpoint", "FORMAT_VERSION", "SHIPPED_DIR", "content_hash", "load_checkpoint", "resolve_checkpoint",
+           "save_checkpoint", "save_untrained", "shipped_names"]
 
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"

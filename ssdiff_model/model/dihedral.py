@@ -14,9 +14,11 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ssdiff_model.model.sampling import ENSEMBLE_SIZES
+from ssdiff_model.model.sampling import ENSEMBLE_SIZES, require_ensemble
 
 __all__ = ["ENSEMBLE_SIZES", "dihedral", "ensemble_elements", "self_ensemble", "undo_dihedral"]
+
+# The first 1, 2, 4 or 8 elements are a subgroup each (ENSEMBLE_SIZES): the average is symmetric under its views.
 _ORDER = (0, 2, 1, 3, 4, 6, 5, 7)   # identity, half turn, quarter turns, then the mirrored four
 
 
@@ -35,9 +37,7 @@ def undo_dihedral(image: Tensor, k: int) -> Tensor:
 
 def ensemble_elements(size: int) -> tuple[int, ...]:
     """The group elements a self-ensemble of ``size`` views averages (``ENSEMBLE_SIZES``)."""
-    if size not in ENSEMBLE_SIZES:
-        raise ValueError(f"self-ensemble size must be one of {ENSEMBLE_SIZES}, got {size!r}")
-    return _ORDER[:size]
+    return _ORDER[:require_ensemble(size, "self-ensemble size")]
 
 
 def self_ensemble(sample: Callable[..., Tensor], inputs: Sequence[Tensor], size: int) -> Tensor:

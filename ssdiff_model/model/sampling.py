@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ssdiff_model.model.checkpoint import Checkpoint
 
 __all__ = ["ENSEMBLE_SIZES", "PROJECT_SAMPLING_DEFAULTS", "SAMPLING_ADDED_LATER", "SAMPLING_KEYS", "recorded_sampling",
-           "resolve_sampling", "sampling_defaults"]
+           "require_ensemble", "resolve_sampling", "sampling_defaults"]
 
 # How many dihedral views a self-ensemble may average (``ssdiff_model.model.dihedral``): subgroups of the dihedral
 # group, so the average is symmetric under the views it takes (1: none; 2: a half turn; 4: the quarter turns; 8: all).
@@ -54,11 +54,18 @@ def _check_sampling(values: dict[str, Any], where: str) -> None:
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise BadInput(f"{where}: {key} must be an integer of at least {least}, got {value!r}")
-    ensemble = values.get("ensemble")
-    if ensemble is not None and (isinstance(ensemble, bool) or ensemble not in ENSEMBLE_SIZES):
-        raise BadInput(f"{where}: ensemble must be one of {ENSEMBLE_SIZES} dihedral views, got {ensemble!r}")
+    if values.get("ensemble") is not None:
+        require_ensemble(values["ensemble"], where)
     if values.get("sampler") is not None and values["sampler"] not in SAMPLERS:
         raise BadInput(f"{where}: sampler must be one of {SAMPLERS}, got {values['sampler']!r}")
+
+
+def require_ensemble(size: Any, where: str) -> int:
+    """``size`` if it is a self-ensemble's number of views (``ENSEMBLE_SIZES``; True is not 1), else BadInput naming
+    ``where``."""
+    if isinstance(size, bool) or size not in ENSEMBLE_SIZES:
+        raise BadInput(f"{where}: ensemble must be one of {ENSEMBLE_SIZES} dihedral views, got {size!r}")
+    return size
 
 
 def resolve_sampling(ckpt: Checkpoint | None, *, steps: int | None = None, halo: int | None = None,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssdiff_model.model import checkpoint as ckpt_module
+from ssdiff_model.model import sampling as sampling_module
 from ssdiff_model.model.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ssdiff_model.model.network import SSDiffNet
 
@@ -114,16 +115,16 @@ def with_defaults(recommended) -> Checkpoint:
 
 
 def test_a_checkpoint_without_recommendation_gets_the_project_defaults():
-    values, sources = ckpt_module.resolve_sampling(make_checkpoint())
-    assert values == ckpt_module.PROJECT_SAMPLING_DEFAULTS == {"steps": 10, "halo": 16, "sampler": "consistent",
+    values, sources = sampling_module.resolve_sampling(make_checkpoint())
+    assert values == sampling_module.PROJECT_SAMPLING_DEFAULTS == {"steps": 10, "halo": 16, "sampler": "consistent",
                                                                "back_projection": 0, "ensemble": 1}
     assert set(sources.values()) == {"project"}
-    assert ckpt_module.resolve_sampling(None)[0] == values   # a network built in memory has no checkpoint
+    assert sampling_module.resolve_sampling(None)[0] == values   # a network built in memory has no checkpoint
 
 
 def test_the_checkpoints_recommendation_fills_what_the_user_left_out():
     ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3, "ensemble": 4})
-    values, sources = ckpt_module.resolve_sampling(ckpt)
+    values, sources = sampling_module.resolve_sampling(ckpt)
     assert values == {"steps": 2, "halo": 8, "sampler": "consistent", "back_projection": 3, "ensemble": 4}
     assert sources == {"steps": "checkpoint", "halo": "checkpoint", "sampler": "project",
                        "back_projection": "checkpoint", "ensemble": "checkpoint"}
@@ -131,7 +132,7 @@ def test_the_checkpoints_recommendation_fills_what_the_user_left_out():
 
 def test_the_users_value_wins_over_everything():
     ckpt = with_defaults({"steps": 2, "halo": 8, "sampler": "release", "back_projection": 3, "ensemble": 8})
-    values, sources = ckpt_module.resolve_sampling(ckpt, steps=10, halo=16, sampler="consistent", back_projection=0,
+    values, sources = sampling_module.resolve_sampling(ckpt, steps=10, halo=16, sampler="consistent", back_projection=0,
                                                    ensemble=2, recorded={"steps": 4, "halo": 12, "sampler": "release",
                                                                          "back_projection": 5, "ensemble": 4})
     assert values == {"steps": 10, "halo": 16, "sampler": "consistent", "back_projection": 0, "ensemble": 2}
@@ -141,8 +142,8 @@ def test_the_users_value_wins_over_everything():
 def test_a_resumed_mosaic_keeps_its_own_settings_over_the_checkpoints_recommendation():
     # a store made before the checkpoint recommended 2 steps must finish with the 10 it started with
     ckpt = with_defaults({"steps": 2, "halo": 8, "back_projection": 3, "ensemble": 4})
-    values, sources = ckpt_module.resolve_sampling(ckpt, halo=8, recorded={"steps": 10, "halo": 16, "sampler": "ddim",
-                                                                            "seed": 0, "tile_size": 64})
+    recorded = {"steps": 10, "halo": 16, "sampler": "ddim", "seed": 0, "tile_size": 64}
+    values, sources = sampling_module.resolve_sampling(ckpt, halo=8, recorded=recorded)
     # "ddim": old stores' consistent sampler; a store that records no back-projection (no ensemble) was made before
     # it existed, so without it
     assert values == {"steps": 10, "halo": 8, "sampler": "consistent", "back_projection": 0, "ensemble": 1}
@@ -154,7 +155,7 @@ def test_recommendation_survives_the_file_and_its_hash(tmp_path):
     path = tmp_path / "c.pt"
     digest = save_checkpoint(with_defaults({"steps": 2, "halo": 8}), path)
     loaded = load_checkpoint(path)
-    assert loaded.content_hash == digest and ckpt_module.sampling_defaults(loaded) == {"steps": 2, "halo": 8}
+    assert loaded.content_hash == digest and sampling_module.sampling_defaults(loaded) == {"steps": 2, "halo": 8}
 
 
 @pytest.mark.parametrize("recommended", [{"steps": 0}, {"halo": -1}, {"steps": 2.5}, {"sampler": "ddpm"},
@@ -163,12 +164,12 @@ def test_recommendation_survives_the_file_and_its_hash(tmp_path):
                                          {"stpes": 2}, [2, 8]])
 def test_a_malformed_recommendation_is_refused_not_ignored(recommended):
     with pytest.raises(ValueError, match="sampling_defaults"):
-        ckpt_module.resolve_sampling(with_defaults(recommended))
+        sampling_module.resolve_sampling(with_defaults(recommended))
 
 
 def test_a_bad_user_value_is_refused():
     with pytest.raises(ValueError, match="steps"):
-        ckpt_module.resolve_sampling(make_checkpoint(), steps=0)
+        sampling_module.resolve_sampling(make_checkpoint(), steps=0)
 
 
 def test_the_sampling_rule_loads_no_torch():

@@ -7,7 +7,8 @@ import pytest
 
 from ssdiff_model.data.catalogue import family_sources
 from ssdiff_model.inference.pansharpener import Pansharpener
-from ssdiff_model.model.checkpoint import SHIPPED_DIR, load_checkpoint, sampling_defaults, shipped_names
+from ssdiff_model.model.checkpoint import SHIPPED_DIR, load_checkpoint, shipped_names
+from ssdiff_model.model.sampling import sampling_defaults
 from ssdiff_model.science.metrics import ergas, sam
 from ssdiff_model.science.resample import central_window, upsample_ms
 from ssdiff_model.science.wald import reduced_resolution_example
