@@ -25,9 +25,9 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
+from ssdiff_model.data.paths import as_path, is_url
 from ssdiff_model.errors import BadInput
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "ROOT_METADATA", "arrow_filesystem", "as_path", "commit_staged", "exists", "fetched",
@@ -39,21 +39,9 @@ ROOT_METADATA = "zarr.json"   # a Zarr v3 store's root metadata: its commit mark
 DEFAULT_MAX_ATTEMPTS = 4
 
 
-def is_url(path: Any) -> bool:
-    """True for ``scheme://...`` (an object store, http); False for a local path, ``file://`` included."""
-    text = os.fspath(path) if isinstance(path, os.PathLike) else path
-    return isinstance(text, str) and "://" in text and not text.startswith("file://")
-
-
 def location(path: Any) -> str:
     """The path as text: a URL unchanged (``Path`` would fold its ``//``), a local path as given."""
     return path if isinstance(path, str) else os.fspath(path)
-
-
-def as_path(path: Any) -> Any:
-    """A local path as a ``Path``, a URL as its text (``Path`` would fold its ``//``): what a command line's path
-    argument becomes."""
-    return location(path) if is_url(path) else Path(path)
 
 
 def name(path: Any) -> str:

@@ -2,17 +2,17 @@
 radiometry of what was read. Not part of the public API."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ssdiff_model.data.paths import as_path
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import FullScale, RadiometryError, infer_full_scale
 from ssdiff_model.science.sensors import get_sensor
 
-__all__ = ["PathLike", "as_float32", "as_path", "decide_radiometry", "describe", "require_file", "shape_ratio",
+__all__ = ["PathLike", "as_float32", "decide_radiometry", "describe", "require_file", "shape_ratio",
            "unreadable"]
 
 PathLike = str | Path
@@ -83,15 +83,6 @@ def unreadable(path: Path, err: Exception) -> BadInput:
     # in its cause: show that one.
     reason = err.__cause__ if err.__cause__ is not None else err
     return BadInput(f"{path}: unreadable or corrupt file ({type(reason).__name__}: {reason})")
-
-
-def as_path(path: PathLike) -> Path | str:
-    """A local path as a Path; a URL (s3://, gs://, https://...) as its text, which GDAL reads through its virtual
-    file systems (/vsis3/, /vsicurl/) by byte range, and which Path would corrupt (it folds the ``//``)."""
-    text = os.fspath(path)
-    if "://" in text and not text.startswith("file://"):
-        return text
-    return Path(path)
 
 
 def require_file(path: PathLike) -> Path | str:

@@ -21,13 +21,13 @@ from ssdiff_model.blocks import band_rows, is_lazy, row_bands
 from ssdiff_model.data._checks import (
     PathLike,
     as_float32,
-    as_path,
     decide_radiometry,
     describe,
     require_file,
     unreadable,
 )
 from ssdiff_model.data.pair import PansharpeningPair
+from ssdiff_model.data.paths import as_path
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.resample import decimate, mtf_filter
 
