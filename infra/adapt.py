@@ -108,9 +108,11 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
     # every adaptation setting, not only N and the seed: weights made under other defaults are not this run's
     wanted = {"base_hash": base.content_hash, **asdict(AdaptationConfig(iterations=iterations, seed=seed)),
               "scene": _scene_record(scene_store)}
-    if settings.overwrite and objstore.exists(path) and _record(_load(path), wanted) != wanted:
+    adapted = _load(path) if objstore.exists(path) else None
+    if adapted is not None and settings.overwrite and _record(adapted, wanted) != wanted:
         objstore.remove_file(path)
-    reused = objstore.exists(path)
+        adapted = None
+    reused = adapted is not None
     if not reused:
         resources = ray.cluster_resources()
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
@@ -118,7 +120,7 @@ def ensure_adapted(scene_store: str | os.PathLike, mosaic_store: str | os.PathLi
         # the object-store variables go with the task, as with the sharpening actors (infra.pool)
         task = ray.remote(**remote_options({"num_cpus": cpus, "num_gpus": gpus, "max_retries": 2}))(_adapt_in_task)
         ray.get(task.remote(str(checkpoint), str(scene_store), str(path), iterations, seed))
-    adapted = _load(path)
+        adapted = _load(path)
     record = adapted.training.get("adaptation") or {}
     found = _record(adapted, wanted)
     if found != wanted:

@@ -34,11 +34,22 @@ def export_checkpoint(source: str | Path, out: str | Path, half: bool = False, s
     Returns:
         {"path", "hash", "model_card", "bytes"}.
     """
-    from ssdiff_model.inference.pansharpener import network_from_checkpoint
-    from ssdiff_model.model.checkpoint import load_checkpoint, save_checkpoint
+    return _export(_load(source), out, half=half, store=store, facts=facts)
+
+
+def _load(source: str | Path):
+    """The checkpoint at `source` (a local file, or an object read through a temporary copy)."""
+    from ssdiff_model.model.checkpoint import load_checkpoint
 
     with objstore.fetched(source) as local:
-        ckpt = load_checkpoint(local)
+        return load_checkpoint(local)
+
+
+def _export(ckpt, out: str | Path, half: bool, store, facts: dict[str, Any] | None) -> dict[str, Any]:
+    """``export_checkpoint`` of a checkpoint already read."""
+    from ssdiff_model.inference.pansharpener import network_from_checkpoint
+    from ssdiff_model.model.checkpoint import save_checkpoint
+
     training = dict(ckpt.training)
     if training.get("lora"):
         ema = network_from_checkpoint(ckpt, ema=True).state_dict()
@@ -98,8 +109,6 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
     Returns:
         The path of the furthest checkpoint's file.
     """
-    from ssdiff_model.model.checkpoint import load_checkpoint
-
     run = objstore.join(storage_path, name) if objstore.is_url(storage_path) else Path(storage_path, name)
     if objstore.is_url(run):
         fs, inner = objstore.filesystem(run)
@@ -112,8 +121,7 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
         raise FileNotFoundError(f"{run}: no Ray Train checkpoints of run {name!r} there")
 
     def iterations(path) -> int:
-        with objstore.fetched(path) as local:
-            return load_checkpoint(local).training.get("iterations") or 0
+        return _load(path).training.get("iterations") or 0
 
     return max(found, key=iterations)
 
@@ -146,11 +154,10 @@ def export_latest(storage_path: str | Path, name: str, out: str | Path, half: bo
     Returns:
         ``export_checkpoint``'s answer and the exported ``"checkpoint"``.
     """
-    from ssdiff_model.model.checkpoint import load_checkpoint
     from tiling.stores.training import TrainingStore
 
     source = latest_checkpoint(storage_path, name)
-    with objstore.fetched(source) as local:
-        store_path = load_checkpoint(local).training.get("job", {}).get("store")
+    ckpt = _load(source)
+    store_path = ckpt.training.get("job", {}).get("store")
     store = TrainingStore(store_path) if store_path and objstore.exists(store_path) else None
-    return {"checkpoint": str(source), **export_checkpoint(source, out, half=half, store=store)}
+    return {"checkpoint": str(source), **_export(ckpt, out, half=half, store=store, facts=None)}
