@@ -52,15 +52,15 @@ def find_scene_stores(inputs: Iterable[str | Path], listing: str | Path | None =
             objstore.require_reachable(path, writable=False, what="scene store")
         if _is_scene_store(path):
             found = [path]
-        elif objstore.is_url(path):   # a prefix of scene stores: the stores directly under it
-            fs, inner = objstore.filesystem(path)
-            scheme = path.split("://", 1)[0]
-            found = sorted(f"{scheme}://{entry}" for entry in fs.ls(inner, detail=False)
-                           if _is_scene_store(f"{scheme}://{entry}"))
-            if not found:
+        elif objstore.is_url(path) or path.is_dir():   # a folder or prefix of scene stores: those directly in it
+            try:
+                entries = objstore.listing(path)
+            except FileNotFoundError:
+                entries = []
+            found = [store for store in (objstore.as_path(objstore.join(path, entry))
+                                         for entry, is_folder in entries if is_folder) if _is_scene_store(store)]
+            if not found and objstore.is_url(path):
                 raise FileNotFoundError(f"{path}: neither a scene store nor a prefix holding scene stores")
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_dir() and _is_scene_store(p))
         else:
             raise FileNotFoundError(f"{path}: neither a scene store nor a folder")
         stores += [p for p in found if p not in stores]

@@ -109,14 +109,14 @@ def latest_checkpoint(storage_path: str | Path, name: str) -> Path:
     Returns:
         The path of the furthest checkpoint's file.
     """
-    run = objstore.join(storage_path, name) if objstore.is_url(storage_path) else Path(storage_path, name)
-    if objstore.is_url(run):
-        fs, inner = objstore.filesystem(run)
-        fs.invalidate_cache(inner)   # s3fs caches listings: a run resumed since would hide its newer checkpoints
-        scheme = run.split("://", 1)[0]
-        found = sorted(f"{scheme}://{key}" for key in fs.glob(f"{inner}/checkpoint_*/{CHECKPOINT_FILE}"))
-    else:
-        found = sorted(run.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    run = objstore.join(storage_path, name)
+    try:
+        # listing refreshes the object store's cached listing: a run resumed since would hide its newer checkpoints
+        folders = [entry for entry, is_folder in objstore.listing(run) if is_folder and entry.startswith("checkpoint_")]
+    except FileNotFoundError:
+        folders = []
+    found = [objstore.as_path(objstore.join(run, folder, CHECKPOINT_FILE)) for folder in sorted(folders)]
+    found = [path for path in found if objstore.is_file(path)]
     if not found:
         raise FileNotFoundError(f"{run}: no Ray Train checkpoints of run {name!r} there")
 
