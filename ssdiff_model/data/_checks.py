@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdiff_model.blocks import is_lazy, row_bands
 from ssdiff_model.data.paths import as_path
 from ssdiff_model.errors import BadInput
 from ssdiff_model.science.radiometry import FullScale, RadiometryError, infer_full_scale
 from ssdiff_model.science.sensors import get_sensor
 
-__all__ = ["PathLike", "as_float32", "decide_radiometry", "describe", "require_file", "shape_ratio",
+__all__ = ["PathLike", "as_float32", "count_lazily", "decide_radiometry", "describe", "require_file", "shape_ratio",
            "unreadable"]
 
 PathLike = str | Path
@@ -63,18 +64,40 @@ def decide_radiometry(where: str, images: Sequence[np.ndarray], sensor_name: str
     return (int(bits) if bits is not None else decided.bits), decided.value, decided
 
 
-def as_float32(where: str, name: str, image: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
-    """float32 DN; pixels flagged in the boolean ``nodata`` become NaN, any other non-finite value is an error."""
-    image = np.asarray(image)
+def as_float32(where: str, name: str, image, nodata=None):
+    """float32 DN; pixels flagged in the boolean ``nodata`` become NaN, any other non-finite value is an error.
+
+    A lazy (dask) image stays lazy: the check reads it once, a band of rows at a time (``count_lazily``).
+
+    Args:
+        where: the file or pair named in errors.
+        name: the image's name in errors ("PAN", "MS").
+        image: the image, NumPy or dask.
+        nodata: booleans flagging the pixels that hold no data, or None.
+
+    Returns:
+        The float32 image, NumPy or dask as given.
+    """
+    lazy = is_lazy(image)
+    image = image if lazy else np.asarray(image)
     if image.dtype.kind not in "uif":
         raise BadInput(f"{where}: {name} holds {image.dtype} values, not numbers")
-    image = image.astype(np.float32)
-    if nodata is not None:
-        image[nodata] = np.nan
-    bad = ~np.isfinite(image) if nodata is None else ~np.isfinite(image) & ~nodata
-    if bad.any():
-        raise BadInput(f"{where}: {name} contains {int(bad.sum())} NaN or infinite values")
-    return image
+    values = image.astype(np.float32)
+    bad = ~np.isfinite(values) if nodata is None else ~np.isfinite(values) & ~nodata
+    count = count_lazily(bad) if lazy else int(bad.sum())
+    if count:
+        raise BadInput(f"{where}: {name} contains {count} NaN or infinite values")
+    if nodata is None:
+        return values
+    if lazy:
+        return np.where(nodata, np.float32(np.nan), values)   # dask's where, through NumPy's dispatch
+    values[nodata] = np.nan
+    return values
+
+
+def count_lazily(flags) -> int:
+    """How many of the lazy booleans ``flags`` are True, a band of rows at a time."""
+    return sum(int(np.count_nonzero(block)) for _, block in row_bands(flags))
 
 
 def unreadable(path: Path, err: Exception) -> BadInput:

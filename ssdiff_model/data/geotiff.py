@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from ssdiff_model.blocks import band_rows, is_lazy, row_bands
+from ssdiff_model.blocks import band_rows, row_bands
 from ssdiff_model.data._checks import (
     PathLike,
     as_float32,
+    count_lazily,
     decide_radiometry,
     describe,
     require_file,
@@ -87,7 +88,7 @@ def _open_raster(paths: Sequence[Path], mask_nodata: bool = False, lazy: bool = 
             masked = _declared_nodata(values, nodata)
             # Streamed: every window read once now (a truncated strip fails here, naming its file), counting the
             # nodata pixels only where they are an error.
-            held = _count_lazily(masked) if lazy and not mask_nodata and nodata is not None else None
+            held = count_lazily(masked) if lazy and not mask_nodata and nodata is not None else None
             if lazy and held is None:
                 for _ in row_bands(values):
                     pass
@@ -135,26 +136,6 @@ def read_rows(data) -> int:
         block = data.encoding.get("preferred_chunks", {}).get("y", 1)
         width, count = data.sizes["x"], data.sizes["band"]
     return band_rows(width * count, multiple=max(1, int(block)))
-
-
-def _count_lazily(flags) -> int:
-    """How many of the lazy booleans ``flags`` are True, a band of rows at a time."""
-    return sum(int(np.count_nonzero(block)) for _, block in row_bands(flags))
-
-
-def _lazy_float32(where: str, name: str, image, nodata=None):
-    """``_checks.as_float32`` of a lazy image: float32 DN, flagged pixels NaN, any other non-finite value an
-    error; the check reads the image once, a band of rows at a time, and what is returned is still lazy."""
-    import dask.array as da
-
-    if image.dtype.kind not in "uif":
-        raise BadInput(f"{where}: {name} holds {image.dtype} values, not numbers")
-    values = image.astype(np.float32)
-    bad = ~da.isfinite(values) if nodata is None else ~da.isfinite(values) & ~nodata
-    count = _count_lazily(bad)
-    if count:
-        raise BadInput(f"{where}: {name} contains {count} NaN or infinite values")
-    return values if nodata is None else da.where(nodata, np.float32(np.nan), values)
 
 
 def _align_grids(pan: _Raster, ms: _Raster, where: str) -> tuple[int, tuple[slice, slice], tuple[slice, slice], list]:
@@ -331,9 +312,9 @@ def read_geotiff_pair(pan_path: PathLike, ms_path: PathLike | Sequence[PathLike]
         ms_transform = ms.transform @ Affine.translation(ms_window[1].start, ms_window[0].start)
     pan_transform = pan.transform @ Affine.translation(pan_window[1].start or 0, pan_window[0].start or 0)
     # A decimated MS is in memory even when reading lazily (see above): each image is checked as it is held.
-    pan_image = (_lazy_float32 if is_lazy(pan.values) else as_float32)(
+    pan_image = as_float32(
         where, "PAN", pan.values[0][pan_window], _window(pan.nodata, 0, pan_window))
-    ms_image = (_lazy_float32 if is_lazy(ms_values) else as_float32)(
+    ms_image = as_float32(
         where, "MS", ms_values[(slice(None), *ms_window)], _window(ms.nodata, slice(None), ms_window))
     gt = None
     if gt_path is not None:
