@@ -36,6 +36,10 @@ RUNS ?= runs
 DATA ?= ../shared/data
 SSDIFF := $(VENV)/bin/ssdiff
 TRAIN := --storage-path $(RUNS)/ray --batch-size 16 --cpus-per-worker 2 --val-examples 16
+# The shipped checkpoints are the project's first network (`legacy`): trained with these recipes, the authors' network
+# (`ARCHITECTURE=release`, what `ssdiff train` builds by default) scored below them (model cards, README "Fidelity to
+# the release"). The first stage of each recipe builds the network; the later ones go on with the one they load.
+ARCHITECTURE ?= legacy
 
 $(RUNS)/train-r2.zarr: | venv
 	$(SSDIFF) prepare-training --family r2 --data $(DATA) --out $@
@@ -47,14 +51,14 @@ $(RUNS)/train-4band-s16.zarr: | venv
 	$(SSDIFF) prepare-training --family 4band-r4 --data $(DATA) --coregister --stride 16 --out $@
 
 train-landsat-r2: $(RUNS)/train-r2.zarr
-	$(SSDIFF) train --store $< $(TRAIN) --name landsat-r2 --steps 1600 --width 16 --checkpoint-every 200 \
+	$(SSDIFF) train --store $< $(TRAIN) --name landsat-r2 --steps 1600 --width 16 --architecture $(ARCHITECTURE) --checkpoint-every 200 \
 	    --validate-every 400 --export $(RUNS)/export/ssdiff-landsat-r2-base.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/landsat-r2 --store $< $(TRAIN) --name landsat-r2-lbaf \
 	    --steps 300 --lbaf-every 100 --lbaf-lr 2e-4 --checkpoint-every 100 --validate-every 150 \
 	    --export $(RUNS)/export/ssdiff-landsat-r2.pt --half
 
 train-8band-r4: $(RUNS)/train-8band-s8.zarr
-	$(SSDIFF) train --store $< $(TRAIN) --name 8band-s8 --steps 1600 --width 16 --checkpoint-every 200 \
+	$(SSDIFF) train --store $< $(TRAIN) --name 8band-s8 --steps 1600 --width 16 --architecture $(ARCHITECTURE) --checkpoint-every 200 \
 	    --validate-every 800 --equalize-pan --augment --band-gains 1.5 --export $(RUNS)/export/8band-s8-1600.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/8band-s8 --store $< $(TRAIN) --name 8band-s8-lbaf-dbeq \
 	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-3 --checkpoint-every 200 --validate-every 300 --equalize-bands \
@@ -64,7 +68,7 @@ train-8band-r4: $(RUNS)/train-8band-s8.zarr
 	    --export $(RUNS)/export/ssdiff-8band-r4.pt --half
 
 train-4band-r4: $(RUNS)/train-4band-s16.zarr
-	$(SSDIFF) train --store $< $(TRAIN) --name 4band-dbeq --steps 2400 --width 16 --checkpoint-every 200 \
+	$(SSDIFF) train --store $< $(TRAIN) --name 4band-dbeq --steps 2400 --width 16 --architecture $(ARCHITECTURE) --checkpoint-every 200 \
 	    --validate-every 400 --equalize-bands --augment --export $(RUNS)/export/4band-dbeq-2400.pt --half
 	$(SSDIFF) finetune --lbaf --finetune-from $(RUNS)/ray/4band-dbeq --store $< $(TRAIN) --name 4band-dbeq-lbaf \
 	    --steps 600 --lbaf-every 100 --lbaf-lr 1e-4 --checkpoint-every 200 --validate-every 600 --augment \

@@ -2,12 +2,19 @@
 says,
 and sharpens a scene it never trained on better than interpolation does. (How much better, against the classical
 methods, is bench/quality_table.py's job.)"""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT
 
 from ssdiff_model.data.catalogue import family_sources
 from ssdiff_model.inference.pansharpener import Pansharpener
 from ssdiff_model.model.checkpoint import SHIPPED_DIR, load_checkpoint, shipped_names
+from ssdiff_model.model.network import build_network
 from ssdiff_model.model.sampling import sampling_defaults
 from ssdiff_model.science.metrics import ergas, sam
 from ssdiff_model.science.resample import central_window, upsample_ms
@@ -79,3 +86,28 @@ def test_a_shipped_checkpoint_beats_interpolation_on_a_scene_it_never_trained_on
     assert fused.shape == reference.shape and np.isfinite(fused).all()
     assert ergas(reference, fused, pair.ratio) < 0.9 * ergas(reference, interpolated, pair.ratio)
     assert sam(reference, fused) < sam(reference, interpolated)
+
+
+
+RECIPES = {"ssdiff-landsat-r2": "train-landsat-r2", "ssdiff-8band-r4": "train-8band-r4",
+           "ssdiff-4band-r4": "train-4band-r4"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_shipped_checkpoints_recipe_builds_its_network(name, tmp_path):
+    """`make train-...` is the recipe of the shipped checkpoint of that name: its first stage builds the network the
+    checkpoint has (the later stages go on with the one they load). `ssdiff train` builds the release network by
+    default, and the recipes once trained it while the shipped checkpoints are the legacy one."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = Path(sys.prefix)
+    done = subprocess.run(["make", "-n", "-C", str(PROJECT_ROOT), "--no-print-directory", f"VENV={venv}", "-o",
+                           str(venv / ".installed"), RECIPES[name], f"RUNS={tmp_path}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    stages = [" ".join(line.split()) for line in done.stdout.replace("\\\n", " ").split("\n")
+              if " train --store" in line or " finetune " in line]
+    assert "--finetune-from" not in stages[0] and all("--finetune-from" in stage for stage in stages[1:])
+    built = stages[0].split("--architecture ", 1)[1].split()[0]
+    # build_network's rule: a config without an architecture is the legacy network
+    assert built == build_network(load_checkpoint(name).config).config["architecture"]
